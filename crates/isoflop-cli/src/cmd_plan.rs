@@ -1,0 +1,76 @@
+//! `isoflop plan SPEC`: the runs a spec plans, with FLOP accounting.
+
+use crate::Format;
+use crate::exit::{CliResult, input};
+use crate::table::{Table, count, sci};
+use anyhow::anyhow;
+use isoflop_coordinator::resolve::resolve_data;
+use isoflop_core::plan::{ResolvedData, plan as plan_runs};
+use isoflop_core::spec::SweepSpec;
+use std::path::Path;
+
+/// Prints the plan of a spec.
+pub fn plan(spec_path: &Path, format: Format) -> CliResult {
+    let loaded = SweepSpec::load(spec_path).map_err(input)?;
+    // Planning needs data identities, not data: external corpora plan without files.
+    let data = match ResolvedData::external(&loaded.spec) {
+        Some(d) => d,
+        None => resolve_data(&loaded).map_err(input)?,
+    };
+    let runs = plan_runs(&loaded.spec, &data);
+    if runs.is_empty() {
+        return Err(input(anyhow!("{}: grid: no candidate fits any budget", spec_path.display())));
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&runs).map_err(anyhow::Error::from)?),
+        Format::Table => {
+            let mut t = Table::new([
+                "run_id",
+                "name",
+                "budget",
+                "hidden",
+                "layers",
+                "heads",
+                "batch",
+                "steps",
+                "tokens",
+                "params",
+                "fwd_flops/tok",
+                "flops_6N",
+                "flops_detailed",
+                "lr",
+            ]);
+            for r in &runs {
+                t.row([
+                    r.run_id.0.clone(),
+                    r.name.clone(),
+                    sci(r.budget),
+                    r.hidden.to_string(),
+                    r.layers.to_string(),
+                    r.heads.to_string(),
+                    r.batch.to_string(),
+                    r.steps.to_string(),
+                    count(r.tokens),
+                    count(r.params),
+                    sci(r.flops_per_token),
+                    sci(r.flops_6n),
+                    sci(r.flops_detailed),
+                    format!("{:.5}", r.lr),
+                ]);
+            }
+            print!("{}", t.render());
+            let mut budgets: Vec<String> = Vec::new();
+            for b in &loaded.spec.budgets {
+                let n = runs.iter().filter(|r| r.budget == *b).count();
+                budgets.push(format!("{}: {n}", sci(*b)));
+            }
+            println!(
+                "{} runs ({}); budgets count {} FLOPs; flops_detailed = 3 x forward FLOPs/token x tokens, flops_6N = 6 x params x tokens",
+                runs.len(),
+                budgets.join(", "),
+                loaded.spec.budget_convention.as_str()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! `isoflop run SPEC` and `isoflop resume SWEEP`: the whole sweep on this machine with the
+//! coordinator in-process, local workers and SQLite, a live display, and a final table.
+
+use crate::cmd_status::{final_table, live_block, open_store};
+use crate::exit::{CliError, CliResult, input};
+use anyhow::{Context, anyhow};
+use isoflop_coordinator::resolve::PlannedSweep;
+use isoflop_coordinator::{Coordinator, CoordinatorConfig, LocalExecutor, serve};
+use isoflop_core::RunState;
+use isoflop_core::spec::{ExecutorSpec, LoadedSpec, SweepSpec};
+use isoflop_store::{SqliteStore, Store, StoreError};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// `isoflop run SPEC`.
+pub fn run(spec_path: &Path, plain: bool) -> CliResult {
+    let loaded = SweepSpec::load(spec_path).map_err(input)?;
+    // Validate data and plan before anything touches the store.
+    PlannedSweep::from_spec(&loaded).map_err(input)?;
+    let store_path = loaded.store_path();
+    run_loaded(&loaded, &store_path, plain)
+}
+
+/// `isoflop resume SWEEP`: requeue failed (and cancelled) runs, then run the sweep.
+pub fn resume(store_path: &Path, sweep: &str, include_diverged: bool, no_run: bool, plain: bool) -> CliResult {
+    let store = open_store(store_path)?;
+    let row = store.sweep(sweep)?.ok_or_else(|| input(anyhow!("sweep `{sweep}` not found in {}", store_path.display())))?;
+    let loaded = stored_spec(&row).map_err(input)?;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let exec = Arc::new(LocalExecutor::new(PathBuf::from("isoflop"), 0, tx));
+    let coord = Coordinator::new(store.clone(), exec, CoordinatorConfig::from_spec(&loaded, String::new()));
+    let n = coord.resume_sweep(sweep, include_diverged)?;
+    println!("requeued {n} run(s) of sweep {sweep}");
+    drop(coord);
+    drop(store);
+    if no_run {
+        return Ok(());
+    }
+    run_loaded(&loaded, store_path, plain)
+}
+
+/// The spec a sweep was submitted with, as stored.
+pub fn stored_spec(row: &isoflop_store::SweepRow) -> Result<LoadedSpec, isoflop_core::spec::SpecError> {
+    let path = PathBuf::from(&row.spec_path);
+    let spec = SweepSpec::parse(&path, &row.spec_yaml)?;
+    Ok(LoadedSpec { spec, path, text: row.spec_yaml.clone() })
+}
+
+/// An exclusive lock on the store for the life of one `isoflop run`.
+fn lock_store(store_path: &Path) -> Result<std::fs::File, CliError> {
+    let lock_path = store_path.with_extension("lock");
+    if let Some(d) = lock_path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(input(anyhow!(
+            "another `isoflop run` is using the store {} (lock {})",
+            store_path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow!("cannot lock {}: {e}", lock_path.display()).into()),
+    }
+}
+
+fn run_loaded(loaded: &LoadedSpec, store_path: &Path, plain: bool) -> CliResult {
+    let _lock = lock_store(store_path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;
+    rt.block_on(run_async(loaded, store_path, plain))
+}
+
+async fn run_async(loaded: &LoadedSpec, store_path: &Path, plain: bool) -> CliResult {
+    let sweep = loaded.spec.name.clone();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(store_path)?);
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the coordinator to loopback")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (exit_tx, exit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ExecutorSpec::Local { max_parallel, .. } = loaded.spec.executor;
+    let program = std::env::current_exe().context("cannot find the isoflop binary")?;
+    let exec = Arc::new(LocalExecutor::new(program, max_parallel as usize, exit_tx));
+    let coord = Coordinator::new(store.clone(), exec, CoordinatorConfig::from_spec(loaded, url));
+    let submitted = match coord.submit(loaded) {
+        Ok(s) => s,
+        Err(isoflop_coordinator::CoordinatorError::Store(e @ StoreError::SweepConflict { .. })) => return Err(input(e)),
+        Err(isoflop_coordinator::CoordinatorError::Spec(e)) => return Err(input(e)),
+        Err(e) => return Err(e.into()),
+    };
+    let recovered = coord.recover()?;
+    let runs = store.sweep_runs(&sweep)?;
+    let done = runs.iter().filter(|r| r.state == RunState::Succeeded).count();
+    println!(
+        "sweep {sweep}: {} runs ({} already succeeded{}{}), store {}, up to {max_parallel} in parallel",
+        submitted.runs,
+        done,
+        if submitted.existed { ", continuing" } else { "" },
+        if submitted.reused > 0 && !submitted.existed {
+            format!(", {} shared with other sweeps", submitted.reused)
+        } else {
+            String::new()
+        },
+        store_path.display()
+    );
+    if recovered > 0 {
+        println!("requeued {recovered} run(s) interrupted in an earlier session; they resume from their checkpoints");
+    }
+
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(serve(coord.clone(), listener, None, server_stop.clone()));
+    let sched_stop = CancellationToken::new();
+    let scheduler = tokio::spawn(coord.clone().run_scheduler(exit_rx, sched_stop.clone()));
+
+    let live = !plain && std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut drawn = 0usize;
+    let mut last_plain = String::new();
+    let mut last_plain_at = Instant::now() - Duration::from_secs(3600);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
+    let interrupted = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break true,
+            _ = sigterm.recv() => break true,
+            _ = tick.tick() => {}
+        }
+        let runs = store.sweep_runs(&sweep)?;
+        let block = live_block(&sweep, &runs, started.elapsed().as_secs_f64());
+        let mut out = std::io::stdout().lock();
+        if live {
+            if drawn > 0 {
+                let _ = write!(out, "\x1b[{drawn}A\x1b[J");
+            }
+            let _ = write!(out, "{block}");
+            drawn = block.lines().count();
+        } else {
+            let head = block.lines().next().unwrap_or_default().to_string();
+            let changed = head.split("  elapsed").next() != last_plain.split("  elapsed").next();
+            if changed || last_plain_at.elapsed() >= Duration::from_secs(30) {
+                let _ = write!(out, "{block}");
+                last_plain = head;
+                last_plain_at = Instant::now();
+            }
+        }
+        let _ = out.flush();
+        if runs.iter().all(|r| r.state.is_terminal()) {
+            break false;
+        }
+    };
+    if interrupted {
+        println!("\ninterrupted: asking workers to checkpoint and stop (Ctrl-C again to quit at once)");
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("quitting; workers stop on their own when they lose the coordinator");
+            std::process::exit(130);
+        });
+    }
+    sched_stop.cancel();
+    let _ = scheduler.await;
+    server_stop.cancel();
+    let _ = server.await;
+
+    let runs = store.sweep_runs(&sweep)?;
+    println!();
+    print!("{}", final_table(store.as_ref(), &runs)?);
+    let results_at = loaded.artifacts_dir();
+    println!(
+        "elapsed {}; results in {} (`isoflop status {sweep}`), checkpoints and logs under {}",
+        crate::table::duration(started.elapsed().as_secs_f64()),
+        store_path.display(),
+        results_at.display()
+    );
+    if interrupted {
+        return Err(CliError::Interrupted);
+    }
+    let failed = runs.iter().filter(|r| r.state == RunState::Failed).count();
+    if failed > 0 {
+        return Err(anyhow!(
+            "{failed} run(s) failed; see `isoflop status {sweep}` and `isoflop logs RUN`, then `isoflop resume {sweep}`"
+        )
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Exit codes: 0 success, 1 failure, 2 bad input (spec, arguments, data), 130 interrupted.
+
+use std::fmt;
+
+/// An error at the binary's edge, with the exit code it maps to.
+pub enum CliError {
+    /// Bad input from the user: exit code 2.
+    Input(anyhow::Error),
+    /// Anything else: exit code 1.
+    Failure(anyhow::Error),
+    /// Stopped by Ctrl-C or SIGTERM after a clean shutdown: exit code 130.
+    Interrupted,
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Input(_) => 2,
+            CliError::Failure(_) => 1,
+            CliError::Interrupted => 130,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Input(e) | CliError::Failure(e) => {
+                if f.alternate() {
+                    write!(f, "{e:#}")
+                } else {
+                    write!(f, "{e}")
+                }
+            }
+            CliError::Interrupted => f.write_str("interrupted; run the same command again to continue"),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::Failure(e.into())
+    }
+}
+
+/// Marks an error as bad input.
+pub fn input(e: impl Into<anyhow::Error>) -> CliError {
+    CliError::Input(e.into())
+}
+
+/// Result of a command.
+pub type CliResult = Result<(), CliError>;

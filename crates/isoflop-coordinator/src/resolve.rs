@@ -1,0 +1,151 @@
+//! From a spec to stored runs: resolve its data against the prepared manifest, plan it, and
+//! build the rows the store records.
+
+use isoflop_core::plan::{PlannedRun, ResolvedData, plan};
+use isoflop_core::spec::{LoadedSpec, SpecError};
+use isoflop_core::{EvalRef, config::RunConfig};
+use isoflop_data::Manifest;
+use isoflop_store::{NewRun, NewSweep};
+
+/// Resolves a spec's corpora and eval distributions to shards with digests. Every error
+/// names the spec file and the key it comes from (`data.manifest`, `data.corpora[i]`, ...).
+pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
+    let spec = &loaded.spec;
+    let file = &loaded.path;
+    let Some(manifest_rel) = &spec.data.manifest else {
+        return ResolvedData::external(spec)
+            .ok_or_else(|| SpecError::at(file, "data.manifest", "a corpus without `external` needs a manifest"));
+    };
+    let manifest_path = loaded.resolve(manifest_rel);
+    let manifest = Manifest::load(&manifest_path).map_err(|e| {
+        SpecError::at(
+            file,
+            "data.manifest",
+            format!("{e} (prepare it with `isoflop data prepare --out {}`)", dir_of(&manifest_path)),
+        )
+    })?;
+    let dir = manifest_path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+    if manifest.tokenizer != spec.data.tokenizer {
+        return Err(SpecError::at(
+            file,
+            "data.tokenizer",
+            format!("`{}` but {} was prepared with `{}`", spec.data.tokenizer, manifest_path.display(), manifest.tokenizer),
+        ));
+    }
+    let shard_ref = |key: String, name: &str| -> Result<EvalRef, SpecError> {
+        let entry = manifest.shard(name).ok_or_else(|| {
+            SpecError::at(
+                file,
+                &key,
+                format!(
+                    "{} has no shard `{name}` (it has: train, {})",
+                    manifest_path.display(),
+                    manifest.eval_names().join(", ")
+                ),
+            )
+        })?;
+        let path = dir.join(&entry.path);
+        if !path.is_file() {
+            return Err(SpecError::at(
+                file,
+                &key,
+                format!("shard file {} is missing (run `isoflop data prepare` again)", path.display()),
+            ));
+        }
+        Ok(EvalRef { name: name.to_string(), path: path.display().to_string(), digest: entry.digest.clone() })
+    };
+    let mut corpora = Vec::new();
+    for (i, c) in spec.data.corpora.iter().enumerate() {
+        let r = match &c.external {
+            Some(ext) => EvalRef { name: c.name.clone(), path: String::new(), digest: format!("external:{ext}") },
+            None => shard_ref(format!("data.corpora[{i}].shard"), c.shard.as_deref().unwrap_or("train"))?,
+        };
+        corpora.push((c.name.clone(), r));
+    }
+    let names: Vec<String> = match &spec.data.evals {
+        Some(list) => list.clone(),
+        None => manifest.eval_names().into_iter().map(String::from).collect(),
+    };
+    let mut evals = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        evals.push(shard_ref(format!("data.evals[{i}]"), n)?);
+    }
+    let vocab = spec.model.vocab_size.unwrap_or(manifest.vocab_size as u64);
+    if vocab < manifest.vocab_size as u64 {
+        return Err(SpecError::at(
+            file,
+            "model.vocab_size",
+            format!("{vocab} is smaller than the tokenizer's {}", manifest.vocab_size),
+        ));
+    }
+    Ok(ResolvedData { tokenizer: manifest.tokenizer.clone(), vocab_size: vocab, corpora, evals })
+}
+
+fn dir_of(p: &std::path::Path) -> String {
+    p.parent().map(|d| d.display().to_string()).unwrap_or_else(|| ".".into())
+}
+
+/// Data that must be local to train: refuses external corpora with an error naming the key.
+pub fn require_local(loaded: &LoadedSpec) -> Result<(), SpecError> {
+    for (i, c) in loaded.spec.data.corpora.iter().enumerate() {
+        if let Some(ext) = &c.external {
+            return Err(SpecError::at(
+                &loaded.path,
+                format!("data.corpora[{i}].external"),
+                format!("corpus `{}` is external (`{ext}`): isoflop can plan it but holds no shards to train on", c.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A planned sweep, ready for the store.
+#[derive(Debug, Clone)]
+pub struct PlannedSweep {
+    pub sweep: NewSweep,
+    pub runs: Vec<PlannedRun>,
+}
+
+impl PlannedSweep {
+    /// Plans a loaded spec whose data is local.
+    pub fn from_spec(loaded: &LoadedSpec) -> Result<Self, SpecError> {
+        require_local(loaded)?;
+        let data = resolve_data(loaded)?;
+        let runs = plan(&loaded.spec, &data);
+        if runs.is_empty() {
+            return Err(SpecError::at(
+                &loaded.path,
+                "grid",
+                "no candidate fits any budget (check target_steps, lr_max, min_batch)",
+            ));
+        }
+        let spec_path = std::fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone());
+        Ok(Self {
+            sweep: NewSweep {
+                name: loaded.spec.name.clone(),
+                spec_yaml: loaded.text.clone(),
+                spec_path: spec_path.display().to_string(),
+            },
+            runs,
+        })
+    }
+
+    /// Store rows of the runs.
+    pub fn new_runs(&self) -> Vec<NewRun> {
+        self.runs
+            .iter()
+            .map(|r| NewRun {
+                run_id: r.run_id.0.clone(),
+                name: r.name.clone(),
+                corpus: r.corpus.clone(),
+                budget: r.budget,
+                config_json: serde_json::to_string(&r.config).expect("RunConfig serialises"),
+            })
+            .collect()
+    }
+}
+
+/// Parses a stored run configuration.
+pub fn run_config(json: &str) -> Result<RunConfig, serde_json::Error> {
+    serde_json::from_str(json)
+}

@@ -1,0 +1,166 @@
+//! The control API: what the CLI and other clients call.
+
+use crate::coordinator::{Coordinator, CoordinatorError, pb_class, pb_run_state};
+use isoflop_core::RunState;
+use isoflop_core::spec::{LoadedSpec, SweepSpec};
+use isoflop_proto::v1 as pb;
+use isoflop_proto::v1::control_service_server::ControlService;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::pin::Pin;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::BroadcastStream;
+use tonic::{Request, Response, Status};
+
+/// The control API over a coordinator, optionally requiring an admin bearer token.
+#[derive(Debug, Clone)]
+pub struct ControlApi {
+    coord: Coordinator,
+    admin_token_hash: Option<String>,
+}
+
+impl ControlApi {
+    pub fn new(coord: Coordinator, admin_token: Option<&str>) -> Self {
+        Self { coord, admin_token_hash: admin_token.map(crate::auth::hash_token) }
+    }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(want) = &self.admin_token_hash else { return Ok(()) };
+        let got = crate::auth::bearer(req.metadata()).ok_or_else(|| Status::unauthenticated("missing admin bearer token"))?;
+        if crate::auth::same(want, &crate::auth::hash_token(got)) {
+            Ok(())
+        } else {
+            Err(Status::unauthenticated("wrong admin token"))
+        }
+    }
+}
+
+fn status(e: CoordinatorError) -> Status {
+    match e {
+        CoordinatorError::Spec(e) => Status::invalid_argument(e.to_string()),
+        CoordinatorError::UnknownSweep(_) | CoordinatorError::UnknownRun(_) => Status::not_found(e.to_string()),
+        CoordinatorError::Store(isoflop_store::StoreError::SweepConflict { .. }) => Status::already_exists(e.to_string()),
+        CoordinatorError::Store(e) => Status::internal(e.to_string()),
+    }
+}
+
+/// A run as the control API shows it.
+pub fn run_summary(coord: &Coordinator, r: &isoflop_store::RunRow) -> pb::RunSummary {
+    let evals = coord.store().evals(&r.run_id).unwrap_or_default();
+    pb::RunSummary {
+        run_id: r.run_id.clone(),
+        name: r.name.clone(),
+        budget: r.budget,
+        state: pb_run_state(r.state),
+        failure_class: pb_class(r.failure_class),
+        message: r.message.clone(),
+        attempts: r.attempts,
+        progress: r.progress.as_ref().map(|p| pb::Progress {
+            step: p.step,
+            total_steps: p.total_steps,
+            loss: p.loss,
+            lr: p.lr,
+            grad_norm: p.grad_norm,
+            tokens_seen: p.tokens_seen,
+            tokens_per_second: p.tokens_per_second,
+            mfu: p.mfu,
+            elapsed_seconds: p.elapsed_seconds,
+        }),
+        evals: evals
+            .into_iter()
+            .map(|e| pb::EvalResult {
+                distribution: e.distribution,
+                loss: e.loss,
+                bits_per_byte: e.bits_per_byte,
+                tokens: e.tokens,
+                bytes: e.bytes,
+            })
+            .collect(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ControlService for ControlApi {
+    async fn submit_sweep(&self, req: Request<pb::SubmitSweepRequest>) -> Result<Response<pb::SubmitSweepResponse>, Status> {
+        self.check(&req)?;
+        let m = req.into_inner();
+        let path = PathBuf::from(&m.spec_path);
+        let spec = SweepSpec::parse(&path, &m.spec_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let loaded = LoadedSpec { spec, path, text: m.spec_yaml };
+        let r = self.coord.submit(&loaded).map_err(status)?;
+        Ok(Response::new(pb::SubmitSweepResponse { sweep: loaded.spec.name, runs: r.runs as u32, reused_runs: r.reused as u32 }))
+    }
+
+    async fn get_sweep(&self, req: Request<pb::GetSweepRequest>) -> Result<Response<pb::SweepStatus>, Status> {
+        self.check(&req)?;
+        let name = req.into_inner().sweep;
+        let store = self.coord.store();
+        if store.sweep(&name).map_err(|e| Status::internal(e.to_string()))?.is_none() {
+            return Err(Status::not_found(format!("sweep `{name}` not found")));
+        }
+        let runs = store.sweep_runs(&name).map_err(|e| Status::internal(e.to_string()))?;
+        let count = |f: &dyn Fn(RunState) -> bool| runs.iter().filter(|r| f(r.state)).count() as u32;
+        Ok(Response::new(pb::SweepStatus {
+            sweep: name,
+            total: runs.len() as u32,
+            succeeded: count(&|s| s == RunState::Succeeded),
+            failed: count(&|s| s == RunState::Failed),
+            active: count(&|s| s.is_active()),
+            queued: count(&|s| matches!(s, RunState::Queued | RunState::Blocked | RunState::Planned)),
+            cancelled: count(&|s| s == RunState::Cancelled),
+        }))
+    }
+
+    async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
+        self.check(&req)?;
+        let name = req.into_inner().sweep;
+        let store = self.coord.store();
+        if store.sweep(&name).map_err(|e| Status::internal(e.to_string()))?.is_none() {
+            return Err(Status::not_found(format!("sweep `{name}` not found")));
+        }
+        let runs = store.sweep_runs(&name).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(|r| run_summary(&self.coord, r)).collect() }))
+    }
+
+    type WatchSweepStream = EventStream;
+
+    async fn watch_sweep(&self, req: Request<pb::WatchSweepRequest>) -> Result<Response<Self::WatchSweepStream>, Status> {
+        self.check(&req)?;
+        let name = req.into_inner().sweep;
+        let rx = self.coord.subscribe();
+        let runs = self.coord.store().sweep_runs(&name).map_err(|e| Status::internal(e.to_string()))?;
+        if runs.is_empty() {
+            return Err(Status::not_found(format!("sweep `{name}` has no runs")));
+        }
+        let ids: HashSet<String> = runs.into_iter().map(|r| r.run_id).collect();
+        let stream = tokio_stream::StreamExt::filter_map(BroadcastStream::new(rx), move |ev| match ev {
+            Ok(ev) if ids.contains(&ev.run_id) => Some(Ok(ev)),
+            Ok(_) => None,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Err(Status::data_loss(format!("watcher fell {n} events behind; read the store for the current state"))))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel_sweep(&self, req: Request<pb::CancelSweepRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        self.check(&req)?;
+        let n = self.coord.cancel_sweep(&req.into_inner().sweep).map_err(status)?;
+        Ok(Response::new(pb::CancelResponse { cancelled: n }))
+    }
+
+    async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        self.check(&req)?;
+        let n = self.coord.cancel_run(&req.into_inner().run_id).map_err(status)?;
+        Ok(Response::new(pb::CancelResponse { cancelled: n as u32 }))
+    }
+
+    async fn resume_sweep(&self, req: Request<pb::ResumeSweepRequest>) -> Result<Response<pb::ResumeSweepResponse>, Status> {
+        self.check(&req)?;
+        let m = req.into_inner();
+        let n = self.coord.resume_sweep(&m.sweep, m.include_diverged).map_err(status)?;
+        Ok(Response::new(pb::ResumeSweepResponse { requeued: n }))
+    }
+}

@@ -1,0 +1,4 @@
+//! gRPC services of the coordinator.
+
+pub mod control;
+pub mod worker;

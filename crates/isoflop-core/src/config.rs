@@ -1,0 +1,212 @@
+//! The complete, self-contained description of one training run, and its content hash.
+//!
+//! A [`RunConfig`] holds everything that changes a run's result and nothing that does not
+//! (not its sweep, not its position in a grid, not where its checkpoints go). Its
+//! [`RunId`] is the SHA-256 of its canonical JSON, so the same run planned by two sweeps is
+//! one run, trained once.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Shape of a Llama/Qwen3-style decoder-only Transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelShape {
+    /// Vocabulary size (rows of the embedding and of the LM head).
+    pub vocab_size: u64,
+    /// Model width `h`.
+    pub hidden: u64,
+    /// Number of Transformer blocks `L`.
+    pub layers: u64,
+    /// Attention (query) heads `H`.
+    pub heads: u64,
+    /// Key/value heads (equal to `heads` unless grouped-query attention is used).
+    pub kv_heads: u64,
+    /// SwiGLU intermediate size `I`.
+    pub ffn_hidden: u64,
+    /// Training sequence length `S` in tokens.
+    pub seq_len: u64,
+    /// RoPE base frequency.
+    pub rope_theta: f64,
+    /// Optional Llama-3 RoPE frequency scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    /// RMSNorm on queries and keys per head (Qwen3).
+    pub qk_norm: bool,
+    /// Share the input embedding with the LM head.
+    pub tie_embeddings: bool,
+    /// RMSNorm epsilon.
+    pub norm_eps: f64,
+    /// Standard deviation of the normal initialisation of every matrix.
+    pub init_std: f64,
+}
+
+impl ModelShape {
+    /// Per-head dimension `h / H`.
+    pub fn head_dim(&self) -> u64 {
+        self.hidden / self.heads
+    }
+}
+
+/// Llama-3 style RoPE frequency scaling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_context: u64,
+}
+
+/// Optimiser and schedule of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Global batch in sequences.
+    pub batch: u64,
+    /// Optimiser steps.
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Fraction of steps of linear warmup from 0.
+    pub warmup_frac: f64,
+    /// Fraction of steps, at the end, of linear decay to `min_lr_frac * lr`.
+    pub decay_frac: f64,
+    /// Floor of the decay as a fraction of the peak.
+    pub min_lr_frac: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm clip (0 disables).
+    pub grad_clip: f64,
+}
+
+/// Identity of one token shard: its name, content digest and size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRef {
+    pub name: String,
+    /// Path of the shard as seen by the coordinator (excluded from the run's identity).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub path: String,
+    /// SHA-256 of the shard's token payload, as written by `isoflop data prepare`.
+    pub digest: String,
+}
+
+/// The data a run trains and evaluates on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataRef {
+    /// Tokenizer name (`byte` or `gpt2`).
+    pub tokenizer: String,
+    /// Training shard.
+    pub train: EvalRef,
+    /// Evaluation shards, one per distribution.
+    pub evals: Vec<EvalRef>,
+    /// At most this many tokens of each eval shard are scored (whole windows, from the start).
+    pub eval_tokens: u64,
+}
+
+/// Everything that determines the result of one training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelShape,
+    pub recipe: Recipe,
+    pub data: DataRef,
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// JSON with paths blanked: the bytes the run identity is computed from.
+    pub fn identity_json(&self) -> String {
+        let mut c = self.clone();
+        c.data.train.path.clear();
+        for e in &mut c.data.evals {
+            e.path.clear();
+        }
+        serde_json::to_string(&c).expect("RunConfig serialises")
+    }
+
+    /// Content hash of everything that changes this run's result.
+    pub fn run_id(&self) -> RunId {
+        let digest = Sha256::digest(self.identity_json().as_bytes());
+        RunId(hex::encode(&digest[..8]))
+    }
+}
+
+/// A run's content hash: 16 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> RunConfig {
+        RunConfig {
+            model: ModelShape {
+                vocab_size: 259,
+                hidden: 64,
+                layers: 2,
+                heads: 4,
+                kv_heads: 4,
+                ffn_hidden: 256,
+                seq_len: 128,
+                rope_theta: 10000.0,
+                rope_scaling: None,
+                qk_norm: true,
+                tie_embeddings: false,
+                norm_eps: 1e-5,
+                init_std: 0.02,
+            },
+            recipe: Recipe {
+                batch: 8,
+                steps: 100,
+                lr: 3e-3,
+                warmup_frac: 0.1,
+                decay_frac: 0.2,
+                min_lr_frac: 0.0,
+                weight_decay: 0.1,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                grad_clip: 1.0,
+            },
+            data: DataRef {
+                tokenizer: "byte".into(),
+                train: EvalRef { name: "train".into(), path: "/a/train.bin".into(), digest: "aa".into() },
+                evals: vec![EvalRef { name: "code".into(), path: "/a/code.bin".into(), digest: "bb".into() }],
+                eval_tokens: 4096,
+            },
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn run_id_ignores_paths_but_not_content() {
+        let a = sample();
+        let mut b = sample();
+        b.data.train.path = "/elsewhere/train.bin".into();
+        assert_eq!(a.run_id(), b.run_id());
+        b.data.train.digest = "ab".into();
+        assert_ne!(a.run_id(), b.run_id());
+        let mut c = sample();
+        c.seed = 1;
+        assert_ne!(a.run_id(), c.run_id());
+        let mut d = sample();
+        d.recipe.lr = 3.1e-3;
+        assert_ne!(a.run_id(), d.run_id());
+        assert_eq!(a.run_id().0.len(), 16);
+    }
+}

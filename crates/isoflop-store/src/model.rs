@@ -1,0 +1,163 @@
+//! Rows the store reads and writes.
+
+use isoflop_core::{FailureClass, RunState};
+
+/// A sweep to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSweep {
+    pub name: String,
+    pub spec_yaml: String,
+    pub spec_path: String,
+}
+
+/// One planned run of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub run_id: String,
+    pub name: String,
+    pub corpus: String,
+    pub budget: f64,
+    pub config_json: String,
+}
+
+/// What submitting a sweep did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitResult {
+    /// Runs of the sweep.
+    pub runs: usize,
+    /// Runs that existed before (shared with another sweep, or this sweep submitted again).
+    pub reused: usize,
+    /// True when the sweep existed already with the same spec.
+    pub existed: bool,
+}
+
+/// A stored sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRow {
+    pub name: String,
+    pub spec_yaml: String,
+    pub spec_path: String,
+    pub created_ms: i64,
+}
+
+/// A stored run, as seen from one sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub run_id: String,
+    pub name: String,
+    pub corpus: String,
+    pub budget: f64,
+    pub config_json: String,
+    pub state: RunState,
+    pub failure_class: Option<FailureClass>,
+    pub message: String,
+    pub attempts: u64,
+    pub retries_used: u64,
+    pub not_before_ms: i64,
+    pub updated_ms: i64,
+    /// Newest progress point, if any.
+    pub progress: Option<ProgressPoint>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Active,
+    Succeeded,
+    Failed,
+    /// Stopped after a checkpoint (Ctrl-C, shutdown); resumes without spending a retry.
+    Interrupted,
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Active => "active",
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Interrupted => "interrupted",
+            AttemptOutcome::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Active, Self::Succeeded, Self::Failed, Self::Interrupted, Self::Cancelled].into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// A stored attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub run_id: String,
+    pub attempt: u64,
+    pub token_hash: String,
+    pub outcome: AttemptOutcome,
+    pub failure_class: Option<FailureClass>,
+    pub message: String,
+    pub executor_ref: String,
+    pub resume_step: u64,
+    pub lease_expires_ms: i64,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+}
+
+/// How to end an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    pub outcome: AttemptOutcome,
+    pub failure_class: Option<FailureClass>,
+    pub message: String,
+    /// For a run going back to `queued`: not before this time.
+    pub not_before_ms: Option<i64>,
+    /// For a run going back to `queued` after a counted failure.
+    pub spend_retry: bool,
+}
+
+/// One progress point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressPoint {
+    pub attempt: u64,
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_seen: u64,
+    pub tokens_per_second: f64,
+    pub mfu: f64,
+    pub elapsed_seconds: f64,
+    pub at_ms: i64,
+}
+
+/// A saved checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRow {
+    pub step: u64,
+    pub attempt: u64,
+    pub path: String,
+    pub tokens_seen: u64,
+    pub at_ms: i64,
+}
+
+/// Loss of a run on one distribution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRow {
+    pub distribution: String,
+    pub loss: f64,
+    pub bits_per_byte: f64,
+    pub tokens: u64,
+    pub bytes: u64,
+}
+
+/// A recorded state transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub id: i64,
+    pub run_id: String,
+    pub attempt: Option<u64>,
+    pub at_ms: i64,
+    pub from: RunState,
+    pub to: RunState,
+    pub failure_class: Option<FailureClass>,
+    pub message: String,
+}

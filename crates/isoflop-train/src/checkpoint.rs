@@ -1,0 +1,337 @@
+//! Atomic checkpoint directories.
+//!
+//! A checkpoint of step `s` is the directory `step-{s:08}/` holding
+//!
+//! * `state.safetensors`: every parameter as `param/<name>`, and the AdamW moments as
+//!   `adam_m/<name>` and `adam_v/<name>` (all `f32`, on the CPU);
+//! * `manifest.json`: a [`Manifest`].
+//!
+//! It is written into `step-{s:08}.tmp/`, both files and the directory are fsynced, the
+//! directory is renamed into place and the parent fsynced, so a directory named
+//! `step-XXXXXXXX` is always complete. [`latest`] ignores any other name (leftovers of a
+//! crash), and [`save`] removes leftovers and all but the newest `keep` checkpoints.
+
+use crate::model::Transformer;
+use crate::optim::AdamW;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::{Device, TchError, Tensor};
+
+/// Version of the checkpoint layout written by this build.
+pub const FORMAT_VERSION: u32 = 1;
+/// Checkpoints kept by default.
+pub const DEFAULT_KEEP: usize = 2;
+/// File name of the tensors.
+pub const STATE_FILE: &str = "state.safetensors";
+/// File name of the manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// What a checkpoint is: which run, how far it got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Layout version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Run the checkpoint belongs to.
+    pub run_id: String,
+    /// Optimiser steps completed.
+    pub step: u64,
+    /// Training tokens consumed.
+    pub tokens_seen: u64,
+    /// The optimiser's own update count (for bias correction).
+    pub optimizer_step: u64,
+}
+
+/// Errors writing or reading a checkpoint; each names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading or writing a file or directory failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// libtorch failed to serialise or deserialise the tensors.
+    #[error("{path}: {source}")]
+    Torch { path: PathBuf, source: TchError },
+    /// The checkpoint does not match this build or this model.
+    #[error("{path}: invalid checkpoint ({reason})")]
+    Format { path: PathBuf, reason: String },
+}
+
+impl CheckpointError {
+    /// True when the checkpoint (or its directory) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, CheckpointError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+}
+
+fn torch_err(path: &Path) -> impl FnOnce(TchError) -> CheckpointError + '_ {
+    move |source| CheckpointError::Torch { path: path.to_path_buf(), source }
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> CheckpointError {
+    CheckpointError::Format { path: path.to_path_buf(), reason: reason.into() }
+}
+
+/// Directory name of the checkpoint of `step`.
+pub fn dir_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+/// The step of a complete checkpoint directory name (`step-` and at least 8 digits).
+pub fn parse_dir_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("step-")?;
+    if digits.len() < 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Complete checkpoints in `dir`, oldest first. A missing or unreadable directory has none.
+pub fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| Some((parse_dir_name(e.file_name().to_str()?)?, e.path())))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The newest complete checkpoint in `dir`, ignoring `.tmp` leftovers.
+pub fn latest(dir: &Path) -> Option<(u64, PathBuf)> {
+    list(dir).pop()
+}
+
+fn fsync(path: &Path) -> Result<(), CheckpointError> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
+}
+
+/// Writes the checkpoint of `manifest.step` into `dir` atomically, then deletes all but the
+/// newest `keep` (at least 1) checkpoints and any leftovers of interrupted saves. Returns
+/// the checkpoint's directory.
+pub fn save(dir: &Path, manifest: &Manifest, model: &Transformer, opt: &AdamW, keep: usize) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = dir_name(manifest.step);
+    let final_dir = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+
+    let state = tmp.join(STATE_FILE);
+    let cpu = |t: &Tensor| t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous();
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for p in model.params() {
+        named.push((format!("param/{}", p.name), cpu(&p.tensor).map_err(torch_err(&state))?));
+    }
+    for (n, m, v) in opt.moments() {
+        named.push((format!("adam_m/{n}"), cpu(m).map_err(torch_err(&state))?));
+        named.push((format!("adam_v/{n}"), cpu(v).map_err(torch_err(&state))?));
+    }
+    Tensor::write_safetensors(&named, &state).map_err(torch_err(&state))?;
+    fsync(&state)?;
+
+    let mpath = tmp.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+    let mut f = File::create(&mpath).map_err(io_err(&mpath))?;
+    f.write_all(&json).and_then(|_| f.sync_all()).map_err(io_err(&mpath))?;
+    drop(f);
+    fsync(&tmp)?;
+
+    if final_dir.exists() {
+        // Re-saving a step: move the old copy aside so the new one can take its name.
+        let old = dir.join(format!("{name}.old"));
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        std::fs::rename(&final_dir, &old).map_err(io_err(&final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io_err(&final_dir))?;
+    fsync(dir)?;
+    prune(dir, keep)?;
+    Ok(final_dir)
+}
+
+/// Deletes all but the newest `keep` (at least 1) checkpoints, and leftover `.tmp`/`.old`
+/// directories of interrupted saves.
+pub fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
+    let all = list(dir);
+    let excess = all.len().saturating_sub(keep.max(1));
+    for (_, path) in &all[..excess] {
+        std::fs::remove_dir_all(path).map_err(io_err(path))?;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stem = name.strip_suffix(".tmp").or_else(|| name.strip_suffix(".old"));
+            if stem.and_then(parse_dir_name).is_some() {
+                let path = e.path();
+                std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the manifest of the checkpoint directory `path`.
+pub fn read_manifest(path: &Path) -> Result<Manifest, CheckpointError> {
+    let mpath = path.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&mpath).map_err(io_err(&mpath))?;
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| format_err(&mpath, e.to_string()))?;
+    if m.format_version != FORMAT_VERSION {
+        return Err(format_err(&mpath, format!("format version {}, this build reads {FORMAT_VERSION}", m.format_version)));
+    }
+    Ok(m)
+}
+
+/// Loads the checkpoint directory `path` into `model` and `opt` (which must have been built
+/// for the same shape) and returns its manifest. Every parameter and moment must be present
+/// with the right shape, and nothing else.
+pub fn load(path: &Path, model: &Transformer, opt: &mut AdamW) -> Result<Manifest, CheckpointError> {
+    let manifest = read_manifest(path)?;
+    let state = path.join(STATE_FILE);
+    if !state.exists() {
+        return Err(io_err(&state)(std::io::ErrorKind::NotFound.into()));
+    }
+    let mut params: HashMap<String, Tensor> = HashMap::new();
+    let mut m: HashMap<String, Tensor> = HashMap::new();
+    let mut v: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in Tensor::read_safetensors(&state).map_err(torch_err(&state))? {
+        let (map, rest) = if let Some(r) = name.strip_prefix("param/") {
+            (&mut params, r)
+        } else if let Some(r) = name.strip_prefix("adam_m/") {
+            (&mut m, r)
+        } else if let Some(r) = name.strip_prefix("adam_v/") {
+            (&mut v, r)
+        } else {
+            return Err(format_err(&state, format!("unexpected tensor {name}")));
+        };
+        map.insert(rest.to_string(), t);
+    }
+    if params.len() != model.params().len() {
+        return Err(format_err(&state, format!("{} parameters, the model has {}", params.len(), model.params().len())));
+    }
+    tch::no_grad(|| -> Result<(), CheckpointError> {
+        for p in model.params() {
+            let src = params.get(&p.name).ok_or_else(|| format_err(&state, format!("missing param/{}", p.name)))?;
+            if src.size() != p.tensor.size() {
+                return Err(format_err(
+                    &state,
+                    format!("param/{} has shape {:?}, the model {:?}", p.name, src.size(), p.tensor.size()),
+                ));
+            }
+            let mut dst = p.tensor.shallow_clone();
+            dst.f_copy_(src).map_err(torch_err(&state))?;
+        }
+        Ok(())
+    })?;
+    let mut moments = HashMap::new();
+    for (name, mt) in m {
+        let vt = v.remove(&name).ok_or_else(|| format_err(&state, format!("missing adam_v/{name}")))?;
+        moments.insert(name, (mt, vt));
+    }
+    if let Some(name) = v.keys().next() {
+        return Err(format_err(&state, format!("missing adam_m/{name}")));
+    }
+    opt.restore(manifest.optimizer_step, moments).map_err(|e| format_err(&state, e.to_string()))?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::tiny_shape;
+    use crate::optim::AdamWConfig;
+    use tch::{Kind, nn};
+
+    /// Builds a model; holds the init lock so that concurrent seeded builds in other tests
+    /// (which assert determinism) see an undisturbed generator.
+    fn setup() -> (nn::VarStore, Transformer, AdamW) {
+        let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Transformer::new(&vs.root(), &tiny_shape()).unwrap();
+        let cfg = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            decay_scope: Default::default(),
+        };
+        let opt = AdamW::new(model.params(), cfg).unwrap();
+        (vs, model, opt)
+    }
+
+    fn manifest(step: u64) -> Manifest {
+        Manifest { format_version: FORMAT_VERSION, run_id: "r".into(), step, tokens_seen: step * 10, optimizer_step: step }
+    }
+
+    #[test]
+    fn round_trip_keep_and_atomicity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_vs, model, mut opt) = setup();
+        let tokens = Tensor::arange(32, (Kind::Int64, Device::Cpu)).view([2, 16]);
+        model.loss(&tokens, &tokens).unwrap().backward();
+        let _ = opt.step(1e-2).unwrap();
+
+        assert_eq!(latest(dir.path()), None);
+        let p1 = save(dir.path(), &manifest(1), &model, &opt, 2).unwrap();
+        assert_eq!(p1.file_name().unwrap(), "step-00000001");
+        assert_eq!(latest(dir.path()), Some((1, p1.clone())));
+        save(dir.path(), &manifest(2), &model, &opt, 2).unwrap();
+        let p3 = save(dir.path(), &manifest(3), &model, &opt, 2).unwrap();
+        let steps: Vec<u64> = list(dir.path()).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, vec![2, 3], "only the newest two are kept");
+        // Re-saving an existing step replaces it.
+        save(dir.path(), &manifest(3), &model, &opt, 2).unwrap();
+
+        // A half-written checkpoint of a later step is ignored.
+        let leftover = dir.path().join("step-00000009.tmp");
+        std::fs::create_dir(&leftover).unwrap();
+        std::fs::write(leftover.join(MANIFEST_FILE), b"{").unwrap();
+        std::fs::create_dir(dir.path().join("not-a-checkpoint")).unwrap();
+        assert_eq!(latest(dir.path()), Some((3, p3.clone())));
+        assert_eq!(parse_dir_name("step-00000009.tmp"), None);
+        assert_eq!(parse_dir_name("step-123456789"), Some(123_456_789));
+        // The next save cleans the leftover.
+        save(dir.path(), &manifest(4), &model, &opt, 2).unwrap();
+        assert!(!leftover.exists());
+
+        // Loading restores parameters and moments exactly.
+        let (_vs2, model2, mut opt2) = setup();
+        let m = load(&p3, &model2, &mut opt2).unwrap();
+        assert_eq!(m, manifest(3));
+        assert_eq!(opt2.step_count(), 3);
+        for (a, b) in model.params().iter().zip(model2.params()) {
+            assert!(a.tensor.equal(&b.tensor), "{}", a.name);
+        }
+        for (a, b) in opt.moments().zip(opt2.moments()) {
+            assert!(a.1.equal(b.1) && a.2.equal(b.2), "{}", a.0);
+        }
+    }
+
+    #[test]
+    fn load_rejects_wrong_shape_and_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_vs, model, opt) = setup();
+        let p = save(dir.path(), &manifest(1), &model, &opt, 2).unwrap();
+        let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let vs = nn::VarStore::new(Device::Cpu);
+        let other = Transformer::new(&vs.root(), &isoflop_core::ModelShape { hidden: 64, ..tiny_shape() }).unwrap();
+        let mut oopt = AdamW::new(other.params(), *opt.config()).unwrap();
+        let err = load(&p, &other, &mut oopt).unwrap_err().to_string();
+        assert!(err.contains("shape"), "{err}");
+        let err = load(&dir.path().join("step-00000007"), &model, &mut oopt).unwrap_err();
+        assert!(err.is_not_found(), "{err}");
+    }
+}

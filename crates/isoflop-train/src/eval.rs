@@ -1,0 +1,161 @@
+//! Evaluation of a model on one held-out shard: mean loss and bits-per-byte.
+
+use crate::model::Transformer;
+use isoflop_data::Shard;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// Loss of a model on one evaluation distribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalResult {
+    /// Name of the distribution (the `EvalRef` name).
+    pub name: String,
+    /// Mean cross-entropy in nats per predicted token.
+    pub loss: f64,
+    /// Bits per UTF-8 byte of text (see [`evaluate`] for how bytes are counted).
+    pub bpb: f64,
+    /// Number of predicted (scored) tokens.
+    pub tokens: u64,
+    /// Estimated UTF-8 bytes those tokens encode (not necessarily whole).
+    pub bytes: f64,
+}
+
+/// Bits per byte of `total_nats` of cross-entropy spread over `bytes` bytes of text:
+/// `total_nats / ln 2 / bytes`.
+pub fn bits_per_byte(total_nats: f64, bytes: f64) -> f64 {
+    total_nats / std::f64::consts::LN_2 / bytes
+}
+
+/// The windows scored on a shard of `len` tokens: `(count, window length)`.
+///
+/// Consecutive non-overlapping windows of `seq_len + 1` tokens from token 0 (stride
+/// `seq_len`, so each token but the first of the shard is predicted at most once), as many as
+/// fit in the shard and in a budget of `max_tokens` predicted tokens, but at least one. A
+/// shard shorter than `seq_len + 1` gives one window of the whole shard. `None` when the
+/// shard has fewer than two tokens (nothing to predict).
+pub fn eval_windows(len: usize, seq_len: usize, max_tokens: u64) -> Option<(usize, usize)> {
+    if len < 2 || seq_len == 0 {
+        return None;
+    }
+    if len < seq_len + 1 {
+        return Some((1, len));
+    }
+    let fit = (len - 1) / seq_len;
+    let budget = (max_tokens / seq_len as u64).max(1) as usize;
+    Some((fit.min(budget), seq_len + 1))
+}
+
+/// Evaluates `model` on `shard` in batches of `batch` windows (see [`eval_windows`]).
+///
+/// `loss` is the mean cross-entropy over all predicted tokens. Bytes are estimated as
+/// `tokens · byte_count / token_count` of the whole shard, i.e. the scored tokens are assumed
+/// to encode the shard's average bytes per token. For the byte-level tokenizer this is exact
+/// except for end-of-text tokens (which encode no bytes); for BPE tokenizers it is the
+/// shard-average compression applied to the scored prefix.
+pub fn evaluate(
+    model: &Transformer,
+    name: &str,
+    shard: &Shard,
+    max_tokens: u64,
+    batch: usize,
+    device: Device,
+) -> Result<EvalResult, TchError> {
+    let seq_len = model.shape().seq_len as usize;
+    let Some((count, window)) = eval_windows(shard.len(), seq_len, max_tokens) else {
+        return Err(TchError::Shape(format!("{}: too few tokens to evaluate ({})", shard.path().display(), shard.len())));
+    };
+    let stride = window - 1;
+    let batch = batch.max(1);
+    let total = tch::no_grad(|| -> Result<Tensor, TchError> {
+        let mut total = Tensor::f_zeros([], (Kind::Double, device))?;
+        let mut buf = Vec::new();
+        for first in (0..count).step_by(batch) {
+            let rows = batch.min(count - first);
+            buf.resize(rows * window, 0i64);
+            for (r, row) in buf.chunks_exact_mut(window).enumerate() {
+                shard.read_into((first + r) * stride, row);
+            }
+            let all = Tensor::f_from_slice(&buf)?.f_view([rows as i64, window as i64])?.f_to_device(device)?;
+            let inputs = all.f_narrow(1, 0, stride as i64)?;
+            let targets = all.f_narrow(1, 1, stride as i64)?;
+            total = total.f_add(&model.loss_sum(&inputs, &targets)?.f_to_kind(Kind::Double)?)?;
+        }
+        Ok(total)
+    })?;
+    let total_nats = total.f_double_value(&[])?;
+    let tokens = (count * stride) as u64;
+    let h = shard.header();
+    let bytes = if h.token_count == 0 { 0.0 } else { tokens as f64 * h.byte_count as f64 / h.token_count as f64 };
+    Ok(EvalResult {
+        name: name.to_string(),
+        loss: total_nats / tokens as f64,
+        bpb: bits_per_byte(total_nats, bytes),
+        tokens,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_per_byte_arithmetic() {
+        // ln 2 nats is one bit; over one byte that is 1 bit/byte.
+        assert!((bits_per_byte(std::f64::consts::LN_2, 1.0) - 1.0).abs() < 1e-15);
+        // 1000 tokens at 2 nats each over 4000 bytes.
+        let want = 2000.0 / std::f64::consts::LN_2 / 4000.0;
+        assert!((bits_per_byte(2000.0, 4000.0) - want).abs() < 1e-15);
+        assert!((bits_per_byte(2000.0, 4000.0) - 0.721_347_520_444_481_7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn evaluates_whole_windows_and_short_shards() {
+        use isoflop_data::ShardWriter;
+        let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let shard = |name: &str, n: u32| {
+            let path = dir.path().join(name);
+            let mut w = ShardWriter::create(&path, 259).unwrap();
+            w.push_document(&(0..n).map(|i| (i * 7) % 256).collect::<Vec<_>>(), 2 * n as u64).unwrap();
+            w.finish().unwrap();
+            Shard::open(&path).unwrap()
+        };
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = Transformer::new(&vs.root(), &crate::model::tests::tiny_shape()).unwrap();
+        // seq_len 16: 50 tokens hold three windows of 17 (48 predictions).
+        let long = shard("long.bin", 50);
+        let r = evaluate(&model, "long", &long, 1 << 20, 2, Device::Cpu).unwrap();
+        assert_eq!((r.name.as_str(), r.tokens, r.bytes), ("long", 48, 96.0));
+        assert!((r.loss - 259f64.ln()).abs() < 0.1, "{r:?}");
+        assert!((r.bpb - r.loss * 48.0 / std::f64::consts::LN_2 / 96.0).abs() < 1e-12);
+        // The same windows scored one at a time, by hand.
+        let mut total = 0.0;
+        for w in 0..3 {
+            let mut buf = vec![0i64; 17];
+            long.read_into(w * 16, &mut buf);
+            let t = Tensor::from_slice(&buf).view([1, 17]);
+            total += model.loss_sum(&t.narrow(1, 0, 16), &t.narrow(1, 1, 16)).unwrap().double_value(&[]);
+        }
+        assert!((r.loss - total / 48.0).abs() < 1e-5, "{} vs {}", r.loss, total / 48.0);
+        // The budget caps the windows; a short shard gives one shorter window.
+        assert_eq!(evaluate(&model, "long", &long, 20, 2, Device::Cpu).unwrap().tokens, 16);
+        let r = evaluate(&model, "short", &shard("short.bin", 10), 1 << 20, 4, Device::Cpu).unwrap();
+        assert_eq!(r.tokens, 9);
+        assert!(evaluate(&model, "tiny", &shard("tiny.bin", 1), 1 << 20, 4, Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn window_plan() {
+        // 1000 tokens, windows of 129: 999 / 128 = 7 fit.
+        assert_eq!(eval_windows(1000, 128, 1 << 20), Some((7, 129)));
+        // The budget limits it, but at least one window is scored.
+        assert_eq!(eval_windows(1000, 128, 300), Some((2, 129)));
+        assert_eq!(eval_windows(1000, 128, 10), Some((1, 129)));
+        // Exactly one window fits.
+        assert_eq!(eval_windows(129, 128, 1 << 20), Some((1, 129)));
+        // Short shards give one shorter window; too short gives none.
+        assert_eq!(eval_windows(50, 128, 1 << 20), Some((1, 50)));
+        assert_eq!(eval_windows(1, 128, 1 << 20), None);
+    }
+}

@@ -1,0 +1,25 @@
+//! The worker's engine: trains one isoflop run with tch (libtorch).
+//!
+//! * [`model`]: a Llama/Qwen3-style decoder-only Transformer.
+//! * [`optim`]: a hand-written AdamW whose state can be checkpointed.
+//! * [`schedule`]: the warmup-stable-decay learning-rate schedule.
+//! * [`data`]: the deterministic training batch sampler.
+//! * [`eval`]: loss and bits-per-byte on an evaluation shard.
+//! * [`checkpoint`]: atomic checkpoint directories.
+//! * [`trainer`]: [`train`], the entry point tying them together.
+
+pub mod checkpoint;
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+
+pub use checkpoint::{CheckpointError, Manifest};
+pub use data::{Batch, BatchSampler};
+pub use eval::{EvalResult, bits_per_byte, evaluate};
+pub use model::{Param, ParamKind, Transformer};
+pub use optim::{AdamW, AdamWConfig, DecayScope};
+pub use schedule::Schedule;
+pub use trainer::{CheckpointInfo, Control, NoHooks, Progress, TrainError, TrainHooks, TrainJob, TrainOutcome, train};

@@ -1,0 +1,754 @@
+//! The entry point: [`train`] one run from a [`TrainJob`], reporting through [`TrainHooks`].
+
+use crate::checkpoint::{self, CheckpointError, Manifest};
+use crate::data::BatchSampler;
+use crate::eval::{EvalResult, eval_windows, evaluate};
+use crate::model::{Transformer, validate_shape};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::schedule::Schedule;
+use isoflop_core::{EvalRef, RunConfig};
+use isoflop_data::{Shard, ShardError};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tch::{TchError, Tensor, nn};
+
+/// Serialises seeding libtorch's global generator and drawing the initial parameters, so
+/// concurrent [`train`] calls in one process each get the initialisation of their own seed.
+pub(crate) static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Everything needed to train (or resume) one run.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    /// The run's id, recorded in (and checked against) checkpoints.
+    pub run_id: String,
+    /// What to train.
+    pub config: RunConfig,
+    /// Where `step-XXXXXXXX/` checkpoints are written (the newest 2 are kept).
+    pub checkpoint_dir: PathBuf,
+    /// A checkpoint directory to resume from; `None` starts at step 0.
+    pub resume_from: Option<PathBuf>,
+    /// Save a checkpoint every this many steps (0: only on stop and at the end).
+    pub checkpoint_every: u64,
+    /// Report progress every this many steps (0: only at the first and last step).
+    pub progress_every: u64,
+    /// libtorch intra-op threads (0 leaves libtorch's default). Process-wide.
+    pub threads: usize,
+    /// Device to train on.
+    pub device: tch::Device,
+}
+
+/// Callbacks from a running [`train`].
+pub trait TrainHooks {
+    /// A progress point; returning [`Control::Stop`] checkpoints and stops the run.
+    fn progress(&mut self, p: &Progress) -> Control;
+    /// A checkpoint has been durably written.
+    fn checkpoint_saved(&mut self, c: &CheckpointInfo);
+}
+
+/// Hooks that ignore everything and never stop the run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl TrainHooks for NoHooks {
+    fn progress(&mut self, _: &Progress) -> Control {
+        Control::Continue
+    }
+    fn checkpoint_saved(&mut self, _: &CheckpointInfo) {}
+}
+
+/// One progress point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Optimiser steps completed.
+    pub step: u64,
+    /// Steps of the whole run.
+    pub total_steps: u64,
+    /// Mean training loss (nats/token) of the steps since the previous progress point; at
+    /// step 0, the loss of the first batch before any update (the initial loss).
+    pub loss: f64,
+    /// Learning rate of the latest update (at step 0: of the first update).
+    pub lr: f64,
+    /// Global gradient norm, before clipping, of the latest update (at step 0: of the first).
+    pub grad_norm: f64,
+    /// Training tokens consumed (`step · batch · seq_len`).
+    pub tokens_seen: u64,
+    /// Training throughput since the previous progress point (time in hooks and checkpoint
+    /// writes excluded).
+    pub tokens_per_second: f64,
+    /// Wall-clock seconds since this `train` call started its first step.
+    pub elapsed_seconds: f64,
+}
+
+/// What a progress hook wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Keep training.
+    Continue,
+    /// Checkpoint now and return [`TrainOutcome::Stopped`].
+    Stop,
+}
+
+/// A checkpoint that was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Steps completed at the checkpoint.
+    pub step: u64,
+    /// The checkpoint directory.
+    pub path: PathBuf,
+    /// Training tokens consumed at the checkpoint.
+    pub tokens_seen: u64,
+}
+
+/// How a [`train`] call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainOutcome {
+    /// All steps done, final checkpoint written, every eval distribution scored.
+    /// `final_loss` is the loss of the last progress point.
+    Completed { final_loss: f64, evals: Vec<EvalResult> },
+    /// Stopped on request after `step` steps; resume from `checkpoint`.
+    Stopped { step: u64, checkpoint: PathBuf },
+    /// The training loss became NaN or infinite; detected at progress points and before
+    /// checkpoints, so `step` is where it was seen (no checkpoint of a diverged model is
+    /// written).
+    Diverged { step: u64, loss: f64 },
+}
+
+/// Why a run could not be trained.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A shard could not be opened or is malformed.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// libtorch failed (including out-of-memory and device errors).
+    #[error("libtorch: {0}")]
+    Torch(#[from] TchError),
+    /// A file-system operation on `path` failed.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// Writing or reading a checkpoint failed.
+    #[error("checkpoint {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// The run's configuration or data is unusable (the message names the field or file).
+    #[error("invalid run: {0}")]
+    Config(String),
+}
+
+impl TrainError {
+    /// True when the error comes from the run's configuration or data (bad config, missing
+    /// or malformed shard, digest mismatch, vocabulary too large, missing resume checkpoint)
+    /// and retrying the same run cannot help; false for environmental or internal failures.
+    pub fn is_user_error(&self) -> bool {
+        use std::io::ErrorKind::{NotFound, PermissionDenied};
+        match self {
+            TrainError::Config(_) => true,
+            TrainError::Shard(ShardError::Io { source, .. }) => {
+                matches!(source.kind(), NotFound | PermissionDenied)
+            }
+            TrainError::Shard(_) => true,
+            TrainError::Checkpoint(e) => e.is_not_found(),
+            TrainError::Torch(_) | TrainError::Io { .. } => false,
+        }
+    }
+}
+
+fn validate(cfg: &RunConfig) -> Result<(), TrainError> {
+    validate_shape(&cfg.model).map_err(TrainError::Config)?;
+    let r = &cfg.recipe;
+    let checks = [
+        (r.batch > 0, "recipe.batch must be positive"),
+        (r.steps > 0, "recipe.steps must be positive"),
+        (r.lr.is_finite() && r.lr >= 0.0, "recipe.lr must be finite and non-negative"),
+        ((0.0..=1.0).contains(&r.warmup_frac), "recipe.warmup_frac must be in [0, 1]"),
+        ((0.0..=1.0).contains(&r.decay_frac), "recipe.decay_frac must be in [0, 1]"),
+        (r.min_lr_frac.is_finite() && r.min_lr_frac >= 0.0, "recipe.min_lr_frac must be non-negative"),
+        (r.weight_decay.is_finite() && r.weight_decay >= 0.0, "recipe.weight_decay must be non-negative"),
+        ((0.0..1.0).contains(&r.beta1), "recipe.beta1 must be in [0, 1)"),
+        ((0.0..1.0).contains(&r.beta2), "recipe.beta2 must be in [0, 1)"),
+        (r.eps.is_finite() && r.eps > 0.0, "recipe.eps must be positive"),
+        (r.grad_clip.is_finite(), "recipe.grad_clip must be finite"),
+    ];
+    match checks.iter().find(|(ok, _)| !ok) {
+        Some((_, msg)) => Err(TrainError::Config(msg.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Opens a shard and checks it against the run's reference and model.
+fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
+    if r.path.is_empty() {
+        return Err(TrainError::Config(format!("shard {:?} has no path", r.name)));
+    }
+    let shard = Shard::open(&r.path)?;
+    let h = shard.header();
+    if !h.digest.eq_ignore_ascii_case(&r.digest) {
+        return Err(TrainError::Config(format!(
+            "{}: shard digest {} does not match the run's digest {} for {:?}",
+            r.path, h.digest, r.digest, r.name
+        )));
+    }
+    if h.vocab_size as u64 > vocab {
+        return Err(TrainError::Config(format!("{}: shard vocabulary {} exceeds the model's {vocab}", r.path, h.vocab_size)));
+    }
+    Ok(shard)
+}
+
+/// Trains (or resumes) one run to completion, to a stop request, or to divergence.
+///
+/// Initialisation is a function of `config.seed` (libtorch's generator is seeded right
+/// before the model is built) and the data of step `s` of `(seed, s)`, so a resumed run
+/// reproduces an uninterrupted one. `stop` is polled before every step; when it is set, or
+/// when a progress hook returns [`Control::Stop`], a checkpoint is written and
+/// [`TrainOutcome::Stopped`] returned. After the last step a final checkpoint is written and
+/// every eval shard scored.
+///
+/// Seeding and initialisation hold a crate-wide lock, so concurrent `train` calls in one
+/// process do not disturb each other's initialisation; other code drawing from libtorch's
+/// global generator at that moment could. Training itself draws no random numbers.
+/// `job.threads` sets libtorch's process-wide intra-op thread count.
+pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> Result<TrainOutcome, TrainError> {
+    let cfg = &job.config;
+    validate(cfg)?;
+    if job.threads > 0 {
+        tch::set_num_threads(job.threads.min(i32::MAX as usize) as i32);
+    }
+    let vocab = cfg.model.vocab_size;
+    let train_shard = open_shard(&cfg.data.train, vocab)?;
+    let eval_shards =
+        cfg.data.evals.iter().map(|e| Ok((e.name.clone(), open_shard(e, vocab)?))).collect::<Result<Vec<_>, TrainError>>()?;
+    let (batch, seq_len) = (cfg.recipe.batch as usize, cfg.model.seq_len as usize);
+    for (name, shard) in &eval_shards {
+        if eval_windows(shard.len(), seq_len, cfg.data.eval_tokens).is_none() {
+            return Err(TrainError::Config(format!(
+                "{}: eval shard {name:?} has {} tokens, too few to score",
+                shard.path().display(),
+                shard.len()
+            )));
+        }
+    }
+    let sampler = BatchSampler::new(&train_shard, batch, seq_len, cfg.seed).map_err(|e| TrainError::Config(e.to_string()))?;
+    std::fs::create_dir_all(&job.checkpoint_dir).map_err(|source| TrainError::Io { path: job.checkpoint_dir.clone(), source })?;
+
+    let vs = nn::VarStore::new(job.device);
+    let model = {
+        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(cfg.seed as i64);
+        Transformer::new(&vs.root(), &cfg.model)?
+    };
+    let mut opt = AdamW::new(model.params(), AdamWConfig::from_recipe(&cfg.recipe))?;
+    let start = match &job.resume_from {
+        Some(path) => resume(job, path, &model, &mut opt)?,
+        None => 0,
+    };
+
+    let mut run = Run {
+        job,
+        hooks,
+        model: &model,
+        opt,
+        tokens_per_step: (batch * seq_len) as u64,
+        last_saved: job.resume_from.clone().map(|p| (start, p)),
+        excluded: Duration::ZERO,
+    };
+    run.train_loop(&sampler, &Schedule::from_recipe(&cfg.recipe), start, stop).and_then(|outcome| match outcome {
+        LoopEnd::Done(final_loss) => {
+            let final_loss = match final_loss {
+                Some(l) => l,
+                // Nothing trained in this call (resumed at the end): score the last batch.
+                None => tch::no_grad(|| {
+                    let b = sampler.batch(cfg.recipe.steps - 1, job.device)?;
+                    model.loss(&b.inputs, &b.targets)?.f_double_value(&[])
+                })?,
+            };
+            let evals = eval_shards
+                .iter()
+                .map(|(name, shard)| evaluate(&model, name, shard, cfg.data.eval_tokens, batch, job.device))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(TrainOutcome::Completed { final_loss, evals })
+        }
+        LoopEnd::Early(outcome) => Ok(outcome),
+    })
+}
+
+fn resume(job: &TrainJob, path: &Path, model: &Transformer, opt: &mut AdamW) -> Result<u64, TrainError> {
+    let manifest = checkpoint::read_manifest(path)?;
+    if manifest.run_id != job.run_id {
+        return Err(TrainError::Config(format!("{}: checkpoint of run {}, not {}", path.display(), manifest.run_id, job.run_id)));
+    }
+    if manifest.step > job.config.recipe.steps {
+        return Err(TrainError::Config(format!(
+            "{}: checkpoint at step {} is past the run's {} steps",
+            path.display(),
+            manifest.step,
+            job.config.recipe.steps
+        )));
+    }
+    Ok(checkpoint::load(path, model, opt)?.step)
+}
+
+enum LoopEnd {
+    /// All steps done and the final checkpoint written; the last reported loss, if any.
+    Done(Option<f64>),
+    Early(TrainOutcome),
+}
+
+/// Losses accumulated on the device since the last progress point.
+struct Window {
+    sum: Option<Tensor>,
+    steps: u64,
+    since: Instant,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self { sum: None, steps: 0, since: Instant::now() }
+    }
+
+    fn push(&mut self, loss: &Tensor) -> Result<(), TchError> {
+        let l = loss.f_detach()?.f_to_kind(tch::Kind::Double)?;
+        self.sum = Some(match self.sum.take() {
+            Some(s) => s.f_add(&l)?,
+            None => l,
+        });
+        self.steps += 1;
+        Ok(())
+    }
+
+    /// Mean loss of the window (reads it back: a device sync). `None` when empty.
+    fn mean(&self) -> Result<Option<f64>, TchError> {
+        match &self.sum {
+            Some(s) => Ok(Some(s.f_double_value(&[])? / self.steps as f64)),
+            None => Ok(None),
+        }
+    }
+}
+
+struct Run<'a> {
+    job: &'a TrainJob,
+    hooks: &'a mut dyn TrainHooks,
+    model: &'a Transformer,
+    opt: AdamW,
+    tokens_per_step: u64,
+    last_saved: Option<(u64, PathBuf)>,
+    /// Time spent in hooks and checkpoint writes inside the current progress window.
+    excluded: Duration,
+}
+
+impl Run<'_> {
+    fn train_loop(
+        &mut self,
+        sampler: &BatchSampler<'_>,
+        schedule: &Schedule,
+        start: u64,
+        stop: &AtomicBool,
+    ) -> Result<LoopEnd, TrainError> {
+        let total = self.job.config.recipe.steps;
+        let device = self.job.device;
+        let started = Instant::now();
+        let mut window = Window::new();
+        let mut last_loss = None;
+        let mut step = start;
+        while step < total {
+            if stop.load(Ordering::Relaxed) {
+                return self.stop_at(step, &window);
+            }
+            let batch = sampler.batch(step, device)?;
+            self.opt.zero_grad();
+            let loss = self.model.loss(&batch.inputs, &batch.targets)?;
+            loss.f_backward()?;
+            let lr = schedule.lr(step);
+            if step == 0 {
+                let initial = loss.f_double_value(&[])?;
+                if !initial.is_finite() {
+                    return Ok(LoopEnd::Early(TrainOutcome::Diverged { step: 0, loss: initial }));
+                }
+                let p = Progress {
+                    step: 0,
+                    total_steps: total,
+                    loss: initial,
+                    lr,
+                    grad_norm: self.opt.grad_norm()?.f_double_value(&[])?,
+                    tokens_seen: 0,
+                    tokens_per_second: 0.0,
+                    elapsed_seconds: started.elapsed().as_secs_f64(),
+                };
+                if self.report(&p) == Control::Stop {
+                    return self.stop_at(0, &window);
+                }
+            }
+            let grad_norm = self.opt.step(lr)?;
+            step += 1;
+            window.push(&loss)?;
+
+            let every = self.job.progress_every;
+            if step == total || (every > 0 && step.is_multiple_of(every)) {
+                let mean = window.mean()?.expect("window holds this step");
+                if !mean.is_finite() {
+                    return Ok(LoopEnd::Early(TrainOutcome::Diverged { step, loss: mean }));
+                }
+                let secs = window.since.elapsed().saturating_sub(self.excluded).as_secs_f64();
+                let p = Progress {
+                    step,
+                    total_steps: total,
+                    loss: mean,
+                    lr,
+                    grad_norm: grad_norm.f_double_value(&[])?,
+                    tokens_seen: step * self.tokens_per_step,
+                    tokens_per_second: if secs > 0.0 { (window.steps * self.tokens_per_step) as f64 / secs } else { 0.0 },
+                    elapsed_seconds: started.elapsed().as_secs_f64(),
+                };
+                last_loss = Some(mean);
+                window = Window::new();
+                self.excluded = Duration::ZERO;
+                if self.report(&p) == Control::Stop {
+                    return self.stop_at(step, &window);
+                }
+            }
+            let every = self.job.checkpoint_every;
+            if every > 0 && step.is_multiple_of(every) && step < total {
+                if let Some(diverged) = self.check_finite(step, &window)? {
+                    return Ok(LoopEnd::Early(diverged));
+                }
+                self.save(step)?;
+            }
+        }
+        if let Some(diverged) = self.check_finite(total, &window)? {
+            return Ok(LoopEnd::Early(diverged));
+        }
+        if self.last_saved.as_ref().map(|(s, _)| *s) != Some(total) {
+            self.save(total)?;
+        }
+        Ok(LoopEnd::Done(last_loss))
+    }
+
+    /// Calls the progress hook; its time is excluded from the throughput.
+    fn report(&mut self, p: &Progress) -> Control {
+        let t0 = Instant::now();
+        let control = self.hooks.progress(p);
+        self.excluded += t0.elapsed();
+        control
+    }
+
+    fn check_finite(&self, step: u64, window: &Window) -> Result<Option<TrainOutcome>, TchError> {
+        Ok(match window.mean()? {
+            Some(loss) if !loss.is_finite() => Some(TrainOutcome::Diverged { step, loss }),
+            _ => None,
+        })
+    }
+
+    fn stop_at(&mut self, step: u64, window: &Window) -> Result<LoopEnd, TrainError> {
+        if let Some(diverged) = self.check_finite(step, window)? {
+            return Ok(LoopEnd::Early(diverged));
+        }
+        let checkpoint = match &self.last_saved {
+            Some((s, path)) if *s == step => path.clone(),
+            _ => self.save(step)?,
+        };
+        Ok(LoopEnd::Early(TrainOutcome::Stopped { step, checkpoint }))
+    }
+
+    fn save(&mut self, step: u64) -> Result<PathBuf, TrainError> {
+        let t0 = Instant::now();
+        let tokens_seen = step * self.tokens_per_step;
+        let manifest = Manifest {
+            format_version: checkpoint::FORMAT_VERSION,
+            run_id: self.job.run_id.clone(),
+            step,
+            tokens_seen,
+            optimizer_step: self.opt.step_count(),
+        };
+        let path = checkpoint::save(&self.job.checkpoint_dir, &manifest, self.model, &self.opt, checkpoint::DEFAULT_KEEP)?;
+        self.last_saved = Some((step, path.clone()));
+        self.hooks.checkpoint_saved(&CheckpointInfo { step, path: path.clone(), tokens_seen });
+        self.excluded += t0.elapsed();
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use isoflop_core::{DataRef, ModelShape, Recipe};
+    use isoflop_data::ShardWriter;
+    use tch::Device;
+
+    const TEXT: &str = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs! ";
+
+    /// A byte-level shard of `repeats` copies of `TEXT` (one document each, 256 = end-of-text).
+    fn write_shard(dir: &Path, name: &str, repeats: usize) -> EvalRef {
+        let path = dir.join(format!("{name}.bin"));
+        let mut w = ShardWriter::create(&path, 259).unwrap();
+        for _ in 0..repeats {
+            let mut toks: Vec<u32> = TEXT.bytes().map(u32::from).collect();
+            toks.push(256);
+            w.push_document(&toks, TEXT.len() as u64).unwrap();
+        }
+        let h = w.finish().unwrap();
+        EvalRef { name: name.into(), path: path.to_string_lossy().into_owned(), digest: h.digest }
+    }
+
+    fn config(dir: &Path, steps: u64) -> RunConfig {
+        RunConfig {
+            model: ModelShape {
+                vocab_size: 259,
+                hidden: 32,
+                layers: 2,
+                heads: 4,
+                kv_heads: 2,
+                ffn_hidden: 64,
+                seq_len: 32,
+                rope_theta: 10000.0,
+                rope_scaling: None,
+                qk_norm: true,
+                tie_embeddings: false,
+                norm_eps: 1e-5,
+                init_std: 0.02,
+            },
+            recipe: Recipe {
+                batch: 8,
+                steps,
+                lr: 1e-2,
+                warmup_frac: 0.1,
+                decay_frac: 0.2,
+                min_lr_frac: 0.1,
+                weight_decay: 0.1,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                grad_clip: 1.0,
+            },
+            data: DataRef {
+                tokenizer: "byte".into(),
+                train: write_shard(dir, "train", 200),
+                evals: vec![write_shard(dir, "heldout", 20)],
+                eval_tokens: 256,
+            },
+            seed: 7,
+        }
+    }
+
+    fn job(config: RunConfig, checkpoint_dir: PathBuf) -> TrainJob {
+        TrainJob {
+            run_id: config.run_id().0,
+            config,
+            checkpoint_dir,
+            resume_from: None,
+            checkpoint_every: 0,
+            progress_every: 5,
+            threads: 1,
+            device: Device::Cpu,
+        }
+    }
+
+    /// Records everything; stops at `stop_at` (by returning Stop, or by raising `flag`).
+    #[derive(Default)]
+    struct Recorder {
+        progress: Vec<Progress>,
+        saved: Vec<CheckpointInfo>,
+        stop_at: Option<u64>,
+        flag: Option<std::sync::Arc<AtomicBool>>,
+    }
+
+    impl TrainHooks for Recorder {
+        fn progress(&mut self, p: &Progress) -> Control {
+            self.progress.push(p.clone());
+            if self.stop_at == Some(p.step) {
+                if let Some(f) = &self.flag {
+                    f.store(true, Ordering::Relaxed);
+                } else {
+                    return Control::Stop;
+                }
+            }
+            Control::Continue
+        }
+        fn checkpoint_saved(&mut self, c: &CheckpointInfo) {
+            self.saved.push(c.clone());
+        }
+    }
+
+    fn final_state(dir: &Path) -> Vec<(String, Tensor)> {
+        let (_, path) = checkpoint::latest(dir).unwrap();
+        let mut t = Tensor::read_safetensors(path.join(checkpoint::STATE_FILE)).unwrap();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    }
+
+    #[test]
+    fn training_reduces_loss_and_evaluates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(config(dir.path(), 50), dir.path().join("ckpt"));
+        j.checkpoint_every = 20;
+        let mut rec = Recorder::default();
+        let out = train(&j, &mut rec, &AtomicBool::new(false)).unwrap();
+        let TrainOutcome::Completed { final_loss, evals } = out else { panic!("{out:?}") };
+        let steps: Vec<u64> = rec.progress.iter().map(|p| p.step).collect();
+        assert_eq!(steps, (0..=50).step_by(5).collect::<Vec<_>>());
+        let initial = rec.progress[0].loss;
+        assert!((initial - 259f64.ln()).abs() < 0.2, "initial loss {initial}");
+        assert!(final_loss < initial - 2.0, "final {final_loss} vs initial {initial}");
+        assert_eq!(rec.progress.last().unwrap().loss, final_loss);
+        let last = rec.progress.last().unwrap();
+        assert_eq!(last.tokens_seen, 50 * 8 * 32);
+        assert!(last.tokens_per_second > 0.0 && last.grad_norm > 0.0);
+        assert!((last.lr - 1e-3).abs() < 1e-12, "last update at the floor: {}", last.lr);
+        assert_eq!(rec.progress[1].lr, 1e-2);
+        // Periodic checkpoints at 20 and 40, the final one at 50; the newest two kept.
+        let saved: Vec<u64> = rec.saved.iter().map(|c| c.step).collect();
+        assert_eq!(saved, vec![20, 40, 50]);
+        let kept: Vec<u64> = checkpoint::list(&j.checkpoint_dir).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(kept, vec![40, 50]);
+        let m = checkpoint::read_manifest(&rec.saved[2].path).unwrap();
+        assert_eq!((m.step, m.optimizer_step, m.tokens_seen, m.run_id.as_str()), (50, 50, 12800, j.run_id.as_str()));
+        // The held-out text is the training text: the eval loss has dropped too.
+        assert_eq!(evals.len(), 1);
+        let e = &evals[0];
+        assert_eq!((e.name.as_str(), e.tokens), ("heldout", 256));
+        assert!(e.loss < initial - 2.0, "{e:?}");
+        let bytes_per_token = (20 * TEXT.len()) as f64 / (20 * (TEXT.len() + 1)) as f64;
+        assert!((e.bytes - 256.0 * bytes_per_token).abs() < 1e-9);
+        assert!((e.bpb - e.loss * 256.0 / std::f64::consts::LN_2 / e.bytes).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stop_and_resume_is_bit_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), 30);
+        let full = job(cfg.clone(), dir.path().join("full"));
+        let mut full_rec = Recorder::default();
+        let out = train(&full, &mut full_rec, &AtomicBool::new(false)).unwrap();
+        let TrainOutcome::Completed { final_loss, evals } = out else { panic!("{out:?}") };
+
+        // Stop through the hook at step 10.
+        let mut part = job(cfg.clone(), dir.path().join("part"));
+        part.checkpoint_every = 7;
+        let mut rec = Recorder { stop_at: Some(10), ..Default::default() };
+        let out = train(&part, &mut rec, &AtomicBool::new(false)).unwrap();
+        let TrainOutcome::Stopped { step: 10, checkpoint } = out else { panic!("{out:?}") };
+        assert_eq!(checkpoint.file_name().unwrap(), "step-00000010");
+        assert_eq!(rec.saved.iter().map(|c| c.step).collect::<Vec<_>>(), vec![7, 10]);
+
+        // Resume, then stop through the flag raised at step 20 (seen before step 21).
+        part.resume_from = Some(checkpoint);
+        let flag = std::sync::Arc::new(AtomicBool::new(false));
+        let mut rec = Recorder { stop_at: Some(20), flag: Some(flag.clone()), ..Default::default() };
+        let out = train(&part, &mut rec, &flag).unwrap();
+        let TrainOutcome::Stopped { step: 20, checkpoint } = out else { panic!("{out:?}") };
+        assert_eq!(rec.progress.first().unwrap().step, 15, "no step-0 point on resume");
+
+        // Resume to the end.
+        part.resume_from = Some(checkpoint);
+        let mut rec = Recorder::default();
+        let out = train(&part, &mut rec, &AtomicBool::new(false)).unwrap();
+        let TrainOutcome::Completed { final_loss: resumed_loss, evals: resumed_evals } = out else { panic!("{out:?}") };
+        assert_eq!(resumed_loss, final_loss);
+        assert_eq!(resumed_evals, evals);
+        let last_full = full_rec.progress.last().unwrap();
+        let last_part = rec.progress.last().unwrap();
+        assert_eq!((last_part.step, last_part.loss, last_part.grad_norm), (30, last_full.loss, last_full.grad_norm));
+
+        let (a, b) = (final_state(&full.checkpoint_dir), final_state(&part.checkpoint_dir));
+        assert_eq!(a.len(), b.len());
+        for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+            assert_eq!(na, nb);
+            assert!(ta.equal(tb), "{na} differs after resume");
+        }
+
+        // Resuming a finished run only evaluates.
+        part.resume_from = checkpoint::latest(&part.checkpoint_dir).map(|(_, p)| p);
+        let out = train(&part, &mut Recorder::default(), &AtomicBool::new(false)).unwrap();
+        let TrainOutcome::Completed { evals: again, .. } = out else { panic!("{out:?}") };
+        assert_eq!(again, evals);
+
+        // A checkpoint of another run is refused.
+        let mut other = part.clone();
+        other.run_id = "someone-else".into();
+        let err = train(&other, &mut NoHooks, &AtomicBool::new(false)).unwrap_err();
+        assert!(err.is_user_error() && err.to_string().contains("someone-else"), "{err}");
+    }
+
+    #[test]
+    fn stop_flag_before_first_step_checkpoints_step_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = job(config(dir.path(), 10), dir.path().join("ckpt"));
+        let mut rec = Recorder::default();
+        let out = train(&j, &mut rec, &AtomicBool::new(true)).unwrap();
+        let TrainOutcome::Stopped { step: 0, checkpoint } = out else { panic!("{out:?}") };
+        assert!(rec.progress.is_empty());
+        assert_eq!(checkpoint::read_manifest(&checkpoint).unwrap().optimizer_step, 0);
+    }
+
+    #[test]
+    fn divergence_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 40);
+        cfg.recipe.lr = 1e30;
+        cfg.recipe.warmup_frac = 0.0;
+        cfg.recipe.grad_clip = 0.0;
+        let mut j = job(cfg, dir.path().join("ckpt"));
+        j.checkpoint_every = 1;
+        let out = train(&j, &mut NoHooks, &AtomicBool::new(false)).unwrap();
+        let TrainOutcome::Diverged { step, loss } = out else { panic!("{out:?}") };
+        assert!(!loss.is_finite() && step > 0 && step < 40, "{step} {loss}");
+        // No checkpoint of the diverged model was written.
+        let (last, _) = checkpoint::latest(&j.checkpoint_dir).unwrap();
+        assert_eq!(last, step - 1);
+    }
+
+    #[test]
+    fn bad_data_is_a_user_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = config(dir.path(), 10);
+        let run = |cfg: RunConfig| train(&job(cfg, dir.path().join("ckpt")), &mut NoHooks, &AtomicBool::new(false));
+
+        let mut cfg = good.clone();
+        cfg.data.evals[0].digest = "00".repeat(32);
+        let err = run(cfg).unwrap_err();
+        assert!(err.is_user_error() && err.to_string().contains("heldout.bin"), "{err}");
+
+        let mut cfg = good.clone();
+        cfg.data.train.path = dir.path().join("missing.bin").to_string_lossy().into_owned();
+        let err = run(cfg).unwrap_err();
+        assert!(err.is_user_error() && err.to_string().contains("missing.bin"), "{err}");
+
+        let mut cfg = good.clone();
+        cfg.model.vocab_size = 100;
+        let err = run(cfg).unwrap_err();
+        assert!(err.is_user_error() && err.to_string().contains("train.bin"), "{err}");
+
+        let mut cfg = good.clone();
+        cfg.model.seq_len = 1_000_000;
+        let err = run(cfg).unwrap_err();
+        assert!(err.is_user_error() && err.to_string().contains("train.bin"), "{err}");
+
+        let mut cfg = good;
+        cfg.model.heads = 5;
+        assert!(run(cfg).unwrap_err().is_user_error());
+
+        let torch = TrainError::Torch(TchError::Torch("boom".into()));
+        assert!(!torch.is_user_error());
+    }
+
+    /// Step time of a small model (run with `--ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn bench_step_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 30);
+        cfg.model.hidden = 64;
+        cfg.model.heads = 4;
+        cfg.model.kv_heads = 4;
+        cfg.model.ffn_hidden = 256;
+        cfg.model.seq_len = 128;
+        cfg.recipe.batch = 16;
+        cfg.data.evals.clear();
+        let mut j = job(cfg, dir.path().join("ckpt"));
+        j.progress_every = 10;
+        let mut rec = Recorder::default();
+        train(&j, &mut rec, &AtomicBool::new(false)).unwrap();
+        for p in &rec.progress[1..] {
+            let ms = 16.0 * 128.0 / p.tokens_per_second * 1e3;
+            println!("step {:>3}: {:.1} ms/step ({:.0} tok/s)", p.step, ms, p.tokens_per_second);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything isoflop needs on a fresh Debian 12 machine (run as root, or with sudo),
+# and builds the release binary. Safe to re-run: each step is quick when already done.
+#
+#   1. Debian packages for building (C/C++ toolchain, Python venv support).
+#   2. A Python virtual environment with torch==2.11.0, whose libtorch tch links against
+#      ($ISOFLOP_VENV, default $HOME/.cache/isoflop/venv).
+#   3. The real text corpora (scripts/install-corpora.sh).
+#   4. `cargo build --release` into $CARGO_TARGET_DIR (default $HOME/.cache/isoflop/target),
+#      linked as ./target/release/isoflop... via bin/isoflop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "setup: $*" >&2; }
+export DEBIAN_FRONTEND=noninteractive
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo --preserve-env=DEBIAN_FRONTEND)
+
+need=()
+for p in build-essential python3-venv python3-pip ca-certificates git; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    log "apt-get install ${need[*]}"
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+command -v cargo >/dev/null || { log "cargo not found: install Rust (rustup) first"; exit 1; }
+
+export ISOFLOP_VENV="${ISOFLOP_VENV:-$HOME/.cache/isoflop/venv}"
+if [ ! -x "$ISOFLOP_VENV/bin/python" ]; then
+    log "creating venv $ISOFLOP_VENV"
+    python3 -m venv "$ISOFLOP_VENV"
+fi
+log "pip install torch==2.11.0 (into $ISOFLOP_VENV)"
+"$ISOFLOP_VENV/bin/pip" install -q --disable-pip-version-check torch==2.11.0
+
+log "corpora"
+bash scripts/install-corpora.sh
+
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+log "cargo build --release (first build compiles torch-sys: several minutes)"
+cargo build --release --locked -p isoflop-cli
+mkdir -p bin
+ln -sf "$CARGO_TARGET_DIR/release/isoflop" bin/isoflop
+log "done: bin/isoflop ($(bin/isoflop --version))"

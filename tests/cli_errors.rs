@@ -1,0 +1,109 @@
+//! The binary's contract at its edges: bad input gets a clear error naming the file and key,
+//! exit code 2, and nothing written to the store; `plan` of the Marin preset equals an
+//! independent implementation of the published grid, run by run.
+
+mod common;
+
+use common::{isoflop, show, write_spec};
+use std::path::Path;
+
+const GOOD: &str = "\
+name: errs
+budgets: [1.5e9]
+model: {family: llama, seq_len: 32}
+grid:
+  hidden: [16, 32]
+  layers: {fixed: 1}
+  heads: {head_size: 16}
+  fixed_batch: 8
+  lr_constant: 0.1
+  lr_max: 0.01
+  flop_tolerance: 0.05
+recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
+data:
+  tokenizer: byte
+  manifest: @MANIFEST@
+  corpora: [{name: mix}]
+store: {sqlite: state/isoflop.db}
+";
+
+/// `isoflop run` of a broken spec: exit 2, the message contains `expect`, no store file.
+fn rejects(body: &str, expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), body);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(spec.to_str().unwrap()), "names the file: {err}");
+    for e in expect {
+        assert!(err.contains(e), "expected `{e}` in: {err}");
+    }
+    assert!(!dir.path().join("state").exists(), "nothing written to the store");
+}
+
+#[test]
+fn bad_specs_exit_2_and_write_nothing() {
+    rejects(&GOOD.replace("  fixed_batch: 8", "  fixed_batch: 8\n  fixd: 1"), &["9:3: grid: unknown field `fixd`"]);
+    rejects(&GOOD.replace("seq_len: 32", "seq_len: short"), &["model.seq_len: invalid type: string \"short\", expected u64"]);
+    rejects(&GOOD.replace("[1.5e9]", "[1.5e9, 0]"), &["budgets[1]: expected FLOPs > 0, got 0"]);
+    rejects(
+        &GOOD.replace("heads: {head_size: 16}", "heads: {fixed: 3}"),
+        &["grid.heads.fixed: width 16 is not divisible by its 3 heads"],
+    );
+    rejects(
+        &GOOD.replace("manifest: @MANIFEST@", "manifest: nowhere/manifest.json"),
+        &["data.manifest:", "nowhere/manifest.json", "isoflop data prepare"],
+    );
+    rejects(
+        &GOOD.replace("corpora: [{name: mix}]", "corpora: [{name: mix, shard: nope}]"),
+        &["data.corpora[0].shard:", "no shard `nope`"],
+    );
+    rejects(
+        &GOOD.replace("corpora: [{name: mix}]", "corpora: [{name: mix}]\n  evals: [bible, klingon]"),
+        &["data.evals[1]:", "no shard `klingon`"],
+    );
+}
+
+#[test]
+fn missing_spec_file_and_store_are_input_errors() {
+    let out = isoflop(&["plan", "/nonexistent/spec.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/spec.yaml: cannot read spec"), "{}", show(&out));
+    let out = isoflop(&["status", "--store", "/nonexistent/isoflop.db"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(!Path::new("/nonexistent").exists());
+}
+
+#[test]
+fn marin_plan_equals_the_published_grid_run_by_run() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/marin-2025.yaml");
+    let out = isoflop(&["plan", spec, "--format", "json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 255, "85 runs x 3 corpora");
+    let reference = include_str!("data/marin-2025-runs.tsv");
+    let mut lines = reference.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let expected: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    assert_eq!(expected.len(), 85);
+    for corpus in ["dclm", "nemotron", "comma"] {
+        let ours: Vec<&serde_json::Value> = runs.iter().filter(|r| r["corpus"] == corpus).collect();
+        assert_eq!(ours.len(), 85, "{corpus}");
+        for (got, want) in ours.iter().zip(&expected) {
+            for (i, key) in header.iter().enumerate() {
+                let w = want[i];
+                match *key {
+                    "name" => assert_eq!(got["name"].as_str().unwrap(), w.replace("-dclm", &format!("-{corpus}"))),
+                    "budget" | "lr" => {
+                        let (g, w) = (got[*key].as_f64().unwrap(), w.parse::<f64>().unwrap());
+                        assert!((g - w).abs() <= 1e-12 * w.abs(), "{key}: {g} vs {w} for {}", got["name"]);
+                    }
+                    _ => assert_eq!(got[*key].as_u64().unwrap(), w.parse::<u64>().unwrap(), "{key} of {}", got["name"]),
+                }
+            }
+            for key in ["run_id", "seq_len", "flops_per_token"] {
+                assert!(!got[key].is_null(), "{key}");
+            }
+        }
+    }
+}

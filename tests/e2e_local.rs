@@ -1,0 +1,209 @@
+//! End to end on this machine: real corpora, the real `isoflop` binary, real tch training on
+//! CPU in worker processes, the coordinator in-process, SQLite.
+
+mod common;
+
+use common::{isoflop, show, write_spec};
+use isoflop_core::RunState;
+use isoflop_store::{AttemptOutcome, SqliteStore, Store};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TINY_SWEEP: &str = "\
+name: tiny
+budgets: [1.5e9, 3.0e9]
+model: {family: llama, seq_len: 32, qk_norm: true}
+grid:
+  hidden: [16, 32]
+  layers: {fixed: 1}
+  heads: {head_size: 16}
+  fixed_batch: 8
+  lr_constant: 0.1
+  lr_max: 0.01
+  flop_tolerance: 0.05
+recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
+data:
+  tokenizer: byte
+  manifest: @MANIFEST@
+  corpora: [{name: mix}]
+  eval_tokens: 2048
+executor: {kind: local, max_parallel: 2}
+runtime: {checkpoint_every: 20, progress_every: 5}
+store: {sqlite: state/isoflop.db}
+";
+
+#[test]
+fn tiny_sweep_trains_every_run_and_stores_every_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), TINY_SWEEP);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("isoflop-1.5e+09-d16-L1-B8-mix") && stdout.contains("* = lowest mean loss"), "{stdout}");
+
+    let store = SqliteStore::open(dir.path().join("state/isoflop.db")).unwrap();
+    let runs = store.sweep_runs("tiny").unwrap();
+    assert_eq!(runs.len(), 4, "2 budgets x 2 widths");
+    let dists = ["bible", "dictionary", "manpages", "python", "shakespeare"];
+    for r in &runs {
+        assert_eq!(r.state, RunState::Succeeded, "{}: {}", r.name, r.message);
+        assert_eq!(r.attempts, 1);
+        let progress = store.progress(&r.run_id).unwrap();
+        let initial = progress.iter().find(|p| p.step == 0).expect("a step-0 progress point").loss;
+        assert!((initial - 259f64.ln()).abs() < 0.5, "{}: initial loss {initial}", r.name);
+        let last = progress.last().unwrap();
+        assert_eq!(last.step, last.total_steps, "{} ends at its planned step", r.name);
+        let evals = store.evals(&r.run_id).unwrap();
+        assert_eq!(evals.iter().map(|e| e.distribution.as_str()).collect::<Vec<_>>(), dists, "{}", r.name);
+        for e in &evals {
+            assert!(
+                e.loss.is_finite() && e.loss < initial,
+                "{} on {}: {} !< step-0 loss {initial}",
+                r.name,
+                e.distribution,
+                e.loss
+            );
+            assert!(e.bits_per_byte > 0.0 && e.tokens > 0 && e.bytes > 0);
+        }
+        let events: Vec<_> = store.events(&r.run_id).unwrap().iter().map(|e| e.to).collect();
+        use RunState::*;
+        assert_eq!(events, [Queued, Launching, Running, Succeeded], "{}", r.name);
+    }
+
+    // Status from the store, as JSON.
+    let out = isoflop(&["status", "tiny", "--format", "json", "--store", dir.path().join("state/isoflop.db").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+    assert!(v["runs"][0]["evals"]["python"]["bits_per_byte"].as_f64().unwrap() > 0.0);
+
+    // Logs of a run's attempt.
+    let out = isoflop(&["logs", &runs[0].run_id[..8], "--store", dir.path().join("state/isoflop.db").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("worker: eval python"), "{}", show(&out));
+
+    // The same command again retrains nothing.
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(store.sweep_runs("tiny").unwrap().iter().all(|r| r.attempts == 1));
+
+    // A second sweep sharing runs trains only what is new: here, nothing.
+    let other =
+        write_spec(dir.path(), &TINY_SWEEP.replace("name: tiny", "name: tiny-subset").replace("[1.5e9, 3.0e9]", "[3.0e9]"));
+    let out = isoflop(&["run", other.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 runs (2 already succeeded"), "{}", show(&out));
+    assert!(store.sweep_runs("tiny-subset").unwrap().iter().all(|r| r.attempts == 1 && r.state == RunState::Succeeded));
+}
+
+const LONG_RUN: &str = "\
+name: long
+budgets: [4.0e10]
+model: {family: llama, seq_len: 32, qk_norm: true}
+grid:
+  hidden: [32]
+  layers: {fixed: 1}
+  heads: {head_size: 16}
+  fixed_batch: 8
+  lr_constant: 0.1
+  lr_max: 0.01
+  flop_tolerance: 0.05
+recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
+data:
+  tokenizer: byte
+  manifest: @MANIFEST@
+  corpora: [{name: mix}]
+  eval_tokens: 2048
+executor: {kind: local, max_parallel: 1}
+runtime: {checkpoint_every: 25, progress_every: 5}
+store: {sqlite: state/isoflop.db}
+";
+
+fn spawn_run(spec: &std::path::Path) -> Child {
+    Command::new(common::bin())
+        .args(["run", spec.to_str().unwrap(), "--plain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `cond` holds on the store, or panics after `secs`.
+fn wait_for<T>(store: &SqliteStore, secs: u64, what: &str, mut cond: impl FnMut(&SqliteStore) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = cond(store) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn killed_worker_and_interrupted_sweep_resume_from_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), LONG_RUN);
+    let db = dir.path().join("state/isoflop.db");
+    let child = spawn_run(&spec);
+    let store = wait_for(&SqliteStore::in_memory().unwrap(), 60, "the store", |_| {
+        SqliteStore::open(&db).ok().filter(|s| !s.sweeps().unwrap().is_empty())
+    });
+    let run_id = store.sweep_runs("long").unwrap()[0].run_id.clone();
+    let planned =
+        serde_json::from_str::<isoflop_core::RunConfig>(&store.run(&run_id).unwrap().unwrap().config_json).unwrap().recipe.steps;
+    assert!(planned >= 300, "the run is long enough to interrupt twice ({planned} steps)");
+
+    // 1. SIGKILL the worker once it has a checkpoint past step 0.
+    let ckpt = wait_for(&store, 120, "a checkpoint", |s| s.latest_checkpoint(&run_id).unwrap().filter(|c| c.step >= 50));
+    let attempt = store.attempt(&run_id, 1).unwrap().unwrap();
+    let pid: i32 = attempt.executor_ref.strip_prefix("pid:").unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+
+    // The coordinator notices, records the failure with its class, and relaunches from the
+    // newest checkpoint.
+    let second = wait_for(&store, 60, "attempt 2 to attach", |s| s.attempt(&run_id, 2).unwrap().filter(|a| a.resume_step > 0));
+    let first = store.attempt(&run_id, 1).unwrap().unwrap();
+    assert_eq!(first.outcome, AttemptOutcome::Failed);
+    assert_eq!(first.failure_class, Some(isoflop_core::FailureClass::Unknown));
+    assert!(first.message.contains("signal 9"), "{}", first.message);
+    let last_step_of_first = store.progress(&run_id).unwrap().iter().filter(|p| p.attempt == 1).map(|p| p.step).max().unwrap();
+    assert!(second.resume_step >= ckpt.step, "resumed from step {} (checkpoint {} existed)", second.resume_step, ckpt.step);
+    assert_eq!(second.resume_step % 25, 0, "resumed from a checkpoint");
+    // It loses at most the steps since its newest checkpoint (plus one report interval of
+    // progress the coordinator had not seen yet).
+    assert!(
+        last_step_of_first < second.resume_step + 25 + 5,
+        "attempt 1 reached {last_step_of_first}, resumed at {}",
+        second.resume_step
+    );
+
+    // 2. Ctrl-C the whole sweep once attempt 2 has checkpointed further.
+    wait_for(&store, 120, "a checkpoint of attempt 2", |s| {
+        s.latest_checkpoint(&run_id).unwrap().filter(|c| c.attempt == 2 && c.step > second.resume_step)
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    let interrupted = store.attempt(&run_id, 2).unwrap().unwrap();
+    assert_eq!(interrupted.outcome, AttemptOutcome::Interrupted, "{}", show(&out));
+    let r = store.run(&run_id).unwrap().unwrap();
+    assert_eq!(r.state, RunState::Queued);
+    let stopped_at = store.latest_checkpoint(&run_id).unwrap().unwrap().step;
+    assert!(stopped_at > second.resume_step, "a checkpoint was written on SIGTERM");
+
+    // 3. The same command again continues from that checkpoint and finishes the plan.
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = store.run(&run_id).unwrap().unwrap();
+    assert_eq!((r.state, r.attempts), (RunState::Succeeded, 3));
+    let third = store.attempt(&run_id, 3).unwrap().unwrap();
+    assert_eq!(third.resume_step, stopped_at);
+    let last = store.progress(&run_id).unwrap().into_iter().last().unwrap();
+    assert_eq!(last.step, planned);
+    assert_eq!(store.evals(&run_id).unwrap().len(), 5);
+    eprintln!(
+        "resume evidence: killed at/after checkpoint {} -> attempt 2 resumed at {}; Ctrl-C -> checkpoint {} -> attempt 3 resumed at {}; finished at {planned}",
+        ckpt.step, second.resume_step, stopped_at, third.resume_step
+    );
+}
