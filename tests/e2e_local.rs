@@ -207,3 +207,82 @@ fn killed_worker_and_interrupted_sweep_resume_from_checkpoints() {
         ckpt.step, second.resume_step, stopped_at, third.resume_step
     );
 }
+
+#[test]
+fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    // A private copy of the corpus whose training shard we can take away.
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for e in std::fs::read_dir(common::corpus()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), corpus.join(e.file_name())).unwrap();
+    }
+    let body = TINY_SWEEP
+        .replace("@MANIFEST@", &corpus.join("manifest.json").display().to_string())
+        .replace("[1.5e9, 3.0e9]", "[1.5e9]")
+        .replace("hidden: [16, 32]", "hidden: [16]");
+    let spec = write_spec(dir.path(), &body);
+    let db = dir.path().join("state/isoflop.db");
+    let db_arg = db.to_str().unwrap();
+
+    // 1. The training shard is clobbered after planning: the worker fails with a user error,
+    //    which is not retried.
+    let train = corpus.join("train.bin");
+    let saved = dir.path().join("train.bin.saved");
+    std::fs::copy(&train, &saved).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
+    let loaded = isoflop_core::spec::SweepSpec::load(&spec).unwrap();
+    let planned = isoflop_coordinator::resolve::PlannedSweep::from_spec(&loaded).unwrap();
+    store.submit_sweep(&planned.sweep, &planned.new_runs()).unwrap();
+    std::fs::write(&train, b"not a shard").unwrap();
+    let out = isoflop(&["resume", "tiny", "--store", db_arg, "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r = &store.sweep_runs("tiny").unwrap()[0];
+    assert_eq!(
+        (r.state, r.failure_class, r.attempts),
+        (RunState::Failed, Some(isoflop_core::FailureClass::UserError), 1),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("train.bin"), "the failure names the file: {}", r.message);
+
+    // 2. Put it back: `isoflop resume` requeues the failed run and completes it.
+    std::fs::copy(&saved, &train).unwrap();
+    let out = isoflop(&["resume", "tiny", "--store", db_arg, "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 1 run(s)"), "{}", show(&out));
+    let r = &store.sweep_runs("tiny").unwrap()[0];
+    assert_eq!((r.state, r.attempts), (RunState::Succeeded, 2));
+    assert_eq!(store.evals(&r.run_id).unwrap().len(), 5);
+
+    // 3. Resume leaves succeeded runs alone.
+    let out = isoflop(&["resume", "tiny", "--store", db_arg, "--no-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 0 run(s)"), "{}", show(&out));
+}
+
+#[test]
+fn diverged_runs_fail_and_resume_only_with_include_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = TINY_SWEEP
+        .replace("name: tiny", "name: boom")
+        .replace("[1.5e9, 3.0e9]", "[1.5e9]")
+        .replace("hidden: [16, 32]", "hidden: [16]")
+        .replace("lr_constant: 0.1", "lr_constant: 1.0e12")
+        .replace("lr_max: 0.01", "lr_max: 1.0e12")
+        .replace("grad_clip: 1.0", "grad_clip: 0.0");
+    let spec = write_spec(dir.path(), &body);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed(diverged)"), "{}", show(&out));
+    let db = dir.path().join("state/isoflop.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let r = &store.sweep_runs("boom").unwrap()[0];
+    assert_eq!((r.state, r.failure_class, r.attempts), (RunState::Failed, Some(isoflop_core::FailureClass::Diverged), 1));
+    let db_arg = db.to_str().unwrap();
+    let out = isoflop(&["resume", "boom", "--store", db_arg, "--no-run"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 0 run(s)"), "{}", show(&out));
+    let out = isoflop(&["resume", "boom", "--store", db_arg, "--no-run", "--include-diverged"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 1 run(s)"), "{}", show(&out));
+    assert_eq!(store.sweep_runs("boom").unwrap()[0].state, RunState::Queued);
+}

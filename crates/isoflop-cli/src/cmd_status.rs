@@ -257,6 +257,7 @@ pub fn cancel(store_path: &Path, target: &str, run: bool) -> CliResult {
         artifacts_dir: PathBuf::new(),
         max_retries: 0,
         lease: std::time::Duration::from_secs(60),
+        launch_grace: std::time::Duration::from_secs(30),
         backoff_base: std::time::Duration::from_secs(2),
         tick: std::time::Duration::from_secs(1),
         drain_grace: std::time::Duration::from_secs(1),

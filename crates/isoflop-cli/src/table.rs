@@ -25,13 +25,20 @@ impl Table {
             }
         }
         let numeric = |s: &str| s.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '-' || c == '+');
+        // A column is right-aligned (header included) when its cells are numbers or `-`.
+        let right: Vec<bool> = (0..n)
+            .map(|i| {
+                let cells = || self.rows.iter().filter_map(|r| r.get(i)).map(String::as_str);
+                i > 0 && cells().any(|c| numeric(c) && c != "-") && cells().all(|c| numeric(c) || c.is_empty())
+            })
+            .collect();
         let mut out = String::new();
         let line = |r: &Vec<String>, out: &mut String| {
             let cells: Vec<String> = (0..n)
                 .map(|i| {
                     let c = r.get(i).map(String::as_str).unwrap_or("");
-                    let pad = w[i] - c.chars().count();
-                    if numeric(c) && i > 0 { format!("{}{c}", " ".repeat(pad)) } else { format!("{c}{}", " ".repeat(pad)) }
+                    let pad = " ".repeat(w[i] - c.chars().count());
+                    if right[i] { format!("{pad}{c}") } else { format!("{c}{pad}") }
                 })
                 .collect();
             out.push_str(cells.join("  ").trim_end());

@@ -33,6 +33,8 @@ pub struct CoordinatorConfig {
     pub max_retries: u64,
     /// A worker that does not report for this long is presumed lost.
     pub lease: Duration,
+    /// Extra time a launched worker gets to attach (process start, libtorch loading).
+    pub launch_grace: Duration,
     /// First back-off of a counted retry.
     pub backoff_base: Duration,
     /// Scheduler period.
@@ -50,6 +52,7 @@ impl CoordinatorConfig {
             artifacts_dir: loaded.artifacts_dir(),
             max_retries,
             lease: Duration::from_secs(lease_seconds),
+            launch_grace: Duration::from_secs(30),
             backoff_base: Duration::from_secs(2),
             tick: Duration::from_millis(250),
             drain_grace: Duration::from_secs(120),
@@ -484,7 +487,7 @@ impl Coordinator {
         let store = &self.inner.store;
         let token = auth::new_token();
         // The first lease covers process start and libtorch loading.
-        let lease = now_ms() + 2 * self.inner.cfg.lease.as_millis() as i64 + 30_000;
+        let lease = now_ms() + (self.inner.cfg.lease + self.inner.cfg.launch_grace).as_millis() as i64;
         let attempt = match store.start_attempt(run_id, &auth::hash_token(&token), lease) {
             Ok(a) => a,
             Err(e) => {

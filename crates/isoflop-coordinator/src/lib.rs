@@ -4,6 +4,7 @@
 //! [`serve`] binds both services on one listener; [`Coordinator`] is the shared core.
 
 pub mod auth;
+pub mod convert;
 pub mod coordinator;
 pub mod executor;
 pub mod resolve;

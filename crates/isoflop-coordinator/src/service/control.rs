@@ -1,5 +1,6 @@
 //! The control API: what the CLI and other clients call.
 
+use crate::convert::{eval_msg, progress_msg};
 use crate::coordinator::{Coordinator, CoordinatorError, pb_class, pb_run_state};
 use isoflop_core::RunState;
 use isoflop_core::spec::{LoadedSpec, SweepSpec};
@@ -22,6 +23,15 @@ pub struct ControlApi {
 impl ControlApi {
     pub fn new(coord: Coordinator, admin_token: Option<&str>) -> Self {
         Self { coord, admin_token_hash: admin_token.map(crate::auth::hash_token) }
+    }
+
+    /// The runs of an existing sweep.
+    fn runs_of(&self, sweep: &str) -> Result<Vec<isoflop_store::RunRow>, Status> {
+        let store = self.coord.store();
+        if store.sweep(sweep).map_err(|e| Status::internal(e.to_string()))?.is_none() {
+            return Err(Status::not_found(format!("sweep `{sweep}` not found")));
+        }
+        store.sweep_runs(sweep).map_err(|e| Status::internal(e.to_string()))
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -55,27 +65,8 @@ pub fn run_summary(coord: &Coordinator, r: &isoflop_store::RunRow) -> pb::RunSum
         failure_class: pb_class(r.failure_class),
         message: r.message.clone(),
         attempts: r.attempts,
-        progress: r.progress.as_ref().map(|p| pb::Progress {
-            step: p.step,
-            total_steps: p.total_steps,
-            loss: p.loss,
-            lr: p.lr,
-            grad_norm: p.grad_norm,
-            tokens_seen: p.tokens_seen,
-            tokens_per_second: p.tokens_per_second,
-            mfu: p.mfu,
-            elapsed_seconds: p.elapsed_seconds,
-        }),
-        evals: evals
-            .into_iter()
-            .map(|e| pb::EvalResult {
-                distribution: e.distribution,
-                loss: e.loss,
-                bits_per_byte: e.bits_per_byte,
-                tokens: e.tokens,
-                bytes: e.bytes,
-            })
-            .collect(),
+        progress: r.progress.as_ref().map(progress_msg),
+        evals: evals.into_iter().map(eval_msg).collect(),
     }
 }
 
@@ -96,11 +87,7 @@ impl ControlService for ControlApi {
     async fn get_sweep(&self, req: Request<pb::GetSweepRequest>) -> Result<Response<pb::SweepStatus>, Status> {
         self.check(&req)?;
         let name = req.into_inner().sweep;
-        let store = self.coord.store();
-        if store.sweep(&name).map_err(|e| Status::internal(e.to_string()))?.is_none() {
-            return Err(Status::not_found(format!("sweep `{name}` not found")));
-        }
-        let runs = store.sweep_runs(&name).map_err(|e| Status::internal(e.to_string()))?;
+        let runs = self.runs_of(&name)?;
         let count = |f: &dyn Fn(RunState) -> bool| runs.iter().filter(|r| f(r.state)).count() as u32;
         Ok(Response::new(pb::SweepStatus {
             sweep: name,
@@ -115,12 +102,7 @@ impl ControlService for ControlApi {
 
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         self.check(&req)?;
-        let name = req.into_inner().sweep;
-        let store = self.coord.store();
-        if store.sweep(&name).map_err(|e| Status::internal(e.to_string()))?.is_none() {
-            return Err(Status::not_found(format!("sweep `{name}` not found")));
-        }
-        let runs = store.sweep_runs(&name).map_err(|e| Status::internal(e.to_string()))?;
+        let runs = self.runs_of(&req.into_inner().sweep)?;
         Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(|r| run_summary(&self.coord, r)).collect() }))
     }
 
@@ -128,12 +110,8 @@ impl ControlService for ControlApi {
 
     async fn watch_sweep(&self, req: Request<pb::WatchSweepRequest>) -> Result<Response<Self::WatchSweepStream>, Status> {
         self.check(&req)?;
-        let name = req.into_inner().sweep;
         let rx = self.coord.subscribe();
-        let runs = self.coord.store().sweep_runs(&name).map_err(|e| Status::internal(e.to_string()))?;
-        if runs.is_empty() {
-            return Err(Status::not_found(format!("sweep `{name}` has no runs")));
-        }
+        let runs = self.runs_of(&req.into_inner().sweep)?;
         let ids: HashSet<String> = runs.into_iter().map(|r| r.run_id).collect();
         let stream = tokio_stream::StreamExt::filter_map(BroadcastStream::new(rx), move |ev| match ev {
             Ok(ev) if ids.contains(&ev.run_id) => Some(Ok(ev)),

@@ -2,6 +2,7 @@
 //! and the protocol version this build speaks.
 
 use crate::auth;
+use crate::convert::{eval_row, progress_row};
 use crate::coordinator::{Coordinator, class_from_pb};
 use crate::resolve::run_config;
 use isoflop_core::{FailureClass, RunState};
@@ -92,23 +93,7 @@ impl WorkerService for WorkerApi {
             store.set_resume_step(&m.run_id, m.attempt, step).map_err(internal)?;
         }
         let now = now_ms();
-        let points: Vec<ProgressPoint> = m
-            .progress
-            .iter()
-            .map(|p| ProgressPoint {
-                attempt: m.attempt,
-                step: p.step,
-                total_steps: p.total_steps,
-                loss: p.loss,
-                lr: p.lr,
-                grad_norm: p.grad_norm,
-                tokens_seen: p.tokens_seen,
-                tokens_per_second: p.tokens_per_second,
-                mfu: p.mfu,
-                elapsed_seconds: p.elapsed_seconds,
-                at_ms: now,
-            })
-            .collect();
+        let points: Vec<ProgressPoint> = m.progress.iter().map(|p| progress_row(p, m.attempt, now)).collect();
         if !points.is_empty() {
             store.add_progress(&m.run_id, m.attempt, &points).map_err(internal)?;
         }
@@ -129,17 +114,7 @@ impl WorkerService for WorkerApi {
         let store = self.coord.store();
         match &m.outcome {
             Some(pb::finish_request::Outcome::Success(s)) => {
-                let evals: Vec<EvalRow> = s
-                    .evals
-                    .iter()
-                    .map(|e| EvalRow {
-                        distribution: e.distribution.clone(),
-                        loss: e.loss,
-                        bits_per_byte: e.bits_per_byte,
-                        tokens: e.tokens,
-                        bytes: e.bytes,
-                    })
-                    .collect();
+                let evals: Vec<EvalRow> = s.evals.iter().map(eval_row).collect();
                 store.put_evals(&m.run_id, m.attempt, &evals).map_err(internal)?;
                 for e in &s.evals {
                     self.coord.broadcast(&m.run_id, pb::run_event::Event::Eval(e.clone()));
