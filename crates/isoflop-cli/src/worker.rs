@@ -215,6 +215,7 @@ async fn run(args: WorkerArgs, token: String) -> CliResult {
     let mut pending_progress = Vec::new();
     let mut pending_ckpts = Vec::new();
     let mut last_ok = Instant::now();
+    let mut last_log = Instant::now();
     let mut revoked = false;
     let mut resumed_from = Some(resumed_from);
     let result = loop {
@@ -222,8 +223,20 @@ async fn run(args: WorkerArgs, token: String) -> CliResult {
             r = &mut done_rx => break r.map_err(|_| anyhow!("training thread ended without a result"))?,
             Some(m) = rx.recv() => {
                 match m {
-                    Msg::Progress(p) => pending_progress.push(p),
-                    Msg::Checkpoint(c) => pending_ckpts.push(c),
+                    Msg::Progress(p) => {
+                        if p.step == 0 || p.step == p.total_steps || last_log.elapsed() >= Duration::from_secs(10) {
+                            eprintln!(
+                                "worker: step {}/{} loss {:.4} lr {:.2e} grad-norm {:.3} {:.0} tok/s",
+                                p.step, p.total_steps, p.loss, p.lr, p.grad_norm, p.tokens_per_second
+                            );
+                            last_log = Instant::now();
+                        }
+                        pending_progress.push(p)
+                    }
+                    Msg::Checkpoint(c) => {
+                        eprintln!("worker: checkpoint at step {}: {}", c.step, c.path);
+                        pending_ckpts.push(c)
+                    }
                 }
                 continue;
             }

@@ -357,9 +357,22 @@ impl LoadedSpec {
     pub fn base_dir(&self) -> PathBuf {
         self.path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
-    /// A spec path made absolute against the spec's directory.
+    /// A spec path resolved against the spec's directory (`..` folded lexically).
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir().join(p) }
+        let joined = if p.is_absolute() { p.to_path_buf() } else { self.base_dir().join(p) };
+        let mut out = PathBuf::new();
+        for c in joined.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir
+                    if matches!(out.components().next_back(), Some(std::path::Component::Normal(_))) =>
+                {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
     }
     /// The SQLite file.
     pub fn store_path(&self) -> PathBuf {
@@ -701,5 +714,10 @@ data:
         assert_eq!(loaded.store_path(), PathBuf::from("/x/examples/.isoflop/isoflop.db"));
         assert_eq!(loaded.artifacts_dir(), PathBuf::from("/x/examples/.isoflop/runs"));
         assert_eq!(loaded.resolve(Path::new("/abs")), PathBuf::from("/abs"));
+        assert_eq!(loaded.resolve(Path::new("../data/m.json")), PathBuf::from("/x/data/m.json"));
+        let rel = LoadedSpec { path: PathBuf::from("examples/q.yaml"), ..loaded.clone() };
+        assert_eq!(rel.resolve(Path::new("../.isoflop/db")), PathBuf::from(".isoflop/db"));
+        let up = LoadedSpec { path: PathBuf::from("q.yaml"), ..loaded };
+        assert_eq!(up.resolve(Path::new("../db")), PathBuf::from("../db"));
     }
 }

@@ -5,8 +5,6 @@ pub mod corpus;
 pub mod error;
 pub mod prepare;
 pub mod roff;
-// shard.rs predates clippy's let-chain suggestion for nested `if let`s.
-#[allow(clippy::collapsible_if)]
 pub mod shard;
 pub mod tokenizer;
 
