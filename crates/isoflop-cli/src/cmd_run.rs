@@ -181,6 +181,7 @@ async fn run_async(loaded: &LoadedSpec, store_path: &Path, plain: bool) -> CliRe
     if interrupted {
         return Err(CliError::Interrupted);
     }
+    write_sweep_report(store.as_ref(), &sweep, store_path);
     let failed = runs.iter().filter(|r| r.state == RunState::Failed).count();
     if failed > 0 {
         return Err(anyhow!(
@@ -189,4 +190,27 @@ async fn run_async(loaded: &LoadedSpec, store_path: &Path, plain: bool) -> CliRe
         .into());
     }
     Ok(())
+}
+
+/// Fits the finished sweep and writes its report beside the store (`reports/SWEEP/`). A sweep
+/// that cannot be fitted yet (too few sizes per budget) gets a note, not an error.
+fn write_sweep_report(store: &dyn Store, sweep: &str, store_path: &Path) {
+    let dir = store_path.parent().unwrap_or(Path::new(".")).join("reports").join(sweep);
+    let result = crate::cmd_fit::table_from_store(store, sweep).and_then(|(table, notes)| {
+        let mut report = isoflop_fit::fit_all(&table, &isoflop_fit::FitOptions::default())?;
+        report.notes.extend(notes);
+        crate::cmd_report::write_report(&report, &table, &format!("sweep {sweep}"), &dir)?;
+        Ok(report)
+    });
+    match result {
+        Ok(r) => {
+            let iso = &r.isoflop;
+            let a = iso
+                .n_opt_exponent
+                .map(|a| format!("N* ~ C^{a:.3}"))
+                .unwrap_or_else(|| "no N* law (too few bracketed budgets)".into());
+            println!("scaling-law report: {} ({a}); `isoflop fit {sweep}` prints it", dir.join("report.html").display());
+        }
+        Err(e) => println!("no scaling-law report yet: {e:#}"),
+    }
 }

@@ -1,8 +1,11 @@
 //! `isoflop`: plan, run, watch, store and resume IsoFLOP sweeps. One binary for every role:
 //! the CLI, the in-process coordinator of `isoflop run`, and `isoflop worker`.
 
+mod cmd_bench;
 mod cmd_data;
+mod cmd_fit;
 mod cmd_plan;
+mod cmd_report;
 mod cmd_run;
 mod cmd_status;
 mod exit;
@@ -92,6 +95,34 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Fit scaling laws (IsoFLOP, parametric, relative) to a sweep or a CSV table.
+    Fit {
+        /// Sweep name (default: the newest sweep); ignored with --from-csv.
+        sweep: Option<String>,
+        #[command(flatten)]
+        args: cmd_fit::FitArgs,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write the fit as report.json, a self-contained report.html, and plots (SVG and PNG).
+    Report {
+        /// Sweep name (default: the newest sweep); ignored with --from-csv.
+        sweep: Option<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        args: cmd_fit::FitArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Benchmarks' timed cores (see bench/).
+    Bench {
+        #[command(subcommand)]
+        command: cmd_bench::BenchCommand,
+    },
     /// Prepare token shards from corpora the package registries ship.
     Data {
         #[command(subcommand)]
@@ -116,7 +147,7 @@ fn default_sigpipe() {
 
 fn main() {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Plan { .. } | Command::Status { .. } | Command::Logs { .. }) {
+    if matches!(cli.command, Command::Plan { .. } | Command::Status { .. } | Command::Logs { .. } | Command::Fit { .. }) {
         default_sigpipe();
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("ISOFLOP_LOG").unwrap_or_else(|_| "warn".into());
@@ -130,6 +161,9 @@ fn main() {
             cmd_run::resume(&store.store, &sweep, include_diverged, no_run, plain)
         }
         Command::Cancel { target, run, store } => cmd_status::cancel(&store.store, &target, run),
+        Command::Fit { sweep, args, format, store } => cmd_fit::fit(&args.source(sweep, &store.store), &args, format),
+        Command::Report { sweep, out, args, store } => cmd_report::report(&args.source(sweep, &store.store), &args, &out),
+        Command::Bench { command } => cmd_bench::bench(command),
         Command::Data { command } => cmd_data::data(command),
         Command::Worker(args) => worker::main(args),
     };
