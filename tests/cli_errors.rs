@@ -4,28 +4,12 @@
 
 mod common;
 
-use common::{isoflop, show, write_spec};
+use common::{TINY_SWEEP, isoflop, show, write_spec};
 use std::path::Path;
 
-const GOOD: &str = "\
-name: errs
-budgets: [1.5e9]
-model: {family: llama, seq_len: 32}
-grid:
-  hidden: [16, 32]
-  layers: {fixed: 1}
-  heads: {head_size: 16}
-  fixed_batch: 8
-  lr_constant: 0.1
-  lr_max: 0.01
-  flop_tolerance: 0.05
-recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
-data:
-  tokenizer: byte
-  manifest: @MANIFEST@
-  corpora: [{name: mix}]
-store: {sqlite: state/isoflop.db}
-";
+fn good() -> String {
+    TINY_SWEEP.replace("name: tiny", "name: errs").replace("[1.5e9, 3.0e9]", "[1.5e9]")
+}
 
 /// `isoflop run` of a broken spec: exit 2, the message contains `expect`, no store file.
 fn rejects(body: &str, expect: &[&str]) {
@@ -43,23 +27,23 @@ fn rejects(body: &str, expect: &[&str]) {
 
 #[test]
 fn bad_specs_exit_2_and_write_nothing() {
-    rejects(&GOOD.replace("  fixed_batch: 8", "  fixed_batch: 8\n  fixd: 1"), &["9:3: grid: unknown field `fixd`"]);
-    rejects(&GOOD.replace("seq_len: 32", "seq_len: short"), &["model.seq_len: invalid type: string \"short\", expected u64"]);
-    rejects(&GOOD.replace("[1.5e9]", "[1.5e9, 0]"), &["budgets[1]: expected FLOPs > 0, got 0"]);
+    rejects(&good().replace("  fixed_batch: 8", "  fixed_batch: 8\n  fixd: 1"), &["9:3: grid: unknown field `fixd`"]);
+    rejects(&good().replace("seq_len: 32", "seq_len: short"), &["model.seq_len: invalid type: string \"short\", expected u64"]);
+    rejects(&good().replace("[1.5e9]", "[1.5e9, 0]"), &["budgets[1]: expected FLOPs > 0, got 0"]);
     rejects(
-        &GOOD.replace("heads: {head_size: 16}", "heads: {fixed: 3}"),
+        &good().replace("heads: {head_size: 16}", "heads: {fixed: 3}"),
         &["grid.heads.fixed: width 16 is not divisible by its 3 heads"],
     );
     rejects(
-        &GOOD.replace("manifest: @MANIFEST@", "manifest: nowhere/manifest.json"),
+        &good().replace("manifest: @MANIFEST@", "manifest: nowhere/manifest.json"),
         &["data.manifest:", "nowhere/manifest.json", "isoflop data prepare"],
     );
     rejects(
-        &GOOD.replace("corpora: [{name: mix}]", "corpora: [{name: mix, shard: nope}]"),
+        &good().replace("corpora: [{name: mix}]", "corpora: [{name: mix, shard: nope}]"),
         &["data.corpora[0].shard:", "no shard `nope`"],
     );
     rejects(
-        &GOOD.replace("corpora: [{name: mix}]", "corpora: [{name: mix}]\n  evals: [bible, klingon]"),
+        &good().replace("corpora: [{name: mix}]", "corpora: [{name: mix}]\n  evals: [bible, klingon]"),
         &["data.evals[1]:", "no shard `klingon`"],
     );
 }

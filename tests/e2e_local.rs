@@ -3,34 +3,11 @@
 
 mod common;
 
-use common::{isoflop, show, write_spec};
+use common::{TINY_SWEEP, isoflop, show, write_spec};
 use isoflop_core::RunState;
 use isoflop_store::{AttemptOutcome, SqliteStore, Store};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const TINY_SWEEP: &str = "\
-name: tiny
-budgets: [1.5e9, 3.0e9]
-model: {family: llama, seq_len: 32, qk_norm: true}
-grid:
-  hidden: [16, 32]
-  layers: {fixed: 1}
-  heads: {head_size: 16}
-  fixed_batch: 8
-  lr_constant: 0.1
-  lr_max: 0.01
-  flop_tolerance: 0.05
-recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
-data:
-  tokenizer: byte
-  manifest: @MANIFEST@
-  corpora: [{name: mix}]
-  eval_tokens: 2048
-executor: {kind: local, max_parallel: 2}
-runtime: {checkpoint_every: 20, progress_every: 5}
-store: {sqlite: state/isoflop.db}
-";
 
 #[test]
 fn tiny_sweep_trains_every_run_and_stores_every_loss() {
@@ -96,28 +73,15 @@ fn tiny_sweep_trains_every_run_and_stores_every_loss() {
     assert!(store.sweep_runs("tiny-subset").unwrap().iter().all(|r| r.attempts == 1 && r.state == RunState::Succeeded));
 }
 
-const LONG_RUN: &str = "\
-name: long
-budgets: [4.0e10]
-model: {family: llama, seq_len: 32, qk_norm: true}
-grid:
-  hidden: [32]
-  layers: {fixed: 1}
-  heads: {head_size: 16}
-  fixed_batch: 8
-  lr_constant: 0.1
-  lr_max: 0.01
-  flop_tolerance: 0.05
-recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
-data:
-  tokenizer: byte
-  manifest: @MANIFEST@
-  corpora: [{name: mix}]
-  eval_tokens: 2048
-executor: {kind: local, max_parallel: 1}
-runtime: {checkpoint_every: 25, progress_every: 5}
-store: {sqlite: state/isoflop.db}
-";
+/// One run long enough to be interrupted twice.
+fn long_run() -> String {
+    TINY_SWEEP
+        .replace("name: tiny", "name: long")
+        .replace("[1.5e9, 3.0e9]", "[4.0e10]")
+        .replace("hidden: [16, 32]", "hidden: [32]")
+        .replace("max_parallel: 2", "max_parallel: 1")
+        .replace("checkpoint_every: 20", "checkpoint_every: 25")
+}
 
 fn spawn_run(spec: &std::path::Path) -> Child {
     Command::new(common::bin())
@@ -143,7 +107,7 @@ fn wait_for<T>(store: &SqliteStore, secs: u64, what: &str, mut cond: impl FnMut(
 #[test]
 fn killed_worker_and_interrupted_sweep_resume_from_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), LONG_RUN);
+    let spec = write_spec(dir.path(), &long_run());
     let db = dir.path().join("state/isoflop.db");
     let child = spawn_run(&spec);
     let store = wait_for(&SqliteStore::in_memory().unwrap(), 60, "the store", |_| {

@@ -6,6 +6,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+/// A tiny sweep on the shared corpus: 2 budgets x 2 widths, seconds of CPU training per run.
+/// `@MANIFEST@` stands for the corpus manifest ([`write_spec`] fills it in).
+pub const TINY_SWEEP: &str = "\
+name: tiny
+budgets: [1.5e9, 3.0e9]
+model: {family: llama, seq_len: 32, qk_norm: true}
+grid:
+  hidden: [16, 32]
+  layers: {fixed: 1}
+  heads: {head_size: 16}
+  fixed_batch: 8
+  lr_constant: 0.1
+  lr_max: 0.01
+  flop_tolerance: 0.05
+recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
+data:
+  tokenizer: byte
+  manifest: @MANIFEST@
+  corpora: [{name: mix}]
+  eval_tokens: 2048
+executor: {kind: local, max_parallel: 2}
+runtime: {checkpoint_every: 20, progress_every: 5}
+store: {sqlite: state/isoflop.db}
+";
+
 /// The `isoflop` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_isoflop")
