@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub fn run(spec_path: &Path, plain: bool) -> CliResult {
     let loaded = SweepSpec::load(spec_path).map_err(input)?;
     // Validate data and plan before anything touches the store.
-    PlannedSweep::from_spec(&loaded).map_err(input)?;
+    let planned = PlannedSweep::from_spec(&loaded).map_err(input)?;
     let store_path = loaded.store_path();
-    run_loaded(&loaded, &store_path, plain)
+    run_loaded(&loaded, &planned, &store_path, plain)
 }
 
 /// `isoflop resume SWEEP`: requeue failed (and cancelled) runs, then run the sweep.
@@ -40,7 +40,8 @@ pub fn resume(store_path: &Path, sweep: &str, include_diverged: bool, no_run: bo
     if no_run {
         return Ok(());
     }
-    run_loaded(&loaded, store_path, plain)
+    let planned = PlannedSweep::from_spec(&loaded).map_err(input)?;
+    run_loaded(&loaded, &planned, store_path, plain)
 }
 
 /// The spec a sweep was submitted with, as stored.
@@ -73,13 +74,13 @@ fn lock_store(store_path: &Path) -> Result<std::fs::File, CliError> {
     }
 }
 
-fn run_loaded(loaded: &LoadedSpec, store_path: &Path, plain: bool) -> CliResult {
+fn run_loaded(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, plain: bool) -> CliResult {
     let _lock = lock_store(store_path)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;
-    rt.block_on(run_async(loaded, store_path, plain))
+    rt.block_on(run_async(loaded, planned, store_path, plain))
 }
 
-async fn run_async(loaded: &LoadedSpec, store_path: &Path, plain: bool) -> CliResult {
+async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, plain: bool) -> CliResult {
     let sweep = loaded.spec.name.clone();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(store_path)?);
     let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the coordinator to loopback")?;
@@ -89,7 +90,7 @@ async fn run_async(loaded: &LoadedSpec, store_path: &Path, plain: bool) -> CliRe
     let program = std::env::current_exe().context("cannot find the isoflop binary")?;
     let exec = Arc::new(LocalExecutor::new(program, max_parallel as usize, exit_tx));
     let coord = Coordinator::new(store.clone(), exec, CoordinatorConfig::from_spec(loaded, url));
-    let submitted = match coord.submit(loaded) {
+    let submitted = match coord.submit_planned(&loaded.spec, planned) {
         Ok(s) => s,
         Err(isoflop_coordinator::CoordinatorError::Store(e @ StoreError::SweepConflict { .. })) => return Err(input(e)),
         Err(isoflop_coordinator::CoordinatorError::Spec(e)) => return Err(input(e)),

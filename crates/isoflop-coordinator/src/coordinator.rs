@@ -188,9 +188,13 @@ impl Coordinator {
 
     /// Plans and records a sweep; runs it shares with other sweeps are not trained again.
     pub fn submit(&self, loaded: &LoadedSpec) -> Result<SubmitResult, CoordinatorError> {
-        let planned = PlannedSweep::from_spec(loaded)?;
+        self.submit_planned(&loaded.spec, &PlannedSweep::from_spec(loaded)?)
+    }
+
+    /// Records an already planned sweep (see [`Coordinator::submit`]).
+    pub fn submit_planned(&self, spec: &SweepSpec, planned: &PlannedSweep) -> Result<SubmitResult, CoordinatorError> {
         let result = self.inner.store.submit_sweep(&planned.sweep, &planned.new_runs())?;
-        self.register_runtime(&loaded.spec, planned.runs.iter().map(|r| r.run_id.0.clone()));
+        self.register_runtime(spec, planned.runs.iter().map(|r| r.run_id.0.clone()));
         self.inner.wake.notify_one();
         Ok(result)
     }
