@@ -49,6 +49,10 @@ pub struct FitArgs {
     /// Keep budgets whose IsoFLOP minimum is not bracketed in the power laws.
     #[arg(long)]
     pub include_unbracketed: bool,
+    /// Fit each IsoFLOP parabola only to sizes within this many decades of the budget's
+    /// lowest-loss size (wide curves are not parabolic far from their minimum).
+    #[arg(long)]
+    pub window_decades: Option<f64>,
 }
 
 impl FitArgs {
@@ -63,6 +67,7 @@ impl FitArgs {
         o.baseline = self.baseline.clone();
         o.predict_at = self.predict_at.clone();
         o.isoflop.include_unbracketed = self.include_unbracketed;
+        o.isoflop.window_decades = self.window_decades;
         o
     }
 
