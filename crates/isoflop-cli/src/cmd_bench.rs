@@ -1,9 +1,13 @@
 //! `isoflop bench fit`: the timed core of the benchmark in bench/fit (the 4,500-start
 //! parametric fit on a CSV table), printed as one JSON line.
+//!
+//! `isoflop bench train`: timed training steps of a model described by a JSON file (the Rust
+//! side of bench/train), printed as one JSON line.
 
 use crate::exit::{CliResult, input};
 use isoflop_fit::parametric::{LseData, ParametricOptions, fit_parametric};
 use isoflop_fit::read_csv;
+use isoflop_train::bench::{BenchModel, BenchOptions};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,10 +25,88 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// Time forward + backward + AdamW steps of a model on fixed random tokens.
+    ///
+    /// The model JSON holds vocab_size, hidden, layers, heads, seq_len, rope_theta, qk_norm
+    /// and optionally ffn_hidden (default 4 x hidden). The tokens are splitmix64(seed) mod
+    /// vocab_size, the same as bench/train/torch_train.py draws.
+    Train {
+        #[arg(long, value_name = "FILE")]
+        model_json: PathBuf,
+        /// Sequences per step.
+        #[arg(long, default_value_t = 8)]
+        batch: u64,
+        /// Timed optimizer steps (after the warm-up steps).
+        #[arg(long, default_value_t = 20)]
+        steps: u64,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// bf16 mixed precision (not implemented yet: an error; bench/train/torch_train.py has it).
+        #[arg(long)]
+        bf16: bool,
+        /// Peak FLOP/s of the device for MFU (default: 989e12, H100 SXM bf16 dense, on CUDA; 0 on CPU).
+        #[arg(long)]
+        peak_flops: Option<f64>,
+        /// Seed of the tokens and of the initialization.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// libtorch intra-op threads (0: libtorch's default, all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+}
+
+fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
+    match s {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => Ok(tch::Device::Cuda(i)),
+            None => Err(anyhow::anyhow!("unknown device {s:?} (cpu, cuda or cuda:N)")),
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_train(
+    model_json: PathBuf,
+    batch: u64,
+    steps: u64,
+    warmup: u64,
+    device: String,
+    bf16: bool,
+    peak_flops: Option<f64>,
+    seed: u64,
+    threads: usize,
+) -> CliResult {
+    let text = std::fs::read_to_string(&model_json).map_err(|e| input(anyhow::anyhow!("{}: {e}", model_json.display())))?;
+    let model: BenchModel = serde_json::from_str(&text).map_err(|e| input(anyhow::anyhow!("{}: {e}", model_json.display())))?;
+    if bf16 {
+        return Err(input(anyhow::anyhow!("--bf16 is not implemented yet (the model has no bf16 compute path)")));
+    }
+    let device = parse_device(&device).map_err(input)?;
+    if device.is_cuda() && !tch::Cuda::is_available() {
+        return Err(input(anyhow::anyhow!("CUDA is not available")));
+    }
+    if threads > 0 {
+        tch::set_num_threads(threads.min(i32::MAX as usize) as i32);
+    }
+    let peak_flops = peak_flops.unwrap_or(if device.is_cuda() { 989e12 } else { 0.0 });
+    let opts = BenchOptions { batch, steps, warmup, device, bf16, peak_flops, seed, ..BenchOptions::default() };
+    let r = isoflop_train::bench::bench_train(&model, &opts)?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(())
 }
 
 pub fn bench(cmd: BenchCommand) -> CliResult {
     match cmd {
+        BenchCommand::Train { model_json, batch, steps, warmup, device, bf16, peak_flops, seed, threads } => {
+            bench_train(model_json, batch, steps, warmup, device, bf16, peak_flops, seed, threads)
+        }
         BenchCommand::Fit { from_csv, threads, repeat } => {
             let table = read_csv(&from_csv).map_err(input)?;
             let data = LseData::from_points(&table.points);

@@ -82,6 +82,12 @@ pub struct Recipe {
     pub eps: f64,
     /// Global gradient-norm clip (0 disables).
     pub grad_clip: f64,
+    /// Cautious AdamW: mask the update where its sign disagrees with the gradient's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cautious: bool,
+    /// Scale the weight decay by `lr_t / lr_peak`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wd_schedule: bool,
 }
 
 /// Identity of one token shard: its name, content digest and size.
@@ -182,6 +188,8 @@ pub(crate) mod tests {
                 beta2: 0.95,
                 eps: 1e-8,
                 grad_clip: 1.0,
+                cautious: false,
+                wd_schedule: false,
             },
             data: DataRef {
                 tokenizer: "byte".into(),

@@ -152,6 +152,8 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Vec<PlannedRun> {
                         beta2,
                         eps: r.eps,
                         grad_clip: r.grad_clip,
+                        cautious: false,
+                        wd_schedule: false,
                     },
                     data: DataRef {
                         tokenizer: data.tokenizer.clone(),

@@ -267,6 +267,7 @@ mod tests {
             weight_decay: 0.1,
             grad_clip: 1.0,
             decay_scope: Default::default(),
+            ..Default::default()
         };
         let opt = AdamW::new(model.params(), cfg).unwrap();
         (vs, model, opt)

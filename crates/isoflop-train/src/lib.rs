@@ -7,7 +7,11 @@
 //! * [`eval`]: loss and bits-per-byte on an evaluation shard.
 //! * [`checkpoint`]: atomic checkpoint directories.
 //! * [`trainer`]: [`train`], the entry point tying them together.
+//! * [`bench`]: the training-step benchmark of `isoflop bench train`.
+//! * [`alloc`]: host allocator tuning for training processes.
 
+pub mod alloc;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;

@@ -303,42 +303,50 @@ impl Transformer {
 
     fn attention(&self, blk: &Block, x: &Tensor, b: i64, t: i64, cos: &Tensor, sin: &Tensor) -> Result<Tensor, TchError> {
         let hd = self.head_dim;
-        let heads = |w: &Tensor, n: i64, norm: Option<&Tensor>| -> Result<Tensor, TchError> {
-            let y = x.f_linear(w, None::<&Tensor>)?.f_view([b, t, n, hd])?;
+        // One projection for q, k and v (a larger matmul than three; the weights are
+        // concatenated, which backpropagates to the three parameters as a split).
+        let w = Tensor::f_cat(&[&blk.q_proj, &blk.k_proj, &blk.v_proj], 0)?;
+        let qkv = x.f_linear(&w, None::<&Tensor>)?;
+        let parts = qkv.f_split_with_sizes([self.heads * hd, self.kv_heads * hd, self.kv_heads * hd], -1)?;
+        let heads = |y: &Tensor, n: i64, norm: Option<&Tensor>| -> Result<Tensor, TchError> {
+            let y = y.f_view([b, t, n, hd])?;
             let y = match norm {
                 Some(nw) => self.norm(&y, nw, hd)?,
                 None => y,
             };
             y.f_transpose(1, 2)
         };
-        let q = apply_rope(&heads(&blk.q_proj, self.heads, blk.q_norm.as_ref())?, cos, sin)?;
-        let k = apply_rope(&heads(&blk.k_proj, self.kv_heads, blk.k_norm.as_ref())?, cos, sin)?;
-        let v = heads(&blk.v_proj, self.kv_heads, None)?;
+        let q = apply_rope(&heads(&parts[0], self.heads, blk.q_norm.as_ref())?, cos, sin)?;
+        let k = apply_rope(&heads(&parts[1], self.kv_heads, blk.k_norm.as_ref())?, cos, sin)?;
+        let v = heads(&parts[2], self.kv_heads, None)?;
         let gqa = self.kv_heads != self.heads;
         let o = Tensor::f_scaled_dot_product_attention(&q, &k, &v, None::<&Tensor>, 0.0, true, None, gqa)?;
         o.f_transpose(1, 2)?.f_reshape([b, t, self.heads * hd])?.f_linear(&blk.o_proj, None::<&Tensor>)
     }
 
     fn mlp(&self, blk: &Block, x: &Tensor) -> Result<Tensor, TchError> {
-        let gate = x.f_linear(&blk.gate_proj, None::<&Tensor>)?.f_silu()?;
-        let up = x.f_linear(&blk.up_proj, None::<&Tensor>)?;
-        gate.f_mul(&up)?.f_linear(&blk.down_proj, None::<&Tensor>)
+        // gate and up as one matmul, like q/k/v above.
+        let w = Tensor::f_cat(&[&blk.gate_proj, &blk.up_proj], 0)?;
+        let i = blk.gate_proj.size()[0];
+        let gu = x.f_linear(&w, None::<&Tensor>)?.f_split_with_sizes([i, i], -1)?;
+        gu[0].f_silu()?.f_mul(&gu[1])?.f_linear(&blk.down_proj, None::<&Tensor>)
     }
 }
 
-/// `cos` and `sin` tables `[seq_len, head_dim]` in the rotate-half layout (each frequency
-/// appears at `i` and `i + hd/2`). Angles are computed in `f64` and stored as `f32`.
+/// `cos` and signed `sin` tables `[seq_len, head_dim]` in the rotate-half layout (each
+/// frequency appears at `i` and `i + hd/2`; the first half of the `sin` table is negated, see
+/// [`apply_rope`]). Angles are computed in `f64` and stored as `f32`.
 fn rope_tables(s: &ModelShape, device: Device) -> Result<(Tensor, Tensor), TchError> {
     let inv = rope_inv_freq(s);
     let (n, hd) = (s.seq_len as usize, s.head_dim() as usize);
     let mut cos = Vec::with_capacity(n * hd);
     let mut sin = Vec::with_capacity(n * hd);
     for pos in 0..n {
-        for _half in 0..2 {
+        for sign in [-1.0f32, 1.0] {
             for f in &inv {
                 let a = pos as f64 * f;
                 cos.push(a.cos() as f32);
-                sin.push(a.sin() as f32);
+                sin.push(sign * a.sin() as f32);
             }
         }
     }
@@ -349,13 +357,12 @@ fn rope_tables(s: &ModelShape, device: Device) -> Result<(Tensor, Tensor), TchEr
     ))
 }
 
-/// Rotates `x [B, H, T, hd]` by position: `x·cos + rotate_half(x)·sin`.
-fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, TchError> {
+/// Rotates `x [B, H, T, hd]` by position: `x·cos + rotate_half(x)·sin`, where
+/// `rotate_half(x) = [−x₂, x₁]`. Computed as `x·cos + roll(x, hd/2)·sin±` with the signed table
+/// `sin± = [−sin, sin]` (bit-identical: negation is exact), one copy forward and one backward.
+fn apply_rope(x: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Result<Tensor, TchError> {
     let half = x.size().last().copied().unwrap_or(0) / 2;
-    let x1 = x.f_narrow(-1, 0, half)?;
-    let x2 = x.f_narrow(-1, half, half)?;
-    let rotated = Tensor::f_cat(&[x2.f_neg()?, x1], -1)?;
-    x.f_mul(cos)?.f_add(&rotated.f_mul(sin)?)
+    x.f_mul(cos)?.f_add(&x.f_roll([half], [-1])?.f_mul(signed_sin)?)
 }
 
 #[cfg(test)]
@@ -468,6 +475,25 @@ pub(crate) mod tests {
         let (a, b, c) = (build(1), build(1), build(2));
         assert!(a.iter().zip(&b).all(|(x, y)| x.equal(y)));
         assert!(!a[0].equal(&c[0]));
+    }
+
+    #[test]
+    fn rope_matches_rotate_half_formula() {
+        let s = tiny_shape();
+        let (cos, signed_sin) = rope_tables(&s, Device::Cpu).unwrap();
+        let hd = s.head_dim() as i64;
+        let x = Tensor::randn([2, 3, 16, hd], (Kind::Float, Device::Cpu));
+        let got = apply_rope(&x, &cos, &signed_sin).unwrap();
+        // x·cos + [−x₂, x₁]·sin with the unsigned table.
+        let sin = Tensor::cat(&[signed_sin.narrow(1, 0, hd / 2).neg(), signed_sin.narrow(1, hd / 2, hd / 2)], 1);
+        let (x1, x2) = (x.narrow(-1, 0, hd / 2), x.narrow(-1, hd / 2, hd / 2));
+        let want = &x * &cos + Tensor::cat(&[x2.neg(), x1], -1) * &sin;
+        assert!(got.equal(&want));
+        // Position p rotates the pair (i, i + hd/2) by p·θ_i.
+        let inv = rope_inv_freq(&s);
+        let (p, i) = (5usize, 3usize);
+        assert!((sin.double_value(&[p as i64, i as i64]) - (p as f64 * inv[i]).sin()).abs() < 1e-6);
+        assert!((cos.double_value(&[p as i64, i as i64 + hd / 2]) - (p as f64 * inv[i]).cos()).abs() < 1e-6);
     }
 
     #[test]

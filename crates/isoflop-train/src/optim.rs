@@ -1,4 +1,4 @@
-//! AdamW written over the model's tensors, with state that can be checkpointed.
+//! AdamW written over flat parameter buffers, with state that can be checkpointed.
 //!
 //! One update, at step `t` (1-based) with learning rate `lr`, for every parameter `p` with
 //! gradient `g`:
@@ -6,15 +6,27 @@
 //! 1. global clipping: when `grad_clip > 0`, every `g` is scaled by
 //!    `min(1, grad_clip / (‖g‖₂ + 1e-6))`, the norm taken over all gradients together;
 //! 2. `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`;
-//! 3. decoupled weight decay, for decayed parameters only: `p ← p − lr·wd·p`;
-//! 4. `p ← p − lr/(1−β₁ᵗ) · m / (√v / √(1−β₂ᵗ) + ε)`.
+//! 3. decoupled weight decay, for decayed parameters only: `p ← p − lr·wd·s·p`, where
+//!    `s = lr / lr_peak` with [`AdamWConfig::wd_schedule`] and 1 otherwise;
+//! 4. `u = m / (√v / √(1−β₂ᵗ) + ε)`; with [`AdamWConfig::cautious`], `u` is zeroed where
+//!    `m·g ≤ 0` (the update's sign disagrees with the gradient's) and the kept entries are
+//!    rescaled by `n / (kept + 1)`, `n` the number of scalars (the Cautious optimizer's
+//!    normalisation, counted over all parameters together);
+//! 5. `p ← p − lr/(1−β₁ᵗ) · u`.
+//!
+//! Layout: every parameter, its gradient and its two moments are views into one contiguous
+//! buffer each (decayed parameters first), so an update is a dozen large kernels however many
+//! tensors the model has. [`AdamW::new`] moves the parameters into the buffer; the gradients
+//! are moved in on the first update (autograd then accumulates into them in place, and
+//! [`AdamW::zero_grad`] zeroes the whole buffer at once). All parameters must share one
+//! device and dtype. A parameter without a gradient counts as having a zero gradient.
 //!
 //! Everything stays on the device: no value is read back to the host.
 
 use crate::model::{Param, ParamKind};
 use isoflop_core::Recipe;
 use std::collections::HashMap;
-use tch::{Device, Kind, TchError, Tensor};
+use tch::{Kind, TchError, Tensor};
 
 /// Which parameter kinds receive weight decay besides matrices (which always do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +63,28 @@ pub struct AdamWConfig {
     pub grad_clip: f64,
     /// Which parameters are decayed.
     pub decay_scope: DecayScope,
+    /// Cautious masking of the update (see the module docs).
+    pub cautious: bool,
+    /// Scale the weight decay by `lr / lr_peak`.
+    pub wd_schedule: bool,
+    /// The schedule's peak learning rate (used by `wd_schedule` only).
+    pub lr_peak: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            grad_clip: 0.0,
+            decay_scope: DecayScope::default(),
+            cautious: false,
+            wd_schedule: false,
+            lr_peak: 0.0,
+        }
+    }
 }
 
 impl AdamWConfig {
@@ -63,22 +97,44 @@ impl AdamWConfig {
             weight_decay: r.weight_decay,
             grad_clip: r.grad_clip,
             decay_scope: DecayScope::default(),
+            cautious: r.cautious,
+            wd_schedule: r.wd_schedule,
+            lr_peak: r.lr,
         }
+    }
+
+    /// The weight-decay factor of an update with learning rate `lr`: `lr·wd·s`.
+    fn decay(&self, lr: f64) -> f64 {
+        let s = if self.wd_schedule && self.lr_peak > 0.0 { lr / self.lr_peak } else { 1.0 };
+        lr * self.weight_decay * s
     }
 }
 
 struct Slot {
     name: String,
     param: Tensor,
-    decay: bool,
+    /// This parameter's view of the flat gradient buffer.
+    grad: Tensor,
     m: Tensor,
     v: Tensor,
+}
+
+/// Flat buffers: parameters, gradients, moments and one scratch buffer.
+struct Flat {
+    p: Tensor,
+    g: Tensor,
+    m: Tensor,
+    v: Tensor,
+    scratch: Tensor,
+    /// Number of leading scalars of `p` that are decayed.
+    decayed: i64,
 }
 
 /// Hand-written AdamW over a fixed list of parameters.
 pub struct AdamW {
     cfg: AdamWConfig,
     slots: Vec<Slot>,
+    flat: Flat,
     step: u64,
 }
 
@@ -88,22 +144,57 @@ impl std::fmt::Debug for AdamW {
     }
 }
 
+fn view(flat: &Tensor, offset: i64, shape: &[i64]) -> Result<Tensor, TchError> {
+    let n: i64 = shape.iter().product();
+    flat.f_narrow(0, offset, n)?.f_view(shape)
+}
+
 impl AdamW {
-    /// An optimiser at step 0 with zero moments for `params`.
+    /// An optimiser at step 0 with zero moments for `params`, which it moves into its flat
+    /// parameter buffer (their values are kept).
     pub fn new(params: &[Param], cfg: AdamWConfig) -> Result<Self, TchError> {
-        let slots = params
-            .iter()
-            .map(|p| {
-                Ok(Slot {
-                    name: p.name.clone(),
-                    param: p.tensor.shallow_clone(),
-                    decay: cfg.decay_scope.applies_to(p.kind),
-                    m: p.tensor.f_zeros_like()?.f_detach()?,
-                    v: p.tensor.f_zeros_like()?.f_detach()?,
+        let (kind, device) = match params.first() {
+            Some(p) => (p.tensor.kind(), p.tensor.device()),
+            None => (Kind::Float, tch::Device::Cpu),
+        };
+        if let Some(p) = params.iter().find(|p| p.tensor.kind() != kind || p.tensor.device() != device) {
+            return Err(TchError::Kind(format!("parameter {} is not {kind:?} on {device:?} like the first", p.name)));
+        }
+        // Decayed parameters first, so decay is one kernel over a prefix.
+        let mut order: Vec<usize> = (0..params.len()).collect();
+        order.sort_by_key(|&i| !cfg.decay_scope.applies_to(params[i].kind));
+        let mut offsets = vec![0i64; params.len()];
+        let (mut total, mut decayed) = (0i64, 0i64);
+        for &i in &order {
+            offsets[i] = total;
+            total += params[i].tensor.numel() as i64;
+            if cfg.decay_scope.applies_to(params[i].kind) {
+                decayed = total;
+            }
+        }
+        let zeros = || Tensor::f_zeros([total], (kind, device));
+        let flat = Flat { p: zeros()?, g: zeros()?, m: zeros()?, v: zeros()?, scratch: zeros()?, decayed };
+        let slots = tch::no_grad(|| {
+            params
+                .iter()
+                .zip(&offsets)
+                .map(|(p, &off)| {
+                    let shape = p.tensor.size();
+                    let mut pv = view(&flat.p, off, &shape)?;
+                    pv.f_copy_(&p.tensor)?;
+                    let mut param = p.tensor.shallow_clone();
+                    param.f_set_data(&pv)?;
+                    Ok(Slot {
+                        name: p.name.clone(),
+                        param,
+                        grad: view(&flat.g, off, &shape)?,
+                        m: view(&flat.m, off, &shape)?,
+                        v: view(&flat.v, off, &shape)?,
+                    })
                 })
-            })
-            .collect::<Result<_, TchError>>()?;
-        Ok(Self { cfg, slots, step: 0 })
+                .collect::<Result<Vec<_>, TchError>>()
+        })?;
+        Ok(Self { cfg, slots, flat, step: 0 })
     }
 
     /// The hyper-parameters.
@@ -116,67 +207,89 @@ impl AdamW {
         self.step
     }
 
-    /// Clears every parameter's gradient.
+    /// Clears every parameter's gradient (one kernel once the gradients live in the buffer).
     pub fn zero_grad(&mut self) {
-        for s in &mut self.slots {
-            s.param.zero_grad();
+        if self.grads_bound() {
+            let _ = self.flat.g.zero_();
+        } else {
+            for s in &mut self.slots {
+                s.param.zero_grad();
+            }
         }
     }
 
-    /// Global L2 norm of all current gradients, as a 0-d `f32` tensor on the device.
-    pub fn grad_norm(&self) -> Result<Tensor, TchError> {
-        let norms = self
-            .slots
-            .iter()
-            .map(|s| s.param.grad())
-            .filter(|g| g.defined())
-            .map(|g| g.f_norm())
-            .collect::<Result<Vec<_>, _>>()?;
-        if norms.is_empty() {
-            let device = self.slots.first().map(|s| s.param.device()).unwrap_or(Device::Cpu);
-            return Tensor::f_zeros([], (Kind::Float, device));
-        }
-        Tensor::f_stack(&norms, 0)?.f_norm()
+    /// Whether every parameter's gradient is its view of the flat gradient buffer.
+    fn grads_bound(&self) -> bool {
+        self.slots.iter().all(|s| {
+            let g = s.param.grad();
+            g.defined() && g.data_ptr() == s.grad.data_ptr()
+        })
+    }
+
+    /// Moves every gradient into the flat buffer (copying it there the first time, or after
+    /// autograd replaced it); a missing gradient becomes zeros.
+    fn gather_grads(&mut self) -> Result<(), TchError> {
+        tch::no_grad(|| {
+            for s in &mut self.slots {
+                let mut g = s.param.grad();
+                if !g.defined() {
+                    let _ = s.grad.f_zero_()?;
+                } else if g.data_ptr() != s.grad.data_ptr() {
+                    s.grad.f_copy_(&g)?;
+                    g.f_set_data(&s.grad)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Global L2 norm of all current gradients, as a 0-d tensor on the device.
+    pub fn grad_norm(&mut self) -> Result<Tensor, TchError> {
+        self.gather_grads()?;
+        tch::no_grad(|| self.flat.g.f_norm())
     }
 
     /// Takes one AdamW update with learning rate `lr` using the parameters' current gradients
-    /// and returns the gradient norm before clipping (on the device; reading it syncs).
-    /// Parameters without a gradient are left untouched.
+    /// and returns the gradient norm before clipping (on the device; reading it syncs). The
+    /// gradients are consumed: clipped in place, and with `cautious` overwritten by scratch
+    /// values; call [`AdamW::zero_grad`] before the next backward pass.
     pub fn step(&mut self, lr: f64) -> Result<Tensor, TchError> {
+        self.gather_grads()?;
         tch::no_grad(|| self.step_inner(lr))
     }
 
     fn step_inner(&mut self, lr: f64) -> Result<Tensor, TchError> {
-        let norm = self.grad_norm()?;
-        let clip = if self.cfg.grad_clip > 0.0 {
-            Some(norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(self.cfg.grad_clip)?.f_clamp_max(1.0)?)
-        } else {
-            None
-        };
+        let Flat { p, g, m, v, scratch: s, decayed } = &mut self.flat;
+        let norm = g.f_norm()?;
+        if self.cfg.grad_clip > 0.0 {
+            let clip = norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(self.cfg.grad_clip)?.f_clamp_max(1.0)?;
+            let _ = g.f_mul_(&clip)?;
+        }
         self.step += 1;
         let t = self.step as i32;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let bc1 = 1.0 - b1.powi(t);
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
         let step_size = lr / bc1;
-        let decay_mul = 1.0 - lr * self.cfg.weight_decay;
-        for s in &mut self.slots {
-            let mut g = s.param.grad();
-            if !g.defined() {
-                continue;
-            }
-            if let Some(c) = &clip {
-                g = g.f_mul(c)?;
-            }
-            let _ = s.m.f_lerp_(&g, 1.0 - b1)?;
-            let _ = s.v.f_lerp_(&g.f_square()?, 1.0 - b2)?;
-            if s.decay && self.cfg.weight_decay != 0.0 {
-                let _ = s.param.f_mul_scalar_(decay_mul)?;
-            }
-            let denom = s.v.f_sqrt()?.f_div_scalar_(bc2_sqrt)?.f_add_scalar_(self.cfg.eps)?;
-            let update = s.m.f_div(&denom)?.f_mul_scalar_(step_size)?;
-            let _ = s.param.f_sub_(&update)?;
+        let _ = m.f_lerp_(g, 1.0 - b1)?;
+        let _ = g.f_mul_out(s, g)?;
+        let _ = v.f_lerp_(s, 1.0 - b2)?;
+        let decay = self.cfg.decay(lr);
+        if decay != 0.0 && *decayed > 0 {
+            let _ = p.f_narrow(0, 0, *decayed)?.f_mul_scalar_(1.0 - decay)?;
         }
+        let _ = v.f_sqrt_out(s)?;
+        let _ = s.f_div_scalar_(bc2_sqrt)?.f_add_scalar_(self.cfg.eps)?;
+        let _ = m.f_div_out(s, s)?;
+        if self.cfg.cautious {
+            // Reuse the gradient buffer for the mask: it is cleared before the next backward.
+            let _ = m.f_mul_out(g, g)?;
+            let mask = g.f_gt(0.0)?;
+            let scale = mask.f_sum(s.kind())?.f_add_scalar(1.0)?.f_reciprocal()?.f_mul_scalar(mask.numel() as f64)?;
+            let _ = s.f_mul_(&mask)?.f_mul_(&scale)?;
+        }
+        let _ = s.f_mul_scalar_(step_size)?;
+        let _ = p.f_sub_(s)?;
         Ok(norm)
     }
 
@@ -187,7 +300,7 @@ impl AdamW {
 
     /// Replaces the step count and every moment (for resuming from a checkpoint). `moments`
     /// must hold exactly one `(m, v)` pair, of the parameter's shape, per parameter name.
-    pub fn restore(&mut self, step: u64, mut moments: HashMap<String, (Tensor, Tensor)>) -> Result<(), TchError> {
+    pub fn restore(&mut self, step: u64, moments: HashMap<String, (Tensor, Tensor)>) -> Result<(), TchError> {
         for s in &self.slots {
             let Some((m, v)) = moments.get(&s.name) else {
                 return Err(TchError::TensorNameNotFound(s.name.clone(), "optimizer state".into()));
@@ -207,12 +320,14 @@ impl AdamW {
             let extra: Vec<_> = moments.keys().filter(|k| !self.slots.iter().any(|s| &s.name == *k)).collect();
             return Err(TchError::Shape(format!("optimizer state for unknown parameters {extra:?}")));
         }
-        for s in &mut self.slots {
-            let (m, v) = moments.remove(&s.name).expect("checked above");
-            let device = s.param.device();
-            s.m = m.f_to_kind(s.param.kind())?.f_to_device(device)?.f_detach()?;
-            s.v = v.f_to_kind(s.param.kind())?.f_to_device(device)?.f_detach()?;
-        }
+        tch::no_grad(|| {
+            for s in &mut self.slots {
+                let (m, v) = &moments[&s.name];
+                s.m.f_copy_(m)?;
+                s.v.f_copy_(v)?;
+            }
+            Ok::<_, TchError>(())
+        })?;
         self.step = step;
         Ok(())
     }
@@ -221,13 +336,14 @@ impl AdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     fn param(name: &str, t: Tensor, kind: ParamKind) -> Param {
         Param { name: name.into(), tensor: t.set_requires_grad(true), kind }
     }
 
     fn cfg(wd: f64, clip: f64) -> AdamWConfig {
-        AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: wd, grad_clip: clip, decay_scope: DecayScope::default() }
+        AdamWConfig { weight_decay: wd, grad_clip: clip, ..AdamWConfig::default() }
     }
 
     /// Scalar reference implementation of one parameter's trajectory.
@@ -278,6 +394,72 @@ mod tests {
             assert!((got[i] - want).abs() < 1e-12, "param {i}: {} vs {want}", got[i]);
         }
         assert_eq!(opt.step_count(), 5);
+    }
+
+    /// Scalar reference of the whole parameter vector with cautious masking (the kept fraction
+    /// counted over all scalars) and the weight decay scaled by `lr / lr_peak`.
+    /// Gradients are `2k(p − c)`. Returns the final parameters and how many scalar updates the
+    /// mask dropped in total.
+    fn reference_cautious(p0: &[f64], k: &[f64], c: &[f64], lrs: &[f64], cfg: &AdamWConfig, decay: &[bool]) -> (Vec<f64>, usize) {
+        let n = p0.len();
+        let (mut p, mut m, mut v) = (p0.to_vec(), vec![0.0; n], vec![0.0; n]);
+        let mut dropped = 0;
+        for (i, &lr) in lrs.iter().enumerate() {
+            let t = (i + 1) as i32;
+            let g: Vec<f64> = (0..n).map(|j| 2.0 * k[j] * (p[j] - c[j])).collect();
+            let mut u = vec![0.0; n];
+            for j in 0..n {
+                m[j] = cfg.beta1 * m[j] + (1.0 - cfg.beta1) * g[j];
+                v[j] = cfg.beta2 * v[j] + (1.0 - cfg.beta2) * g[j] * g[j];
+                let denom = (v[j] / (1.0 - cfg.beta2.powi(t))).sqrt() + cfg.eps;
+                u[j] = m[j] / denom;
+            }
+            let keep: Vec<bool> = (0..n).map(|j| !cfg.cautious || m[j] * g[j] > 0.0).collect();
+            let kept = keep.iter().filter(|&&x| x).count();
+            dropped += n - kept;
+            let scale = if cfg.cautious { n as f64 / (kept as f64 + 1.0) } else { 1.0 };
+            let wd_scale = if cfg.wd_schedule { lr / cfg.lr_peak } else { 1.0 };
+            for j in 0..n {
+                if decay[j] {
+                    p[j] -= lr * cfg.weight_decay * wd_scale * p[j];
+                }
+                let uj = if keep[j] { u[j] * scale } else { 0.0 };
+                p[j] -= lr / (1.0 - cfg.beta1.powi(t)) * uj;
+            }
+        }
+        (p, dropped)
+    }
+
+    #[test]
+    fn cautious_and_scheduled_decay_match_scalar_reference() {
+        let c = AdamWConfig { weight_decay: 0.3, cautious: true, wd_schedule: true, lr_peak: 0.4, ..AdamWConfig::default() };
+        let w = param("w", Tensor::from_slice(&[0.5f64, -1.5, 0.2]).view([1, 3]), ParamKind::Matrix);
+        let n = param("n", Tensor::from_slice(&[1.0f64, 3.0]), ParamKind::Norm);
+        let mut opt = AdamW::new(&[n, w], c).unwrap();
+        let params: Vec<Tensor> = opt.slots.iter().map(|s| s.param.shallow_clone()).collect();
+        let k = [1.0, 0.5, 2.0, 0.3, 1.5];
+        let target = [0.3, 0.1, -0.2, 0.9, -0.4];
+        let lrs: Vec<f64> = (1..=12).map(|i| 0.4 * (1.0 - i as f64 / 24.0)).collect();
+        for &lr in &lrs {
+            opt.zero_grad();
+            let kt = Tensor::from_slice(&k);
+            let ct = Tensor::from_slice(&target);
+            let flat = Tensor::cat(&[params[0].flatten(0, -1), params[1].flatten(0, -1)], 0);
+            let loss = ((flat - ct).square() * kt).sum(Kind::Double);
+            loss.backward();
+            let _ = opt.step(lr).unwrap();
+        }
+        let got: Vec<f64> = params.iter().flat_map(|p| Vec::<f64>::try_from(p.flatten(0, -1)).unwrap()).collect();
+        let p0 = [1.0, 3.0, 0.5, -1.5, 0.2];
+        let (want, dropped) = reference_cautious(&p0, &k, &target, &lrs, &c, &[false, false, true, true, true]);
+        assert!(dropped > 0, "the test should exercise the mask");
+        for i in 0..5 {
+            assert!((got[i] - want[i]).abs() < 1e-12, "param {i}: {} vs {}", got[i], want[i]);
+        }
+        // Without the options the trajectory differs.
+        let plain =
+            reference_cautious(&p0, &k, &target, &lrs, &AdamWConfig { cautious: false, wd_schedule: false, ..c }, &[false; 5]);
+        assert!(plain.0.iter().zip(&want).any(|(a, b)| (a - b).abs() > 1e-6));
     }
 
     #[test]

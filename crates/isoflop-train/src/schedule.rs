@@ -69,6 +69,8 @@ mod tests {
             beta2: 0.95,
             eps: 1e-8,
             grad_clip: 0.0,
+            cautious: false,
+            wd_schedule: false,
         };
         Schedule::from_recipe(&r)
     }

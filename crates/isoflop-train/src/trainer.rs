@@ -109,9 +109,11 @@ pub enum TrainOutcome {
     Completed { final_loss: f64, evals: Vec<EvalResult> },
     /// Stopped on request after `step` steps; resume from `checkpoint`.
     Stopped { step: u64, checkpoint: PathBuf },
-    /// The training loss became NaN or infinite; detected at progress points and before
-    /// checkpoints, so `step` is where it was seen (no checkpoint of a diverged model is
-    /// written).
+    /// The training loss became NaN or infinite (detected at progress points and before
+    /// checkpoints), or blew up: the mean loss of [`BLOWUP_WINDOWS`] consecutive progress
+    /// windows after warmup exceeded [`BLOWUP_FACTOR`] times the best window mean after
+    /// warmup. `step` is where it was seen, `loss` the offending mean (no checkpoint of a
+    /// diverged model is written).
     Diverged { step: u64, loss: f64 },
 }
 
@@ -206,13 +208,15 @@ fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
 /// Seeding and initialisation hold a crate-wide lock, so concurrent `train` calls in one
 /// process do not disturb each other's initialisation; other code drawing from libtorch's
 /// global generator at that moment could. Training itself draws no random numbers.
-/// `job.threads` sets libtorch's process-wide intra-op thread count.
+/// `job.threads` sets libtorch's process-wide intra-op thread count, and the process's C
+/// allocator is tuned to keep freed memory ([`crate::alloc::keep_freed_memory`]).
 pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> Result<TrainOutcome, TrainError> {
     let cfg = &job.config;
     validate(cfg)?;
     if job.threads > 0 {
         tch::set_num_threads(job.threads.min(i32::MAX as usize) as i32);
     }
+    crate::alloc::keep_freed_memory();
     let vocab = cfg.model.vocab_size;
     let train_shard = open_shard(&cfg.data.train, vocab)?;
     let eval_shards =
@@ -293,6 +297,46 @@ enum LoopEnd {
     Early(TrainOutcome),
 }
 
+/// A progress window whose mean loss exceeds this multiple of the best window mean (after
+/// warmup) counts towards a blow-up.
+pub const BLOWUP_FACTOR: f64 = 2.0;
+/// Consecutive such windows that end the run as diverged.
+pub const BLOWUP_WINDOWS: u32 = 3;
+
+/// Watches progress-window mean losses for a sustained blow-up. Its state is not
+/// checkpointed: after a resume the best mean is re-learnt from the windows that follow.
+#[derive(Debug, Clone)]
+pub(crate) struct BlowUpWatch {
+    warmup_steps: u64,
+    best: Option<f64>,
+    strikes: u32,
+}
+
+impl BlowUpWatch {
+    pub(crate) fn new(warmup_steps: u64) -> Self {
+        Self { warmup_steps, best: None, strikes: 0 }
+    }
+
+    /// Records the mean loss of the window ending at `step`; true when the run has blown up.
+    /// Windows that end inside the warmup are ignored.
+    pub(crate) fn observe(&mut self, step: u64, mean: f64) -> bool {
+        if step <= self.warmup_steps || !mean.is_finite() {
+            return false;
+        }
+        match self.best {
+            Some(best) if mean > BLOWUP_FACTOR * best => {
+                self.strikes += 1;
+                return self.strikes >= BLOWUP_WINDOWS;
+            }
+            Some(best) if mean < best => self.best = Some(mean),
+            None => self.best = Some(mean),
+            Some(_) => {}
+        }
+        self.strikes = 0;
+        false
+    }
+}
+
 /// Losses accumulated on the device since the last progress point.
 struct Window {
     sum: Option<Tensor>,
@@ -347,6 +391,7 @@ impl Run<'_> {
         let device = self.job.device;
         let started = Instant::now();
         let mut window = Window::new();
+        let mut blowup = BlowUpWatch::new(schedule.warmup);
         let mut last_loss = None;
         let mut step = start;
         while step < total {
@@ -384,7 +429,7 @@ impl Run<'_> {
             let every = self.job.progress_every;
             if step == total || (every > 0 && step.is_multiple_of(every)) {
                 let mean = window.mean()?.expect("window holds this step");
-                if !mean.is_finite() {
+                if !mean.is_finite() || blowup.observe(step, mean) {
                     return Ok(LoopEnd::Early(TrainOutcome::Diverged { step, loss: mean }));
                 }
                 let secs = window.since.elapsed().saturating_sub(self.excluded).as_secs_f64();
@@ -517,6 +562,8 @@ mod tests {
                 beta2: 0.95,
                 eps: 1e-8,
                 grad_clip: 1.0,
+                cautious: false,
+                wd_schedule: false,
             },
             data: DataRef {
                 tokenizer: "byte".into(),
@@ -693,6 +740,42 @@ mod tests {
         // No checkpoint of the diverged model was written.
         let (last, _) = checkpoint::latest(&j.checkpoint_dir).unwrap();
         assert_eq!(last, step - 1);
+    }
+
+    #[test]
+    fn cautious_and_scheduled_decay_train() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), 30);
+        cfg.recipe.cautious = true;
+        cfg.recipe.wd_schedule = true;
+        cfg.data.evals.clear();
+        let mut rec = Recorder::default();
+        let out = train(&job(cfg.clone(), dir.path().join("ckpt")), &mut rec, &AtomicBool::new(false)).unwrap();
+        let TrainOutcome::Completed { final_loss, .. } = out else { panic!("{out:?}") };
+        assert!(final_loss < rec.progress[0].loss - 1.0, "{final_loss}");
+        // The options are part of the recipe's identity only when set.
+        let json = serde_json::to_value(&cfg.recipe).unwrap();
+        assert_eq!((json["cautious"].as_bool(), json["wd_schedule"].as_bool()), (Some(true), Some(true)));
+        cfg.recipe.cautious = false;
+        cfg.recipe.wd_schedule = false;
+        let json = serde_json::to_string(&cfg.recipe).unwrap();
+        assert!(!json.contains("cautious") && !json.contains("wd_schedule"), "{json}");
+        assert_eq!(serde_json::from_str::<Recipe>(&json).unwrap(), cfg.recipe);
+    }
+
+    #[test]
+    fn sustained_blow_up_is_divergence() {
+        let mut w = BlowUpWatch::new(10);
+        // Windows inside the warmup never count, however high.
+        assert!(!w.observe(5, 100.0) && !w.observe(10, 100.0));
+        assert!(!w.observe(15, 3.0) && !w.observe(20, 2.0));
+        // Two windows above 2x the best (2.0), then a recovery: the count restarts.
+        assert!(!w.observe(25, 4.5) && !w.observe(30, 5.0) && !w.observe(35, 3.9));
+        assert!(!w.observe(40, 4.1) && !w.observe(45, 4.2));
+        assert!(w.observe(50, 4.3), "third consecutive window above 2x the best");
+        // A slow drift below the threshold never trips it.
+        let mut w = BlowUpWatch::new(0);
+        assert!((1..100).all(|s| !w.observe(s, 1.0 + s as f64 / 100.0)));
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! The `executor: kubernetes` section of a sweep spec.
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where and how attempts run as Kubernetes Jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// Namespace of the Jobs, Pods and Secrets (the coordinator's RBAC is scoped to it).
+    pub namespace: String,
+    /// Worker image (it runs `isoflop worker`).
+    pub image: String,
+    #[serde(default = "default_pull_policy")]
+    pub image_pull_policy: String,
+    /// How workers reach the coordinator's worker API (a Service address), e.g.
+    /// `http://isoflop-coordinator.isoflop.svc:7700`.
+    pub coordinator_url: String,
+    /// GPUs per attempt (0: CPU-only workers).
+    #[serde(default)]
+    pub gpus_per_run: u32,
+    /// Extended resource name of a GPU.
+    #[serde(default = "default_gpu_resource")]
+    pub gpu_resource: String,
+    /// CPU request and limit (a Kubernetes quantity such as `8` or `7500m`).
+    #[serde(default)]
+    pub cpu: Option<String>,
+    /// Memory request and limit (a quantity such as `64Gi`).
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default)]
+    pub affinity: Option<Affinity>,
+    #[serde(default)]
+    pub priority_class: Option<String>,
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Persistent volume claims mounted into workers (token shards, checkpoints).
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// Kueue LocalQueue: Jobs are created suspended with the queue-name label.
+    #[serde(default)]
+    pub kueue_queue: Option<String>,
+    /// Finished Jobs are deleted by Kubernetes after this long.
+    #[serde(default = "default_ttl")]
+    pub ttl_seconds_after_finished: i32,
+    /// Optional hard limit on an attempt's run time.
+    #[serde(default)]
+    pub active_deadline_seconds: Option<i64>,
+    /// Client-side rate limit of API calls.
+    #[serde(default = "default_qps")]
+    pub qps: f32,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_pull_policy() -> String {
+    "IfNotPresent".into()
+}
+fn default_gpu_resource() -> String {
+    "nvidia.com/gpu".into()
+}
+fn default_ttl() -> i32 {
+    3600
+}
+fn default_qps() -> f32 {
+    5.0
+}
+fn default_burst() -> u32 {
+    10
+}
+
+/// A persistent volume claim mounted into every worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Volume name in the pod (a DNS-1123 label).
+    pub name: String,
+    /// The existing PersistentVolumeClaim.
+    pub claim: String,
+    /// Absolute mount path in the worker container.
+    pub mount_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub sub_path: Option<String>,
+}
+
+/// A setting that cannot be used, with its key path (relative to `executor`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("executor.{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Whether `s` is a DNS-1123 label (lowercase alphanumerics and `-`, at most 63 characters,
+/// starting and ending alphanumeric).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Whether `s` looks like a Kubernetes quantity (`8`, `500m`, `64Gi`, `1.5`, `2e3`).
+pub fn is_quantity(s: &str) -> bool {
+    let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(num_end);
+    let unit = matches!(suffix, "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei");
+    let exponent = suffix.starts_with(['e', 'E']) && suffix[1..].parse::<i32>().is_ok();
+    !num.is_empty() && num.parse::<f64>().is_ok() && (unit || exponent)
+}
+
+impl KubernetesSpec {
+    /// Checks every value a type cannot check.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| Err(ConfigError { key: key.into(), message });
+        if !is_dns_label(&self.namespace) {
+            return err("namespace", format!("`{}` is not a DNS-1123 label", self.namespace));
+        }
+        if self.image.trim().is_empty() {
+            return err("image", "expected a worker image".into());
+        }
+        if !matches!(self.image_pull_policy.as_str(), "Always" | "IfNotPresent" | "Never") {
+            return err("image_pull_policy", format!("`{}`: expected Always, IfNotPresent or Never", self.image_pull_policy));
+        }
+        if !(self.coordinator_url.starts_with("http://") || self.coordinator_url.starts_with("https://")) {
+            return err("coordinator_url", format!("`{}`: expected an http:// or https:// URL", self.coordinator_url));
+        }
+        for (key, q) in [("cpu", &self.cpu), ("memory", &self.memory)] {
+            if let Some(q) = q
+                && !is_quantity(q)
+            {
+                return err(key, format!("`{q}` is not a Kubernetes quantity (for example 8, 7500m, 64Gi)"));
+            }
+        }
+        for (i, v) in self.volumes.iter().enumerate() {
+            if !is_dns_label(&v.name) {
+                return err(&format!("volumes[{i}].name"), format!("`{}` is not a DNS-1123 label", v.name));
+            }
+            if self.volumes[..i].iter().any(|o| o.name == v.name) {
+                return err(&format!("volumes[{i}].name"), format!("volume `{}` appears twice", v.name));
+            }
+            if v.claim.is_empty() {
+                return err(&format!("volumes[{i}].claim"), "expected a PersistentVolumeClaim name".into());
+            }
+            if !v.mount_path.starts_with('/') {
+                return err(&format!("volumes[{i}].mount_path"), format!("`{}` is not an absolute path", v.mount_path));
+            }
+        }
+        if let Some(q) = &self.kueue_queue
+            && !is_dns_label(q)
+        {
+            return err("kueue_queue", format!("`{q}` is not a DNS-1123 label"));
+        }
+        if self.ttl_seconds_after_finished < 0 {
+            return err("ttl_seconds_after_finished", "expected seconds >= 0".into());
+        }
+        if self.active_deadline_seconds.is_some_and(|s| s <= 0) {
+            return err("active_deadline_seconds", "expected seconds > 0".into());
+        }
+        if !(self.qps.is_finite() && self.qps > 0.0) || self.burst == 0 {
+            return err("qps", "expected qps > 0 and burst >= 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const SAMPLE: &str = "\
+namespace: isoflop
+image: ghcr.io/isoflop/worker:0.1
+coordinator_url: http://isoflop-coordinator.isoflop.svc:7700
+gpus_per_run: 1
+cpu: \"8\"
+memory: 64Gi
+node_selector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}
+tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+priority_class: research
+service_account: isoflop-worker
+volumes:
+  - {name: data, claim: isoflop-data, mount_path: /data, read_only: true}
+  - {name: ckpt, claim: isoflop-ckpt, mount_path: /ckpt}
+kueue_queue: gpu-queue
+active_deadline_seconds: 86400
+";
+
+    pub(crate) fn sample() -> KubernetesSpec {
+        serde_yaml::from_str(SAMPLE).unwrap()
+    }
+
+    #[test]
+    fn parses_with_defaults_and_validates() {
+        let s = sample();
+        s.validate().unwrap();
+        assert_eq!((s.image_pull_policy.as_str(), s.ttl_seconds_after_finished, s.burst), ("IfNotPresent", 3600, 10));
+        assert_eq!(s.tolerations[0].operator.as_deref(), Some("Exists"));
+        assert!(serde_yaml::from_str::<KubernetesSpec>(&format!("{SAMPLE}gpus: 2\n")).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let bad = |f: fn(&mut KubernetesSpec)| {
+            let mut s = sample();
+            f(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|s| s.namespace = "Isoflop".into()).starts_with("executor.namespace:"));
+        assert!(bad(|s| s.memory = Some("lots".into())).starts_with("executor.memory: `lots` is not a Kubernetes quantity"));
+        assert!(bad(|s| s.volumes[1].name = "data".into()).contains("volumes[1].name: volume `data` appears twice"));
+        assert!(bad(|s| s.volumes[0].mount_path = "data".into()).contains("volumes[0].mount_path"));
+        assert!(bad(|s| s.coordinator_url = "isoflop:7700".into()).starts_with("executor.coordinator_url"));
+        assert!(bad(|s| s.qps = 0.0).starts_with("executor.qps"));
+        assert!(is_quantity("7500m") && is_quantity("64Gi") && is_quantity("1.5") && is_quantity("2e3") && !is_quantity("Gi"));
+    }
+}
