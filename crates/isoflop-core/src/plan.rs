@@ -152,8 +152,8 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Vec<PlannedRun> {
                         beta2,
                         eps: r.eps,
                         grad_clip: r.grad_clip,
-                        cautious: false,
-                        wd_schedule: false,
+                        cautious: r.cautious,
+                        wd_schedule: r.wd_schedule,
                     },
                     data: DataRef {
                         tokenizer: data.tokenizer.clone(),

@@ -211,6 +211,12 @@ pub struct RecipeSpec {
     pub beta2: Beta2Spec,
     pub eps: f64,
     pub grad_clip: f64,
+    /// Cautious AdamW: mask the update where its sign disagrees with the gradient's.
+    #[serde(default)]
+    pub cautious: bool,
+    /// Scale the weight decay by `lr_t / lr_peak` (as the Marin recipe does).
+    #[serde(default)]
+    pub wd_schedule: bool,
 }
 
 /// Adam's beta2: a constant, or `base^(batch/128)`.
