@@ -8,7 +8,7 @@
 #      ($ISOFLOP_VENV, default $HOME/.cache/isoflop/venv).
 #   3. The real text corpora (scripts/install-corpora.sh).
 #   4. `cargo build --release` into $CARGO_TARGET_DIR (default $HOME/.cache/isoflop/target),
-#      linked as ./target/release/isoflop... via bin/isoflop.
+#      with bin/isoflop a link to the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
