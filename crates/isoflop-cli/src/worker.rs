@@ -25,14 +25,21 @@ use tonic::{Code, Request};
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
     /// Coordinator URL.
-    #[arg(long, env = ENV_COORDINATOR)]
-    coordinator: String,
+    #[arg(long, env = ENV_COORDINATOR, required_unless_present = "check_device")]
+    coordinator: Option<String>,
     /// Run id.
-    #[arg(long, env = ENV_RUN_ID)]
-    run: String,
+    #[arg(long, env = ENV_RUN_ID, required_unless_present = "check_device")]
+    run: Option<String>,
     /// Attempt number.
-    #[arg(long, env = ENV_ATTEMPT)]
-    attempt: u64,
+    #[arg(long, env = ENV_ATTEMPT, required_unless_present = "check_device")]
+    attempt: Option<u64>,
+    /// Print the libtorch and device the worker would use, run a tiny matmul on the device,
+    /// and exit (no coordinator needed).
+    #[arg(long)]
+    check_device: bool,
+    /// Device for --check-device: cpu, cuda or cuda:N (default: cuda when available).
+    #[arg(long, requires = "check_device")]
+    device: Option<String>,
     /// Peak FLOP/s of the device for MFU (default: 989e12 on CUDA, none on CPU).
     #[arg(long, env = "ISOFLOP_PEAK_FLOPS")]
     peak_flops: Option<f64>,
@@ -67,6 +74,10 @@ impl TrainHooks for Hooks {
         if self.stop.load(Ordering::SeqCst) { Control::Stop } else { Control::Continue }
     }
 
+    fn notice(&mut self, msg: &str) {
+        eprintln!("worker: {msg}");
+    }
+
     fn checkpoint_saved(&mut self, c: &CheckpointInfo) {
         let _ = self.tx.send(Msg::Checkpoint(pb::CheckpointSaved {
             step: c.step,
@@ -98,6 +109,9 @@ fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
 
 /// Entry point of `isoflop worker`.
 pub fn main(args: WorkerArgs) -> CliResult {
+    if args.check_device {
+        return check_device(args.device.as_deref());
+    }
     let token = std::env::var(ENV_TOKEN).map_err(|_| input(anyhow!("{ENV_TOKEN} is not set")))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(run(args, token))
@@ -115,9 +129,71 @@ async fn connect(url: &str) -> anyhow::Result<WorkerServiceClient<Channel>> {
     Err(anyhow!("cannot reach coordinator at {url}: {}", last.map(|e| e.to_string()).unwrap_or_default()))
 }
 
+/// The libtorch library this process has loaded (from `/proc/self/maps`), if any.
+fn loaded_libtorch() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.ends_with("/libtorch_cpu.so")).map(PathBuf::from)
+}
+
+/// libtorch's version from the `torch/version.py` beside its `lib/` directory (PyTorch wheels).
+fn libtorch_version(lib: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(lib.parent()?.parent()?.join("version.py")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("__version__"))?;
+    Some(line.split('=').nth(1)?.trim().trim_matches(|c| c == '\'' || c == '"').to_string())
+}
+
+/// `isoflop worker --check-device`: what the worker would train on, and a matmul there.
+fn check_device(requested: Option<&str>) -> CliResult {
+    // Touch libtorch so that it (and its CUDA library, when linked) is loaded.
+    let cuda = tch::Cuda::is_available();
+    let count = tch::Cuda::device_count();
+    let cudnn = tch::Cuda::cudnn_is_available();
+    match loaded_libtorch() {
+        Some(lib) => {
+            let version = libtorch_version(&lib).unwrap_or_else(|| "unknown".into());
+            println!("libtorch: {version} ({})", lib.display());
+        }
+        None => println!("libtorch: loaded library not found in /proc/self/maps"),
+    }
+    println!("built against: {}", option_env!("ISOFLOP_LIBTORCH_LIB").unwrap_or("unknown"));
+    let cuda_linked = std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("libtorch_cuda.so"));
+    println!("libtorch_cuda loaded: {cuda_linked}");
+    println!("cuda available: {cuda}");
+    println!("cuda devices: {count}");
+    println!("cudnn available: {cudnn}");
+    let name = requested.unwrap_or(if cuda { "cuda" } else { "cpu" });
+    let device = parse_device(name).map_err(input)?;
+    if let tch::Device::Cuda(i) = device {
+        if !cuda {
+            return Err(anyhow!("device {name} requested but CUDA is not available (libtorch_cuda loaded: {cuda_linked})").into());
+        }
+        if i >= count as usize {
+            return Err(anyhow!("device {name} requested but only {count} CUDA device(s) are visible").into());
+        }
+    }
+    println!("device: {name} ({device:?})");
+    let a = tch::Tensor::f_from_slice(&[1f32, 2., 3., 4.])
+        .and_then(|t| t.f_reshape([2, 2]))
+        .and_then(|t| t.f_to_device(device))
+        .context("copying a tensor to the device")?;
+    let got: Vec<f32> = a
+        .f_matmul(&a)
+        .and_then(|p| p.f_to_device(tch::Device::Cpu))
+        .and_then(|p| (0..4).map(|i| p.f_double_value(&[i / 2, i % 2]).map(|v| v as f32)).collect())
+        .context("matmul on the device")?;
+    let want = [7f32, 10., 15., 22.];
+    if got != want {
+        return Err(anyhow!("matmul on {name} gave {got:?}, expected {want:?}").into());
+    }
+    println!("matmul on {name}: ok {got:?}");
+    Ok(())
+}
+
 async fn run(args: WorkerArgs, token: String) -> CliResult {
-    let mut client = connect(&args.coordinator).await?;
-    let (run_id, attempt) = (args.run.clone(), args.attempt);
+    let coordinator = args.coordinator.clone().ok_or_else(|| input(anyhow!("--coordinator is required")))?;
+    let run_id = args.run.clone().ok_or_else(|| input(anyhow!("--run is required")))?;
+    let attempt = args.attempt.ok_or_else(|| input(anyhow!("--attempt is required")))?;
+    let mut client = connect(&coordinator).await?;
     let assignment = client
         .attach(authed(
             pb::AttachRequest {
@@ -192,6 +268,7 @@ async fn run(args: WorkerArgs, token: String) -> CliResult {
         progress_every: assignment.progress_every,
         threads: assignment.threads as usize,
         device,
+        micro_batch: assignment.micro_batch as usize,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

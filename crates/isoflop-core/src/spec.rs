@@ -314,11 +314,15 @@ pub struct RuntimeSpec {
     pub progress_every: u64,
     /// `cpu` or `cuda`.
     pub device: String,
+    /// Sequences per forward/backward pass (gradient accumulation); `None`: the whole batch.
+    /// When it does not divide the batch, the last micro-batch of a step is smaller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub micro_batch: Option<u64>,
 }
 
 impl Default for RuntimeSpec {
     fn default() -> Self {
-        RuntimeSpec { checkpoint_every: 200, progress_every: 10, device: "cpu".into() }
+        RuntimeSpec { checkpoint_every: 200, progress_every: 10, device: "cpu".into(), micro_batch: None }
     }
 }
 
@@ -592,6 +596,9 @@ impl SweepSpec {
         if self.runtime.progress_every == 0 {
             return err("runtime.progress_every", "expected at least 1 step".into());
         }
+        if self.runtime.micro_batch == Some(0) {
+            return err("runtime.micro_batch", "expected at least 1 sequence".into());
+        }
         if !matches!(self.runtime.device.as_str(), "cpu" | "cuda") && !self.runtime.device.starts_with("cuda:") {
             return err("runtime.device", format!("expected cpu, cuda or cuda:N, got `{}`", self.runtime.device));
         }
@@ -673,6 +680,15 @@ data:
         assert_eq!(s.grid.widths(1e12), vec![32, 64]);
         assert_eq!(s.grid.heads_for(64), 4);
         assert_eq!(s.data.eval_tokens, 65_536);
+    }
+
+    #[test]
+    fn runtime_micro_batch_defaults_to_whole_batch_and_must_be_positive() {
+        assert_eq!(parse(MINIMAL).unwrap().runtime.micro_batch, None);
+        let s = parse(&format!("{MINIMAL}runtime: {{micro_batch: 3}}\n")).unwrap();
+        assert_eq!(s.runtime.micro_batch, Some(3));
+        let e = err(&format!("{MINIMAL}runtime: {{micro_batch: 0}}\n"));
+        assert!(e.contains("runtime.micro_batch"), "{e}");
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl WorkerService for WorkerApi {
             threads: rt.threads as u32,
             device: rt.runtime.device,
             lease_seconds: self.coord.inner.cfg.lease.as_secs(),
+            micro_batch: rt.runtime.micro_batch.unwrap_or(0),
         }))
     }
 
