@@ -25,22 +25,17 @@ fn synthetic_csv() -> String {
     s
 }
 
+/// `isoflop fit --from-csv CSV --format json` with a small bootstrap.
+fn fit_json(csv: &std::path::Path) -> std::process::Output {
+    isoflop(&["fit", "--from-csv", csv.to_str().unwrap(), "--format", "json", "--bootstrap", "50", "--parametric-bootstrap", "5"])
+}
+
 #[test]
 fn fit_json_has_the_documented_fields() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("points.csv");
     std::fs::write(&csv, synthetic_csv()).unwrap();
-    let out = isoflop(&[
-        "fit",
-        "--from-csv",
-        csv.to_str().unwrap(),
-        "--format",
-        "json",
-        "--bootstrap",
-        "50",
-        "--parametric-bootstrap",
-        "5",
-    ]);
+    let out = fit_json(&csv);
     assert!(out.status.success(), "{}", show(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let budgets = v["isoflop"]["budgets"].as_array().unwrap();
@@ -79,18 +74,7 @@ fn fit_json_has_the_documented_fields() {
     assert!((rel["gamma"].as_f64().unwrap() - 1.2).abs() < 0.01, "{rel}");
 
     // The same seed gives the same intervals.
-    let again = isoflop(&[
-        "fit",
-        "--from-csv",
-        csv.to_str().unwrap(),
-        "--format",
-        "json",
-        "--bootstrap",
-        "50",
-        "--parametric-bootstrap",
-        "5",
-    ]);
-    assert_eq!(out.stdout, again.stdout);
+    assert_eq!(out.stdout, fit_json(&csv).stdout);
 }
 
 #[test]

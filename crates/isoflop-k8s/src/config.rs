@@ -173,7 +173,7 @@ impl KubernetesSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) const SAMPLE: &str = "\

@@ -207,29 +207,11 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KubernetesSpec;
 
     fn cfg() -> KubernetesSpec {
-        serde_yaml::from_str(
-            "\
-namespace: isoflop
-image: ghcr.io/isoflop/worker:0.1
-coordinator_url: http://isoflop-coordinator.isoflop.svc:7700
-gpus_per_run: 2
-cpu: \"8\"
-memory: 64Gi
-node_selector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}
-tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
-priority_class: research
-service_account: isoflop-worker
-volumes:
-  - {name: data, claim: isoflop-data, mount_path: /data, read_only: true}
-  - {name: ckpt, claim: isoflop-ckpt, mount_path: /ckpt}
-kueue_queue: gpu-queue
-active_deadline_seconds: 86400
-",
-        )
-        .unwrap()
+        let mut c = crate::config::tests::sample();
+        c.gpus_per_run = 2;
+        c
     }
 
     const A: AttemptRef<'static> = AttemptRef { sweep: "marin-2025", run_id: "9d8df6557f84421f", attempt: 3 };
