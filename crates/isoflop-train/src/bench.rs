@@ -143,11 +143,7 @@ pub fn bench_train(model: &BenchModel, opts: &BenchOptions) -> Result<BenchResul
     let targets = toks.f_narrow(1, 1, t)?.f_contiguous()?;
 
     let vs = nn::VarStore::new(opts.device);
-    let net = {
-        let _guard = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(opts.seed as i64);
-        Transformer::new(&vs.root(), &shape)?
-    };
+    let net = Transformer::seeded(&vs.root(), &shape, opts.seed)?;
     let cfg = AdamWConfig {
         beta1: 0.9,
         beta2: 0.95,

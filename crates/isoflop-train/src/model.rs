@@ -183,6 +183,15 @@ impl Builder<'_> {
 }
 
 impl Transformer {
+    /// Builds a model whose initial parameters are a function of `seed` alone: the global
+    /// generator is seeded and drawn from under a process-wide lock, so concurrent builds
+    /// (tests, benchmarks) cannot interleave their draws.
+    pub fn seeded(p: &nn::Path, shape: &ModelShape, seed: u64) -> Result<Self, TchError> {
+        let _guard = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed as i64);
+        Self::new(p, shape)
+    }
+
     /// Builds a freshly initialised model under `p` (which fixes the device).
     pub fn new(p: &nn::Path, shape: &ModelShape) -> Result<Self, TchError> {
         validate_shape(shape).map_err(TchError::Shape)?;

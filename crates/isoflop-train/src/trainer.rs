@@ -245,11 +245,7 @@ pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> R
     std::fs::create_dir_all(&job.checkpoint_dir).map_err(|source| TrainError::Io { path: job.checkpoint_dir.clone(), source })?;
 
     let vs = nn::VarStore::new(job.device);
-    let model = {
-        let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        tch::manual_seed(cfg.seed as i64);
-        Transformer::new(&vs.root(), &cfg.model)?
-    };
+    let model = Transformer::seeded(&vs.root(), &cfg.model, cfg.seed)?;
     let mut opt = AdamW::new(model.params(), AdamWConfig::from_recipe(&cfg.recipe))?;
     let start = match &job.resume_from {
         Some(path) => resume(job, path, &model, &mut opt)?,
