@@ -1,7 +1,7 @@
 //! `isoflop run SPEC` and `isoflop resume SWEEP`: the whole sweep on this machine with the
 //! coordinator in-process, local workers and SQLite, a live display, and a final table.
 
-use crate::cmd_status::{final_table, live_block, open_store};
+use crate::cmd_status::{final_table, live_block, open_store, summary_line};
 use crate::exit::{CliError, CliResult, input};
 use anyhow::{Context, anyhow};
 use isoflop_coordinator::resolve::PlannedSweep;
@@ -143,11 +143,11 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
             let _ = write!(out, "{block}");
             drawn = block.lines().count();
         } else {
-            let head = block.lines().next().unwrap_or_default().to_string();
-            let changed = head.split("  elapsed").next() != last_plain.split("  elapsed").next();
-            if changed || last_plain_at.elapsed() >= Duration::from_secs(30) {
+            // Plain output: print when the counts change, and every 30 s regardless.
+            let summary = summary_line(&sweep, &runs);
+            if summary != last_plain || last_plain_at.elapsed() >= Duration::from_secs(30) {
                 let _ = write!(out, "{block}");
-                last_plain = head;
+                last_plain = summary;
                 last_plain_at = Instant::now();
             }
         }

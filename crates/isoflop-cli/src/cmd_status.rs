@@ -36,19 +36,23 @@ fn eta(r: &RunRow) -> Option<f64> {
     Some(left / p.tokens_per_second)
 }
 
-/// The live display: a summary line and one line per active run.
-pub fn live_block(sweep: &str, runs: &[RunRow], elapsed: f64) -> String {
+/// One line of counts: `[sweep] 3/20 done, 2 running, 15 queued, 0 failed, 0 cancelled`.
+pub fn summary_line(sweep: &str, runs: &[RunRow]) -> String {
     let n = |s: RunState| runs.iter().filter(|r| r.state == s).count();
     let active = runs.iter().filter(|r| r.state.is_active()).count();
-    let mut out = format!(
-        "[{sweep}] {}/{} done, {active} running, {} queued, {} failed, {} cancelled  elapsed {}\n",
+    format!(
+        "[{sweep}] {}/{} done, {active} running, {} queued, {} failed, {} cancelled",
         n(RunState::Succeeded),
         runs.len(),
         n(RunState::Queued) + n(RunState::Blocked) + n(RunState::Planned),
         n(RunState::Failed),
-        n(RunState::Cancelled),
-        duration(elapsed)
-    );
+        n(RunState::Cancelled)
+    )
+}
+
+/// The live display: the summary line with the elapsed time, and one line per active run.
+pub fn live_block(sweep: &str, runs: &[RunRow], elapsed: f64) -> String {
+    let mut out = format!("{}  elapsed {}\n", summary_line(sweep, runs), duration(elapsed));
     let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in runs.iter().filter(|r| r.state.is_active()) {
         match (&r.progress, r.state) {
@@ -187,14 +191,7 @@ pub fn status(store_path: &Path, sweep: Option<&str>, format: Format) -> CliResu
                     },
                 ]);
             }
-            print!(
-                "{}",
-                live_block(&sweep, &runs, 0.0)
-                    .lines()
-                    .next()
-                    .map(|l| format!("{}\n", l.split("  elapsed").next().unwrap_or(l)))
-                    .unwrap_or_default()
-            );
+            println!("{}", summary_line(&sweep, &runs));
             print!("{}", t.render());
             if runs.iter().any(|r| r.state == RunState::Succeeded) {
                 println!();
