@@ -1,7 +1,7 @@
 //! `isoflop run SPEC` and `isoflop resume SWEEP`: the whole sweep on this machine with the
 //! coordinator in-process, local workers and SQLite, a live display, and a final table.
 
-use crate::cmd_status::{final_table, live_block, open_store, summary_line};
+use crate::cmd_status::{final_table, live_block, offline_coordinator, open_store, summary_line};
 use crate::exit::{CliError, CliResult, input};
 use anyhow::{Context, anyhow};
 use isoflop_coordinator::resolve::PlannedSweep;
@@ -30,12 +30,8 @@ pub fn resume(store_path: &Path, sweep: &str, include_diverged: bool, no_run: bo
     let store = open_store(store_path)?;
     let row = store.sweep(sweep)?.ok_or_else(|| input(anyhow!("sweep `{sweep}` not found in {}", store_path.display())))?;
     let loaded = stored_spec(&row).map_err(input)?;
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let exec = Arc::new(LocalExecutor::new(PathBuf::from("isoflop"), 0, tx));
-    let coord = Coordinator::new(store.clone(), exec, CoordinatorConfig::from_spec(&loaded, String::new()));
-    let n = coord.resume_sweep(sweep, include_diverged)?;
+    let n = offline_coordinator(store.clone()).resume_sweep(sweep, include_diverged)?;
     println!("requeued {n} run(s) of sweep {sweep}");
-    drop(coord);
     drop(store);
     if no_run {
         return Ok(());

@@ -243,10 +243,10 @@ pub fn logs(store_path: &Path, key: &str, attempt: Option<u64>) -> CliResult {
     Ok(())
 }
 
-/// `isoflop cancel SWEEP` / `isoflop cancel --run RUN`. A worker of another `isoflop run`
-/// learns at its next report that its attempt is over, checkpoints and stops.
-pub fn cancel(store_path: &Path, target: &str, run: bool) -> CliResult {
-    let store = open_store(store_path)?;
+/// A coordinator for store-side operations only (cancel, resume) from a short-lived command:
+/// no scheduler runs and its executor launches nothing. A worker of another `isoflop run`
+/// learns of the change at its next report.
+pub fn offline_coordinator(store: Arc<dyn Store>) -> Coordinator {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let exec = Arc::new(LocalExecutor::new(PathBuf::from("isoflop"), 0, tx));
     let cfg = CoordinatorConfig {
@@ -259,7 +259,14 @@ pub fn cancel(store_path: &Path, target: &str, run: bool) -> CliResult {
         tick: std::time::Duration::from_secs(1),
         drain_grace: std::time::Duration::from_secs(1),
     };
-    let coord = Coordinator::new(store.clone(), exec, cfg);
+    Coordinator::new(store, exec, cfg)
+}
+
+/// `isoflop cancel SWEEP` / `isoflop cancel --run RUN`. A worker of another `isoflop run`
+/// learns at its next report that its attempt is over, checkpoints and stops.
+pub fn cancel(store_path: &Path, target: &str, run: bool) -> CliResult {
+    let store = open_store(store_path)?;
+    let coord = offline_coordinator(store.clone());
     let n = if run {
         let (r, _) = find_run(store.as_ref(), target)?;
         coord.cancel_run(&r.run_id)? as u32
