@@ -6,7 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 mod="$root/tests/controlplane"
-version=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$mod/go.mod")
+version=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$mod/go.mod")
+[ -n "$version" ] || { echo "controlplane: no k8s.io/kubernetes version in $mod/go.mod" >&2; exit 1; }
 digest=$(cat "$mod/go.mod" "$mod/go.sum" "$mod/cmd/etcd/main.go" | sha256sum | cut -c1-12)
 out="${ISOFLOP_CONTROLPLANE_CACHE:-$HOME/.cache/isoflop/controlplane}/${version}-${digest}"
 bins=(etcd kube-apiserver kube-controller-manager kube-scheduler)
