@@ -3,11 +3,9 @@
 
 mod common;
 
-use common::{TINY_SWEEP, isoflop, show, write_spec};
+use common::{TINY_SWEEP, isoflop, show, spawn_run, wait_for, write_spec};
 use isoflop_core::RunState;
 use isoflop_store::{AttemptOutcome, SqliteStore, Store};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 #[test]
 fn tiny_sweep_trains_every_run_and_stores_every_loss() {
@@ -82,27 +80,6 @@ fn long_run() -> String {
         .replace("hidden: [16, 32]", "hidden: [32]")
         .replace("max_parallel: 2", "max_parallel: 1")
         .replace("checkpoint_every: 20", "checkpoint_every: 25")
-}
-
-fn spawn_run(spec: &std::path::Path) -> Child {
-    Command::new(common::bin())
-        .args(["run", spec.to_str().unwrap(), "--plain"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until `cond` holds on the store, or panics after `secs`.
-fn wait_for<T>(store: &SqliteStore, secs: u64, what: &str, mut cond: impl FnMut(&SqliteStore) -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = cond(store) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

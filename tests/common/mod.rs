@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
+use isoflop_store::SqliteStore;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// A tiny sweep on the shared corpus: 2 budgets x 2 widths, seconds of CPU training per run.
 /// `@MANIFEST@` stands for the corpus manifest ([`write_spec`] fills it in).
@@ -74,4 +76,26 @@ pub fn show(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+/// Starts `isoflop run SPEC --plain` in the background.
+pub fn spawn_run(spec: &std::path::Path) -> Child {
+    Command::new(bin())
+        .args(["run", spec.to_str().unwrap(), "--plain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `cond` holds on the store, or panics after `secs`.
+pub fn wait_for<T>(store: &SqliteStore, secs: u64, what: &str, mut cond: impl FnMut(&SqliteStore) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = cond(store) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

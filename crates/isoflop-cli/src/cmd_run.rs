@@ -5,9 +5,10 @@ use crate::cmd_status::{final_table, live_block, offline_coordinator, open_store
 use crate::exit::{CliError, CliResult, input};
 use anyhow::{Context, anyhow};
 use isoflop_coordinator::resolve::PlannedSweep;
-use isoflop_coordinator::{Coordinator, CoordinatorConfig, LocalExecutor, serve};
+use isoflop_coordinator::{Coordinator, CoordinatorConfig, Executor, LocalExecutor, serve};
 use isoflop_core::RunState;
 use isoflop_core::spec::{ExecutorSpec, LoadedSpec, SweepSpec};
+use isoflop_k8s::KubernetesExecutor;
 use isoflop_store::{SqliteStore, Store, StoreError};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -79,12 +80,22 @@ fn run_loaded(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, pl
 async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, plain: bool) -> CliResult {
     let sweep = loaded.spec.name.clone();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(store_path)?);
-    let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the coordinator to loopback")?;
-    let url = format!("http://{}", listener.local_addr()?);
     let (exit_tx, exit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let ExecutorSpec::Local { max_parallel, .. } = loaded.spec.executor;
-    let program = std::env::current_exe().context("cannot find the isoflop binary")?;
-    let exec = Arc::new(LocalExecutor::new(program, max_parallel as usize, exit_tx));
+    let max_parallel = loaded.spec.executor.max_parallel();
+    let (listener, url, exec, kube): (_, _, Arc<dyn Executor>, _) = match &loaded.spec.executor {
+        ExecutorSpec::Local { .. } => {
+            let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the coordinator to loopback")?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let program = std::env::current_exe().context("cannot find the isoflop binary")?;
+            (listener, url, Arc::new(LocalExecutor::new(program, max_parallel as usize, exit_tx)), None)
+        }
+        ExecutorSpec::Kubernetes(k) => {
+            let listener =
+                TcpListener::bind(&k.listen).await.with_context(|| format!("cannot bind the coordinator to {}", k.listen))?;
+            let exec = Arc::new(KubernetesExecutor::connect((**k).clone(), exit_tx).await?);
+            (listener, k.coordinator_url.clone(), exec.clone() as Arc<dyn Executor>, Some(exec))
+        }
+    };
     let coord = Coordinator::new(store.clone(), exec, CoordinatorConfig::from_spec(loaded, url));
     let submitted = match coord.submit_planned(&loaded.spec, planned) {
         Ok(s) => s,
@@ -168,6 +179,17 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
     let runs = store.sweep_runs(&sweep)?;
     println!();
     print!("{}", final_table(store.as_ref(), &runs)?);
+    if let Some(k) = &kube {
+        let calls = k.api_calls();
+        let kinds: Vec<String> = calls.by_kind().iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "kubernetes: {} API calls for {} runs ({:.1} per run): {}",
+            calls.total(),
+            runs.len(),
+            calls.total() as f64 / runs.len().max(1) as f64,
+            kinds.join(", ")
+        );
+    }
     let results_at = loaded.artifacts_dir();
     println!(
         "elapsed {}; results in {} (`isoflop status {sweep}`), checkpoints and logs under {}",

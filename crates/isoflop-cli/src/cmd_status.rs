@@ -267,15 +267,30 @@ pub fn offline_coordinator(store: Arc<dyn Store>) -> Coordinator {
 pub fn cancel(store_path: &Path, target: &str, run: bool) -> CliResult {
     let store = open_store(store_path)?;
     let coord = offline_coordinator(store.clone());
-    let n = if run {
+    let (n, sweeps) = if run {
         let (r, _) = find_run(store.as_ref(), target)?;
-        coord.cancel_run(&r.run_id)? as u32
+        let sweeps = store
+            .sweeps()?
+            .into_iter()
+            .filter(|s| store.sweep_runs(&s.name).is_ok_and(|rs| rs.iter().any(|x| x.run_id == r.run_id)));
+        (coord.cancel_run(&r.run_id)? as u32, sweeps.map(|s| (s, Some(r.run_id.clone()))).collect::<Vec<_>>())
     } else {
-        coord.cancel_sweep(target).map_err(|e| match e {
+        let n = coord.cancel_sweep(target).map_err(|e| match e {
             isoflop_coordinator::CoordinatorError::UnknownSweep(_) => input(e),
             e => e.into(),
-        })?
+        })?;
+        (n, store.sweep(target)?.into_iter().map(|s| (s, None)).collect())
     };
     println!("cancelled {n} run(s)");
+    // Cluster sweeps: remove their Jobs (and with them pods and Secrets) now, not at the
+    // workers' next report.
+    for (row, run) in sweeps {
+        let Ok(loaded) = crate::cmd_run::stored_spec(&row) else { continue };
+        if let isoflop_core::spec::ExecutorSpec::Kubernetes(k) = &loaded.spec.executor {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let n = rt.block_on(isoflop_k8s::executor::delete_jobs(k, &row.name, run.as_deref()))?;
+            println!("deleted {n} Kubernetes Job(s) of sweep {} in namespace {}", row.name, k.namespace);
+        }
+    }
     Ok(())
 }

@@ -416,7 +416,20 @@ async fn run(args: WorkerArgs, token: String) -> CliResult {
             )
         }
     };
-    client.finish(authed(finish(outcome), &token)).await.map_err(|s| anyhow!("finish refused: {}", s.message()))?;
+    // A coordinator that is restarting (a cluster deployment, a rolling update) comes back
+    // within the lease; the outcome is worth waiting for.
+    let req = finish(outcome);
+    let deadline = Instant::now() + lease;
+    loop {
+        match client.finish(authed(req.clone(), &token)).await {
+            Ok(_) => break,
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                eprintln!("worker: coordinator unreachable ({}); retrying the outcome", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => return Err(anyhow!("finish refused: {}", s.message()).into()),
+        }
+    }
     exit
 }
 

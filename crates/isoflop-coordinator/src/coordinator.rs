@@ -6,7 +6,7 @@
 //! store, which checks it against the state machine and records an event.
 
 use crate::auth;
-use crate::executor::{Executor, ExitReport, LaunchSpec};
+use crate::executor::{Executor, ExecutorEvent, ExitReport, LaunchSpec};
 use crate::resolve::PlannedSweep;
 use crate::retry::after_failure;
 use isoflop_core::spec::{ExecutorSpec, LoadedSpec, RuntimeSpec, SpecError, SweepSpec};
@@ -46,13 +46,17 @@ pub struct CoordinatorConfig {
 impl CoordinatorConfig {
     /// Settings from a spec's executor section.
     pub fn from_spec(loaded: &LoadedSpec, worker_url: String) -> Self {
-        let ExecutorSpec::Local { max_retries, lease_seconds, .. } = loaded.spec.executor;
+        let executor = &loaded.spec.executor;
+        let launch_grace = match executor {
+            ExecutorSpec::Local { .. } => 30,
+            ExecutorSpec::Kubernetes(k) => k.start_grace_seconds,
+        };
         CoordinatorConfig {
             worker_url,
             artifacts_dir: loaded.artifacts_dir(),
-            max_retries,
-            lease: Duration::from_secs(lease_seconds),
-            launch_grace: Duration::from_secs(30),
+            max_retries: executor.max_retries(),
+            lease: Duration::from_secs(executor.lease_seconds()),
+            launch_grace: Duration::from_secs(launch_grace),
             backoff_base: Duration::from_secs(2),
             tick: Duration::from_millis(250),
             drain_grace: Duration::from_secs(120),
@@ -78,6 +82,8 @@ pub enum CoordinatorError {
 pub struct RunRuntime {
     pub runtime: RuntimeSpec,
     pub threads: u64,
+    /// The first sweep that holds the run (labels its Kubernetes Jobs).
+    pub sweep: String,
 }
 
 pub(crate) struct Inner {
@@ -194,14 +200,13 @@ impl Coordinator {
     /// Records an already planned sweep (see [`Coordinator::submit`]).
     pub fn submit_planned(&self, spec: &SweepSpec, planned: &PlannedSweep) -> Result<SubmitResult, CoordinatorError> {
         let result = self.inner.store.submit_sweep(&planned.sweep, &planned.new_runs())?;
-        self.register_runtime(spec, planned.runs.iter().map(|r| r.run_id.0.clone()));
+        self.register_runtime(&planned.sweep.name, spec, planned.runs.iter().map(|r| r.run_id.0.clone()));
         self.inner.wake.notify_one();
         Ok(result)
     }
 
-    fn register_runtime(&self, spec: &SweepSpec, runs: impl Iterator<Item = String>) {
-        let ExecutorSpec::Local { threads_per_run, .. } = spec.executor;
-        let rt = RunRuntime { runtime: spec.runtime.clone(), threads: threads_per_run };
+    fn register_runtime(&self, sweep: &str, spec: &SweepSpec, runs: impl Iterator<Item = String>) {
+        let rt = RunRuntime { runtime: spec.runtime.clone(), threads: spec.executor.threads_per_run(), sweep: sweep.into() };
         let mut map = self.inner.runtimes.lock().unwrap_or_else(|p| p.into_inner());
         for r in runs {
             map.entry(r).or_insert_with(|| rt.clone());
@@ -210,13 +215,11 @@ impl Coordinator {
 
     /// Runtime settings of a run (defaults if no stored sweep says otherwise).
     pub fn runtime_of(&self, run_id: &str) -> RunRuntime {
-        self.inner
-            .runtimes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(run_id)
-            .cloned()
-            .unwrap_or(RunRuntime { runtime: RuntimeSpec::default(), threads: 1 })
+        self.inner.runtimes.lock().unwrap_or_else(|p| p.into_inner()).get(run_id).cloned().unwrap_or(RunRuntime {
+            runtime: RuntimeSpec::default(),
+            threads: 1,
+            sweep: String::new(),
+        })
     }
 
     /// Makes the state left by an earlier coordinator consistent: reloads runtime settings of
@@ -227,12 +230,15 @@ impl Coordinator {
         for sweep in store.sweeps()? {
             if let Ok(spec) = SweepSpec::parse(Path::new(&sweep.spec_path), &sweep.spec_yaml) {
                 let runs = store.sweep_runs(&sweep.name)?;
-                self.register_runtime(&spec, runs.into_iter().map(|r| r.run_id));
+                self.register_runtime(&sweep.name, &spec, runs.into_iter().map(|r| r.run_id));
             }
         }
         let mut ended = 0;
         for a in store.active_attempts()? {
             if self.inner.executor.is_tracking(&a.run_id, a.attempt) {
+                // Adopted: its worker gets a full lease to find the new coordinator.
+                let lease = now_ms() + (self.inner.cfg.lease + self.launch_grace()).as_millis() as i64;
+                let _ = store.renew_lease(&a.run_id, a.attempt, lease);
                 continue;
             }
             self.inner.executor.stop_orphan(&a.executor_ref, &a.run_id);
@@ -311,7 +317,8 @@ impl Coordinator {
         if run.state.is_terminal() {
             return Ok(false);
         }
-        if run.state.is_active() {
+        let live_attempt = store.attempt(run_id, run.attempts)?.is_some_and(|a| a.outcome == AttemptOutcome::Active);
+        if live_attempt {
             let end = AttemptEnd {
                 outcome: AttemptOutcome::Cancelled,
                 failure_class: None,
@@ -322,12 +329,14 @@ impl Coordinator {
             self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id.into());
             if self.end_attempt(run_id, run.attempts, &end, RunState::Cancelled) {
                 self.inner.executor.stop(run_id, run.attempts);
+                self.inner.executor.forget_run(run_id);
                 return Ok(true);
             }
             return Ok(false);
         }
         store.transition(run_id, RunState::Cancelled, &Change { message: "cancelled".into(), ..Change::default() })?;
         self.broadcast_state(run_id, run.state, RunState::Cancelled, None, "cancelled");
+        self.inner.executor.forget_run(run_id);
         Ok(true)
     }
 
@@ -375,18 +384,18 @@ impl Coordinator {
 
     /// The scheduler loop: reaps exits, expires leases, launches queued runs. Returns after
     /// `shutdown` is cancelled and the drain (workers checkpoint and stop) is over.
-    pub async fn run_scheduler(self, mut exits: mpsc::UnboundedReceiver<ExitReport>, shutdown: CancellationToken) {
+    pub async fn run_scheduler(self, mut exits: mpsc::UnboundedReceiver<ExecutorEvent>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.inner.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(exit) = exits.recv() => self.on_exit(exit),
+                Some(event) = exits.recv() => self.on_event(event),
                 _ = tick.tick() => {}
                 _ = self.inner.wake.notified() => {}
             }
-            while let Ok(exit) = exits.try_recv() {
-                self.on_exit(exit);
+            while let Ok(event) = exits.try_recv() {
+                self.on_event(event);
             }
             self.expire_leases();
             self.launch_ready();
@@ -396,7 +405,12 @@ impl Coordinator {
 
     /// Stops launching and asks every live worker to checkpoint and stop; waits for them
     /// (killing those that outlive the grace period).
-    async fn drain(&self, exits: &mut mpsc::UnboundedReceiver<ExitReport>) {
+    async fn drain(&self, exits: &mut mpsc::UnboundedReceiver<ExecutorEvent>) {
+        if self.inner.executor.survives_restart() {
+            // Cluster Jobs keep training; the next coordinator adopts them.
+            info!("leaving running attempts to the next coordinator");
+            return;
+        }
         self.inner.draining.store(true, Ordering::SeqCst);
         let active = self.inner.store.active_attempts().unwrap_or_default();
         for a in &active {
@@ -424,12 +438,12 @@ impl Coordinator {
                 break;
             }
             tokio::select! {
-                Some(exit) = exits.recv() => self.on_exit(exit),
+                Some(event) = exits.recv() => self.on_event(event),
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-        while let Ok(exit) = exits.try_recv() {
-            self.on_exit(exit);
+        while let Ok(event) = exits.try_recv() {
+            self.on_event(event);
         }
         // Attempts whose workers never attached or vanished: requeue them.
         for a in self.inner.store.active_attempts().unwrap_or_default() {
@@ -444,15 +458,72 @@ impl Coordinator {
         }
     }
 
-    /// A worker process ended. If it reported its outcome, nothing is left to do; otherwise
-    /// the attempt failed and is classified here.
+    fn on_event(&self, event: ExecutorEvent) {
+        match event {
+            ExecutorEvent::Exited(exit) => self.on_exit(exit),
+            ExecutorEvent::Blocked { run_id, attempt, message } => self.on_blocked(&run_id, attempt, &message),
+            ExecutorEvent::Placed { run_id, attempt } => self.on_placed(&run_id, attempt),
+        }
+    }
+
+    /// The live attempt `attempt` of `run_id` and its run's state, if that attempt is live.
+    fn live(&self, run_id: &str, attempt: u64) -> Option<RunState> {
+        let a = self.inner.store.attempt(run_id, attempt).ok().flatten()?;
+        let run = self.inner.store.run(run_id).ok().flatten()?;
+        (a.outcome == AttemptOutcome::Active && run.attempts == attempt).then_some(run.state)
+    }
+
+    /// The executor cannot place the attempt now: the run shows `blocked` with the reason.
+    fn on_blocked(&self, run_id: &str, attempt: u64, message: &str) {
+        let Some(from) = self.live(run_id, attempt) else { return };
+        if !matches!(from, RunState::Launching | RunState::Blocked) {
+            return;
+        }
+        let change = Change { attempt: Some(attempt), message: message.into(), ..Change::default() };
+        if from == RunState::Blocked {
+            // Same state, newer reason: keep the message current without a new event.
+            let run = self.inner.store.run(run_id).ok().flatten();
+            if run.is_some_and(|r| r.message == message) {
+                return;
+            }
+        }
+        match self.inner.store.transition(run_id, RunState::Blocked, &change) {
+            Ok(_) => self.broadcast_state(run_id, from, RunState::Blocked, None, message),
+            Err(e) => warn!(run_id, attempt, "cannot mark run blocked: {e}"),
+        }
+    }
+
+    /// A blocked attempt was placed: its worker is starting, with a fresh start-up lease.
+    fn on_placed(&self, run_id: &str, attempt: u64) {
+        if self.live(run_id, attempt) != Some(RunState::Blocked) {
+            return;
+        }
+        let lease = now_ms() + (self.inner.cfg.lease + self.launch_grace()).as_millis() as i64;
+        let _ = self.inner.store.renew_lease(run_id, attempt, lease);
+        let change = Change { attempt: Some(attempt), message: "placed".into(), ..Change::default() };
+        match self.inner.store.transition(run_id, RunState::Launching, &change) {
+            Ok(_) => self.broadcast_state(run_id, RunState::Blocked, RunState::Launching, None, "placed"),
+            Err(e) => warn!(run_id, attempt, "cannot mark run launching: {e}"),
+        }
+    }
+
+    fn launch_grace(&self) -> Duration {
+        self.inner.cfg.launch_grace
+    }
+
+    /// A worker ended. If it reported its outcome, nothing is left to do; otherwise the
+    /// attempt failed and is classified here (by the executor's class when it has one).
     fn on_exit(&self, exit: ExitReport) {
         let Ok(Some(a)) = self.inner.store.attempt(&exit.run_id, exit.attempt) else { return };
         if a.outcome != AttemptOutcome::Active {
             return;
         }
         let draining = self.inner.draining.load(Ordering::SeqCst);
-        let class = if draining { FailureClass::Preempted } else { FailureClass::Unknown };
+        let class = match exit.class {
+            Some(c) => c,
+            None if draining => FailureClass::Preempted,
+            None => FailureClass::Unknown,
+        };
         let msg = format!("worker {} without reporting an outcome", exit.describe());
         warn!(run_id = %exit.run_id, attempt = exit.attempt, "{msg}");
         self.fail_attempt(&exit.run_id, exit.attempt, class, msg);
@@ -463,6 +534,10 @@ impl Coordinator {
         let now = now_ms();
         for a in self.inner.store.active_attempts().unwrap_or_default() {
             if a.lease_expires_ms >= now {
+                continue;
+            }
+            // A blocked attempt has no worker yet; its lease starts when it is placed.
+            if self.inner.store.run(&a.run_id).ok().flatten().is_some_and(|r| r.state == RunState::Blocked) {
                 continue;
             }
             self.inner.executor.kill(&a.run_id, a.attempt);
@@ -491,7 +566,7 @@ impl Coordinator {
         let store = &self.inner.store;
         let token = auth::new_token();
         // The first lease covers process start and libtorch loading.
-        let lease = now_ms() + (self.inner.cfg.lease + self.inner.cfg.launch_grace).as_millis() as i64;
+        let lease = now_ms() + (self.inner.cfg.lease + self.launch_grace()).as_millis() as i64;
         let attempt = match store.start_attempt(run_id, &auth::hash_token(&token), lease) {
             Ok(a) => a,
             Err(e) => {
@@ -503,6 +578,7 @@ impl Coordinator {
         self.broadcast_state(run_id, RunState::Queued, RunState::Launching, None, "");
         let spec = LaunchSpec {
             run_id: run_id.into(),
+            sweep: self.runtime_of(run_id).sweep,
             attempt: attempt.attempt,
             token,
             coordinator_url: self.inner.cfg.worker_url.clone(),

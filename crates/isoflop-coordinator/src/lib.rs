@@ -12,7 +12,7 @@ pub mod retry;
 pub mod service;
 
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, RunRuntime, log_path};
-pub use executor::{Executor, ExitReport, LaunchSpec, LocalExecutor};
+pub use executor::{Executor, ExecutorEvent, ExitReport, LaunchSpec, LocalExecutor};
 
 use isoflop_proto::v1::control_service_server::ControlServiceServer;
 use isoflop_proto::v1::worker_service_server::WorkerServiceServer;

@@ -1,4 +1,6 @@
-//! The `executor: kubernetes` section of a sweep spec.
+//! The `executor: {kind: kubernetes, ...}` section of a sweep spec: where and how attempts run
+//! as Kubernetes Jobs. The Job itself is built by `isoflop-k8s`; this is only the settings and
+//! their validation, so the spec can be checked before anything talks to a cluster.
 
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use serde::{Deserialize, Serialize};
@@ -8,6 +10,26 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesSpec {
+    /// Jobs in flight at once (the cluster queues beyond its capacity; runs it cannot place
+    /// show as `blocked`).
+    #[serde(default = "default_max_parallel")]
+    pub max_parallel: u64,
+    /// Counted retries per run (preemptions and lost nodes are not counted).
+    #[serde(default = "default_retries")]
+    pub max_retries: u64,
+    /// A worker that does not report for this long is presumed lost.
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+    /// Time a placed pod gets to pull its image and start its worker before its lease counts.
+    #[serde(default = "default_start_grace")]
+    pub start_grace_seconds: u64,
+    /// How long a pod may sit in ImagePullBackOff, ErrImagePull or CreateContainerConfigError
+    /// before the attempt fails as `user_error`.
+    #[serde(default = "default_user_error_grace")]
+    pub user_error_grace_seconds: u64,
+    /// CPU threads each worker uses.
+    #[serde(default = "default_threads")]
+    pub threads_per_run: u64,
     /// Namespace of the Jobs, Pods and Secrets (the coordinator's RBAC is scoped to it).
     pub namespace: String,
     /// Worker image (it runs `isoflop worker`).
@@ -17,6 +39,9 @@ pub struct KubernetesSpec {
     /// How workers reach the coordinator's worker API (a Service address), e.g.
     /// `http://isoflop-coordinator.isoflop.svc:7700`.
     pub coordinator_url: String,
+    /// Address the coordinator's gRPC server binds (workers reach it at `coordinator_url`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
     /// GPUs per attempt (0: CPU-only workers).
     #[serde(default)]
     pub gpus_per_run: u32,
@@ -58,6 +83,27 @@ pub struct KubernetesSpec {
     pub burst: u32,
 }
 
+fn default_max_parallel() -> u64 {
+    64
+}
+fn default_retries() -> u64 {
+    3
+}
+fn default_lease() -> u64 {
+    60
+}
+fn default_start_grace() -> u64 {
+    600
+}
+fn default_user_error_grace() -> u64 {
+    120
+}
+fn default_threads() -> u64 {
+    8
+}
+fn default_listen() -> String {
+    "0.0.0.0:7700".into()
+}
 fn default_pull_policy() -> String {
     "IfNotPresent".into()
 }
@@ -165,6 +211,18 @@ impl KubernetesSpec {
         if self.active_deadline_seconds.is_some_and(|s| s <= 0) {
             return err("active_deadline_seconds", "expected seconds > 0".into());
         }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return err("listen", format!("`{}`: expected ADDRESS:PORT such as 0.0.0.0:7700", self.listen));
+        }
+        if self.max_parallel == 0 {
+            return err("max_parallel", "expected at least 1".into());
+        }
+        if self.threads_per_run == 0 {
+            return err("threads_per_run", "expected at least 1".into());
+        }
+        if self.lease_seconds < 2 {
+            return err("lease_seconds", "expected at least 2 seconds".into());
+        }
         if !(self.qps.is_finite() && self.qps > 0.0) || self.burst == 0 {
             return err("qps", "expected qps > 0 and burst >= 1".into());
         }
@@ -172,11 +230,8 @@ impl KubernetesSpec {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub(crate) const SAMPLE: &str = "\
+/// A complete example of the section (the keys after `kind: kubernetes`), used by docs and tests.
+pub const EXAMPLE_YAML: &str = "\
 namespace: isoflop
 image: ghcr.io/isoflop/worker:0.1
 coordinator_url: http://isoflop-coordinator.isoflop.svc:7700
@@ -194,8 +249,12 @@ kueue_queue: gpu-queue
 active_deadline_seconds: 86400
 ";
 
-    pub(crate) fn sample() -> KubernetesSpec {
-        serde_yaml::from_str(SAMPLE).unwrap()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> KubernetesSpec {
+        serde_yaml::from_str(EXAMPLE_YAML).unwrap()
     }
 
     #[test]
@@ -204,7 +263,7 @@ active_deadline_seconds: 86400
         s.validate().unwrap();
         assert_eq!((s.image_pull_policy.as_str(), s.ttl_seconds_after_finished, s.burst), ("IfNotPresent", 3600, 10));
         assert_eq!(s.tolerations[0].operator.as_deref(), Some("Exists"));
-        assert!(serde_yaml::from_str::<KubernetesSpec>(&format!("{SAMPLE}gpus: 2\n")).is_err(), "unknown keys are refused");
+        assert!(serde_yaml::from_str::<KubernetesSpec>(&format!("{EXAMPLE_YAML}gpus: 2\n")).is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod failure;
 pub mod flops;
+pub mod kubernetes;
 pub mod plan;
 pub mod spec;
 pub mod state;

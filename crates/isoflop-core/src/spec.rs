@@ -5,6 +5,7 @@
 //! Relative paths in a spec resolve against the directory of the spec file.
 
 use crate::flops::BudgetConvention;
+use crate::kubernetes::KubernetesSpec;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -289,6 +290,42 @@ pub enum ExecutorSpec {
         #[serde(default = "default_lease")]
         lease_seconds: u64,
     },
+    /// One Kubernetes Job per attempt (see `docs/kubernetes.md`).
+    Kubernetes(Box<KubernetesSpec>),
+}
+
+impl ExecutorSpec {
+    /// Counted retries per run.
+    pub fn max_retries(&self) -> u64 {
+        match self {
+            ExecutorSpec::Local { max_retries, .. } => *max_retries,
+            ExecutorSpec::Kubernetes(k) => k.max_retries,
+        }
+    }
+
+    /// Seconds without a report after which a worker is presumed lost.
+    pub fn lease_seconds(&self) -> u64 {
+        match self {
+            ExecutorSpec::Local { lease_seconds, .. } => *lease_seconds,
+            ExecutorSpec::Kubernetes(k) => k.lease_seconds,
+        }
+    }
+
+    /// CPU threads of each worker.
+    pub fn threads_per_run(&self) -> u64 {
+        match self {
+            ExecutorSpec::Local { threads_per_run, .. } => *threads_per_run,
+            ExecutorSpec::Kubernetes(k) => k.threads_per_run,
+        }
+    }
+
+    /// Attempts in flight at once.
+    pub fn max_parallel(&self) -> u64 {
+        match self {
+            ExecutorSpec::Local { max_parallel, .. } => *max_parallel,
+            ExecutorSpec::Kubernetes(k) => k.max_parallel,
+        }
+    }
 }
 
 fn default_retries() -> u64 {
@@ -592,6 +629,27 @@ impl SweepSpec {
                     return err("executor.lease_seconds", "expected at least 2 seconds".into());
                 }
             }
+            ExecutorSpec::Kubernetes(k) => {
+                if let Err(e) = k.validate() {
+                    return err(&format!("executor.{}", e.key), e.message);
+                }
+                // Workers write checkpoints where the coordinator looks for them: the
+                // artifacts directory must be on a volume both see at the same path.
+                let base = file.parent().unwrap_or(Path::new("."));
+                let artifacts = self.store.artifacts.as_ref().map(|a| base.join(a));
+                let on_volume = |p: &Path| k.volumes.iter().any(|v| p.starts_with(&v.mount_path));
+                match artifacts {
+                    Some(a) if a.is_absolute() && on_volume(&a) => {}
+                    _ => {
+                        return err(
+                            "store.artifacts",
+                            "with the kubernetes executor, expected an absolute path on one of executor.volumes' \
+                             mount paths (workers write checkpoints there and the coordinator reads them)"
+                                .into(),
+                        );
+                    }
+                }
+            }
         }
         if self.runtime.progress_every == 0 {
             return err("runtime.progress_every", "expected at least 1 step".into());
@@ -689,6 +747,29 @@ data:
         assert_eq!(s.runtime.micro_batch, Some(3));
         let e = err(&format!("{MINIMAL}runtime: {{micro_batch: 0}}\n"));
         assert!(e.contains("runtime.micro_batch"), "{e}");
+    }
+
+    fn kubernetes(extra: &str, store: &str) -> String {
+        let section: String = crate::kubernetes::EXAMPLE_YAML.lines().map(|l| format!("  {l}\n")).collect();
+        format!("{MINIMAL}executor:\n  kind: kubernetes\n{section}{extra}store: {store}\n")
+    }
+
+    #[test]
+    fn kubernetes_executor_is_validated_with_the_spec() {
+        let s = parse(&kubernetes("", "{sqlite: s/i.db, artifacts: /ckpt/runs}")).unwrap();
+        let ExecutorSpec::Kubernetes(k) = &s.executor else { panic!("{:?}", s.executor) };
+        assert_eq!((k.namespace.as_str(), k.gpus_per_run, k.max_parallel, k.listen.as_str()), ("isoflop", 1, 64, "0.0.0.0:7700"));
+        assert_eq!((s.executor.max_retries(), s.executor.lease_seconds()), (3, 60));
+        let e = err(&kubernetes("", "{sqlite: s/i.db}"));
+        assert!(e.starts_with("spec.yaml: store.artifacts: with the kubernetes executor"), "{e}");
+        let e = err(&kubernetes("", "{sqlite: s/i.db, artifacts: /elsewhere}"));
+        assert!(e.contains("store.artifacts"), "{e}");
+        let e = err(&kubernetes("  qps: 0\n", "{sqlite: s/i.db, artifacts: /ckpt/runs}"));
+        assert_eq!(e, "spec.yaml: executor.qps: expected qps > 0 and burst >= 1");
+        let e = err(&kubernetes("  gpus: 2\n", "{sqlite: s/i.db, artifacts: /ckpt/runs}"));
+        assert!(e.contains("unknown field `gpus`"), "{e}");
+        let e = err(&kubernetes("  listen: nowhere\n", "{sqlite: s/i.db, artifacts: /ckpt/runs}"));
+        assert!(e.contains("executor.listen: `nowhere`: expected ADDRESS:PORT"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub enum RunState {
     Planned,
     /// Waiting for an executor slot.
     Queued,
-    /// Waiting for capacity the executor does not have (the reason is recorded).
+    /// Waiting for capacity the executor does not have, with the reason recorded (for
+    /// Kubernetes: the attempt's pod is unschedulable and the scheduler's message is kept). The
+    /// attempt stays live; it moves to `launching` once placed.
     Blocked,
     /// The executor is starting a worker; the worker has not attached yet.
     Launching,
@@ -69,6 +71,9 @@ impl RunState {
                 | (Blocked, Queued)
                 | (Blocked, Launching)
                 | (Blocked, Cancelled)
+                | (Blocked, Running)
+                | (Blocked, Failed)
+                | (Launching, Blocked)
                 | (Launching, Running)
                 | (Launching, Queued)
                 | (Launching, Failed)
@@ -139,6 +144,9 @@ mod tests {
         (Blocked, Queued),
         (Blocked, Launching),
         (Blocked, Cancelled),
+        (Blocked, Running),
+        (Blocked, Failed),
+        (Launching, Blocked),
         (Launching, Running),
         (Launching, Queued),
         (Launching, Failed),

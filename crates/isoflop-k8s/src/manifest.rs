@@ -1,7 +1,7 @@
 //! Pure functions from an attempt and the executor settings to Kubernetes objects.
 
-use crate::config::KubernetesSpec;
 use isoflop_coordinator::executor::local::{ENV_ATTEMPT, ENV_COORDINATOR, ENV_RUN_ID, ENV_TOKEN};
+use isoflop_core::kubernetes::KubernetesSpec;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
     PodFailurePolicyRule,
@@ -21,6 +21,8 @@ pub const LABEL_SWEEP: &str = "isoflop.dev/sweep";
 pub const LABEL_RUN: &str = "isoflop.dev/run";
 /// Label of the attempt number.
 pub const LABEL_ATTEMPT: &str = "isoflop.dev/attempt";
+/// Annotation with the exact run id (labels hold it too when it is a valid label value).
+pub const RUN_ID_ANNOTATION: &str = "isoflop.dev/run-id";
 /// Kueue's queue-name label.
 pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 /// Key of the token in an attempt's Secret.
@@ -67,6 +69,7 @@ fn meta(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> ObjectMeta {
         name: Some(job_name(a.run_id, a.attempt)),
         namespace: Some(cfg.namespace.clone()),
         labels: Some(labels(a)),
+        annotations: Some(BTreeMap::from([(RUN_ID_ANNOTATION.to_string(), a.run_id.to_string())])),
         ..ObjectMeta::default()
     }
 }
@@ -144,6 +147,8 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
     };
     let pod = PodSpec {
         restart_policy: Some("Never".into()),
+        // Workers talk to the coordinator, never to the API server.
+        automount_service_account_token: Some(false),
         containers: vec![container],
         node_selector: (!cfg.node_selector.is_empty()).then(|| cfg.node_selector.clone()),
         tolerations: (!cfg.tolerations.is_empty()).then(|| cfg.tolerations.clone()),
@@ -195,7 +200,11 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
                 ],
             }),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: metadata.labels.clone(), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: metadata.labels.clone(),
+                    annotations: metadata.annotations.clone(),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(pod),
             },
             ..JobSpec::default()
@@ -209,7 +218,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> KubernetesSpec {
-        let mut c = crate::config::tests::sample();
+        let mut c: KubernetesSpec = serde_yaml::from_str(isoflop_core::kubernetes::EXAMPLE_YAML).unwrap();
         c.gpus_per_run = 2;
         c
     }

@@ -4,7 +4,7 @@
 //! coordinator, which then stops them in order), write stdout and stderr to the attempt's log
 //! file, and get the coordinator URL and their token through the environment.
 
-use super::{ExecutorError, ExitReport, LaunchSpec};
+use super::{ExecutorError, ExecutorEvent, ExitReport, LaunchSpec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -29,12 +29,12 @@ pub struct LocalExecutor {
     slots: usize,
     extra_env: Vec<(String, String)>,
     children: Arc<Mutex<HashMap<(String, u64), u32>>>,
-    exits: mpsc::UnboundedSender<ExitReport>,
+    exits: mpsc::UnboundedSender<ExecutorEvent>,
 }
 
 impl LocalExecutor {
     /// `program` is the `isoflop` binary; at most `slots` workers run at once.
-    pub fn new(program: PathBuf, slots: usize, exits: mpsc::UnboundedSender<ExitReport>) -> Self {
+    pub fn new(program: PathBuf, slots: usize, exits: mpsc::UnboundedSender<ExecutorEvent>) -> Self {
         Self { program, slots, extra_env: Vec::new(), children: Arc::default(), exits }
     }
 
@@ -96,7 +96,7 @@ impl super::Executor for LocalExecutor {
                 Ok(s) => (s.code(), s.signal()),
                 Err(_) => (None, None),
             };
-            let _ = exits.send(ExitReport { run_id: key.0, attempt: key.1, code, signal });
+            let _ = exits.send(ExitReport { run_id: key.0, attempt: key.1, code, signal, ..ExitReport::default() }.into());
         });
         Ok(format!("pid:{pid}"))
     }
