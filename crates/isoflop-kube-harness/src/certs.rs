@@ -19,6 +19,7 @@ pub(crate) struct Pki {
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
     pub sa_key: PathBuf,
+    pub sa_pub: PathBuf,
 }
 
 fn write(path: &Path, text: &str) -> Result<(), HarnessError> {
@@ -35,6 +36,7 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki, HarnessError> {
         admin_cert: dir.join("admin.crt"),
         admin_key: dir.join("admin.key"),
         sa_key: dir.join("sa.key"),
+        sa_pub: dir.join("sa.pub"),
     };
 
     let ca_key = KeyPair::generate()?;
@@ -71,6 +73,8 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki, HarnessError> {
     write(&pki.admin_cert, &admin_cert.pem())?;
     write(&pki.admin_key, &admin_key.serialize_pem())?;
 
-    write(&pki.sa_key, &KeyPair::generate()?.serialize_pem())?;
+    let sa = KeyPair::generate()?;
+    write(&pki.sa_key, &sa.serialize_pem())?;
+    write(&pki.sa_pub, &sa.public_key_pem())?;
     Ok(pki)
 }

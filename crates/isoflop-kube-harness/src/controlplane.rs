@@ -106,19 +106,21 @@ impl ControlPlane {
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".into(),
                 "--advertise-address=127.0.0.1".into(),
+                // Loopback may not be published as the `kubernetes` Service endpoint; nothing here needs it.
+                "--endpoint-reconciler-type=none".into(),
                 format!("--secure-port={api_port}"),
                 format!("--cert-dir={}", p(&work_dir.join("apiserver-certs"))),
                 format!("--tls-cert-file={}", p(&pki.server_cert)),
                 format!("--tls-private-key-file={}", p(&pki.server_key)),
                 format!("--client-ca-file={}", p(&pki.ca_cert)),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
-                format!("--service-account-key-file={}", p(&pki.sa_key)),
+                format!("--service-account-key-file={}", p(&pki.sa_pub)),
                 format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--authorization-mode=RBAC".into(),
                 "--enable-priority-and-fairness=false".into(),
                 "--profiling=false".into(),
-                "--v=1".into(),
+                "--v=0".into(),
             ],
         )?;
         cp.wait_ready(started).await?;
@@ -138,7 +140,7 @@ impl ControlPlane {
                 format!("--cluster-signing-key-file={}", p(&pki.ca_key)),
                 "--use-service-account-credentials=false".into(),
                 "--profiling=false".into(),
-                "--v=1".into(),
+                "--v=0".into(),
             ],
         )?;
         cp.spawn(
@@ -152,7 +154,7 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={sched_port}"),
                 "--profiling=false".into(),
-                "--v=1".into(),
+                "--v=0".into(),
             ],
         )?;
         cp.wait_service_account("default", started).await?;
@@ -183,7 +185,15 @@ impl ControlPlane {
             if let Ok(Some(status)) = c.child.try_wait() {
                 let log = self.log_dir.join(format!("{}.log", c.name));
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: String = text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                // Errors (klog E/F lines, cobra's "Error:"), else the last lines.
+                let lines: Vec<&str> = text.lines().collect();
+                let errors: Vec<&str> = lines
+                    .iter()
+                    .copied()
+                    .filter(|l| l.starts_with('E') || l.starts_with('F') || l.starts_with("Error") || l.contains("\"level\":\"fatal"))
+                    .collect();
+                let chosen = if errors.is_empty() { &lines[..] } else { &errors[..] };
+                let tail = chosen[chosen.len().saturating_sub(30)..].join("\n");
                 return Err(HarnessError::ControlPlane(format!(
                     "{} exited with {status}; last lines of {}:\n{tail}",
                     c.name,
