@@ -67,7 +67,9 @@ pub struct AgentOptions {
 enum PodSignal {
     None,
     /// The pod has a deletionTimestamp: stop the process within `grace` seconds.
-    Deleting { grace: i64 },
+    Deleting {
+        grace: i64,
+    },
     /// The pod object no longer exists.
     Gone,
 }
@@ -152,9 +154,7 @@ impl NodeAgent {
         let created = nodes.patch(&node.name, &pp, &Patch::Apply(&obj)).await?;
         let resources = json!({"cpu": node.cpu, "memory": node.memory, "pods": "110", "nvidia.com/gpu": node.gpus.to_string()});
         let t = now();
-        let cond = |ty: &str, status: &str, reason: &str, message: &str| {
-            json!({"type": ty, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": t, "lastTransitionTime": t})
-        };
+        let cond = |ty: &str, status: &str, reason: &str, message: &str| json!({"type": ty, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": t, "lastTransitionTime": t});
         let status = json!({"status": {
             "capacity": resources, "allocatable": resources,
             "conditions": [
@@ -242,8 +242,12 @@ impl NodeAgent {
     /// Pods (namespace, name, node) whose process is running now.
     pub fn running(&self) -> Vec<(String, String, String)> {
         let st = self.inner.lock();
-        let mut v: Vec<_> =
-            st.pods.values().filter(|e| e.pgid.is_some()).map(|e| (e.namespace.clone(), e.name.clone(), e.node.clone())).collect();
+        let mut v: Vec<_> = st
+            .pods
+            .values()
+            .filter(|e| e.pgid.is_some())
+            .map(|e| (e.namespace.clone(), e.name.clone(), e.node.clone()))
+            .collect();
         v.sort();
         v
     }
@@ -434,6 +438,9 @@ async fn patch_pod_status(api: &Api<Pod>, name: &str, status: Value) -> Result<(
 /// The pod Failed with its container terminated by `reason` (a start error or the process's exit).
 fn terminal_status(c: &Container, started_at: &Value, terminated: Value, phase: &str) -> Value {
     let mut cs = container_base(c);
+    if let Some(id) = terminated.get("containerID") {
+        cs.insert("containerID".into(), id.clone());
+    }
     cs.insert("ready".into(), json!(false));
     cs.insert("started".into(), json!(false));
     cs.insert("state".into(), json!({"waiting": null, "running": null, "terminated": terminated}));
@@ -762,7 +769,9 @@ impl Inner {
         let mut argv: Vec<String> = c.command.clone().unwrap_or_default();
         argv.extend(c.args.clone().unwrap_or_default());
         if argv.is_empty() {
-            return Err(Prep::Fatal("the container has no command; the node agent has no images to take an entrypoint from".into()));
+            return Err(Prep::Fatal(
+                "the container has no command; the node agent has no images to take an entrypoint from".into(),
+            ));
         }
         let first = argv.remove(0);
         let program = self.opts.commands.get(&first).cloned().unwrap_or_else(|| PathBuf::from(&first));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -190,7 +190,9 @@ impl ControlPlane {
                 let errors: Vec<&str> = lines
                     .iter()
                     .copied()
-                    .filter(|l| l.starts_with('E') || l.starts_with('F') || l.starts_with("Error") || l.contains("\"level\":\"fatal"))
+                    .filter(|l| {
+                        l.starts_with('E') || l.starts_with('F') || l.starts_with("Error") || l.contains("\"level\":\"fatal")
+                    })
                     .collect();
                 let chosen = if errors.is_empty() { &lines[..] } else { &errors[..] };
                 let tail = chosen[chosen.len().saturating_sub(30)..].join("\n");
@@ -267,6 +269,43 @@ impl ControlPlane {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+}
+
+impl ControlPlane {
+    /// Creates PersistentVolumeClaim `claim` in `namespace`, pre-bound to a new hostPath PersistentVolume on `dir`
+    /// (ReadWriteMany, 1Gi, no storage class), and waits until the persistentvolume-binder controller has bound them.
+    /// The scheduler only binds pods whose claims are Bound; give the node agent the same claim -> `dir` mapping in
+    /// [`crate::AgentOptions::volume_dirs`] and mount it at `dir`.
+    pub async fn create_local_pvc(&self, namespace: &str, claim: &str, dir: &Path) -> Result<(), HarnessError> {
+        let pv_name = format!("{namespace}-{claim}");
+        let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": pv_name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": p(dir)},
+                "claimRef": {"namespace": namespace, "name": claim}},
+        }))
+        .map_err(|e| HarnessError::ControlPlane(e.to_string()))?;
+        Api::<PersistentVolume>::all(self.client.clone()).create(&PostParams::default(), &pv).await?;
+        let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": claim},
+            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
+                "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .map_err(|e| HarnessError::ControlPlane(e.to_string()))?;
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), namespace);
+        pvcs.create(&PostParams::default(), &pvc).await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let phase = pvcs.get(claim).await?.status.and_then(|s| s.phase);
+            if phase.as_deref() == Some("Bound") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout(format!("PVC {namespace}/{claim} not Bound within 60 s (phase {phase:?})")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 

@@ -118,9 +118,12 @@ pub fn controlplane_bin_dir(repo_root: &Path) -> Result<PathBuf, HarnessError> {
         return Err(HarnessError::Build(format!("{} exited with {}; stderr:\n{stderr}", script.display(), out.status)));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout.lines().rev().find(|l| !l.trim().is_empty()).map(|l| PathBuf::from(l.trim())).ok_or_else(|| {
-        HarnessError::Build(format!("{} printed no directory; stderr:\n{stderr}", script.display()))
-    })?;
+    let dir = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| PathBuf::from(l.trim()))
+        .ok_or_else(|| HarnessError::Build(format!("{} printed no directory; stderr:\n{stderr}", script.display())))?;
     for b in CONTROLPLANE_BINARIES {
         let p = dir.join(b);
         if !p.is_file() {

@@ -46,7 +46,11 @@ fn terminated(p: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTermi
 }
 
 fn print_status(label: &str, p: &Pod) {
-    println!("--- {label}: pod {} status:\n{}", p.metadata.name.as_deref().unwrap_or(""), serde_json::to_string_pretty(&p.status).unwrap());
+    println!(
+        "--- {label}: pod {} status:\n{}",
+        p.metadata.name.as_deref().unwrap_or(""),
+        serde_json::to_string_pretty(&p.status).unwrap()
+    );
 }
 
 fn job(name: &str, script: &str, gpus: u32, node: Option<&str>) -> Job {
@@ -92,7 +96,14 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
 
     let client = cp.client();
     let log_dir = work.path().join("pod-logs");
-    let opts = AgentOptions { log_dir: log_dir.clone(), ..AgentOptions::default() };
+    let data_dir = work.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let opts = AgentOptions {
+        log_dir: log_dir.clone(),
+        volume_dirs: [("data".to_string(), data_dir.clone())].into(),
+        commands: [("shell".to_string(), PathBuf::from("/bin/sh"))].into(),
+        env: vec![("FROM_AGENT".into(), "yes".into())],
+    };
     let agent = NodeAgent::start(client.clone(), &[NodeSpec::gpu("gpu-1a", 1)], opts).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let jobs: Api<Job> = Api::namespaced(client.clone(), NS);
@@ -117,10 +128,8 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     let secret: Secret =
         serde_json::from_value(json!({"metadata": {"name": "s1"}, "stringData": {"greeting": "hello"}})).unwrap();
     Api::<Secret>::namespaced(client.clone(), NS).create(&pp, &secret).await.unwrap();
-    let failed = wait_for("fail3's pod Failed", minute, || async {
-        job_pod(&pods, "fail3").await.filter(|p| phase(p) == "Failed")
-    })
-    .await;
+    let failed =
+        wait_for("fail3's pod Failed", minute, || async { job_pod(&pods, "fail3").await.filter(|p| phase(p) == "Failed") }).await;
     print_status("(1b) exit 3", &failed);
     let term = terminated(&failed).unwrap();
     assert_eq!((term.exit_code, term.reason.as_deref()), (3, Some("Error")));
@@ -132,7 +141,8 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     })
     .await;
     println!("--- (1c) Job fail3 status:\n{}", serde_json::to_string_pretty(&job_failed.status).unwrap());
-    let log = std::fs::read_to_string(log_dir.join(format!("{NS}_{}_main.log", failed.metadata.name.as_deref().unwrap()))).unwrap();
+    let log =
+        std::fs::read_to_string(log_dir.join(format!("{NS}_{}_main.log", failed.metadata.name.as_deref().unwrap()))).unwrap();
     assert!(log.contains("hi\n") && log.contains("greeting=hello"), "log: {log:?}");
 
     // (2) Two GPUs do not fit on one-GPU nodes until a two-GPU node joins.
@@ -147,7 +157,8 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     assert!(unschedulable.1.message.as_deref().unwrap_or("").contains("nvidia.com/gpu"), "{:?}", unschedulable.1);
     let t = Instant::now();
     agent.add_node(&NodeSpec::gpu("gpu-2a", 2)).await.unwrap();
-    let done = wait_for("pod big Succeeded", minute, || async { pods.get("big").await.ok().filter(|p| phase(p) == "Succeeded") }).await;
+    let done =
+        wait_for("pod big Succeeded", minute, || async { pods.get("big").await.ok().filter(|p| phase(p) == "Succeeded") }).await;
     println!("TIMING add_node to the waiting pod Succeeded in {:.1} s", t.elapsed().as_secs_f64());
     print_status("(2b) after add_node", &done);
     assert_eq!(done.spec.as_ref().unwrap().node_name.as_deref(), Some("gpu-2a"));
@@ -157,7 +168,8 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     // (3) The OOM killer.
     let t = Instant::now();
     pods.create(&pp, &pod("oom", "sleep 1000", 1)).await.unwrap();
-    let running = wait_for("pod oom Running", minute, || async { pods.get("oom").await.ok().filter(|p| phase(p) == "Running") }).await;
+    let running =
+        wait_for("pod oom Running", minute, || async { pods.get("oom").await.ok().filter(|p| phase(p) == "Running") }).await;
     println!("TIMING pod create to Running (status written) in {:.2} s", t.elapsed().as_secs_f64());
     print_status("(3a) running", &running);
     assert!(agent.running().iter().any(|(ns, n, _)| ns == NS && n == "oom"), "{:?}", agent.running());
@@ -170,21 +182,53 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     // (4) Deleting a Job (Background propagation) SIGTERMs its pod's processes and the pod disappears.
     let t = Instant::now();
     jobs.create(&pp, &job("term", "trap 'echo TERM; exit 0' TERM; sleep 1000 & wait", 1, None)).await.unwrap();
-    let running = wait_for("Job term's pod Running", minute, || async {
-        job_pod(&pods, "term").await.filter(|p| phase(p) == "Running")
-    })
-    .await;
+    let running =
+        wait_for("Job term's pod Running", minute, || async { job_pod(&pods, "term").await.filter(|p| phase(p) == "Running") })
+            .await;
     println!("TIMING Job create to its pod Running (status written) in {:.2} s", t.elapsed().as_secs_f64());
     let term_pod = running.metadata.name.clone().unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await; // let sh install its trap
     let t = Instant::now();
     let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
     jobs.delete("term", &dp).await.unwrap();
-    wait_for("Job term's pod gone", minute, || async { pods.get_opt(&term_pod).await.ok().and_then(|p| p.is_none().then_some(())) }).await;
+    wait_for("Job term's pod gone", minute, || async {
+        pods.get_opt(&term_pod).await.ok().and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
     println!("TIMING Job delete (Background) to its pod gone in {:.1} s", t.elapsed().as_secs_f64());
     let log = std::fs::read_to_string(log_dir.join(format!("{NS}_{term_pod}_main.log"))).unwrap();
     assert!(log.contains("TERM"), "the process saw no SIGTERM: {log:?}");
     assert!(!agent.running().iter().any(|(_, n, _)| n == &term_pod));
+
+    // (6) PVCs map to local directories whose path must equal the mount path; command[0] can be remapped.
+    let t = Instant::now();
+    cp.create_local_pvc(NS, "data", &data_dir).await.unwrap();
+    println!("TIMING create_local_pvc Bound in {:.1} s", t.elapsed().as_secs_f64());
+    let vol_pod = |name: &str, mount: &Path| -> Pod {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+                "containers": [{"name": "main", "image": "busybox",
+                    "command": ["shell", "-c", format!("echo $FROM_AGENT $POD_NODE > {}/out", mount.display())],
+                    "env": [{"name": "POD_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                    "volumeMounts": [{"name": "d", "mountPath": mount.display().to_string()}]}]},
+        }))
+        .unwrap()
+    };
+    pods.create(&pp, &vol_pod("vol-ok", &data_dir)).await.unwrap();
+    let ok =
+        wait_for("pod vol-ok Succeeded", minute, || async { pods.get("vol-ok").await.ok().filter(|p| phase(p) == "Succeeded") })
+            .await;
+    let node = ok.spec.as_ref().unwrap().node_name.clone().unwrap();
+    assert_eq!(std::fs::read_to_string(data_dir.join("out")).unwrap(), format!("yes {node}\n"));
+    pods.create(&pp, &vol_pod("vol-bad", Path::new("/mnt/data"))).await.unwrap();
+    let bad =
+        wait_for("pod vol-bad Failed", minute, || async { pods.get("vol-bad").await.ok().filter(|p| phase(p) == "Failed") })
+            .await;
+    print_status("(6) mount path differs from the local directory", &bad);
+    let term = terminated(&bad).unwrap();
+    assert_eq!((term.exit_code, term.reason.as_deref()), (128, Some("StartError")));
+    assert!(term.message.as_deref().unwrap_or("").contains("cannot remap"), "{term:?}");
 
     // (5) A machine dies with a running Job pod.
     agent.add_node(&NodeSpec::gpu("doomed", 1)).await.unwrap();
@@ -205,8 +249,9 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
         match pods.get_opt(&orphan).await.unwrap() {
             None => break elapsed,
             Some(p) => {
-                let now = serde_json::to_string(&(phase(&p), &p.status.as_ref().unwrap().conditions, &p.metadata.deletion_timestamp))
-                    .unwrap();
+                let now =
+                    serde_json::to_string(&(phase(&p), &p.status.as_ref().unwrap().conditions, &p.metadata.deletion_timestamp))
+                        .unwrap();
                 if now != last {
                     print_status(&format!("(5) {elapsed:.1} s after delete_node"), &p);
                     println!("    deletionTimestamp {:?} finalizers {:?}", p.metadata.deletion_timestamp, p.metadata.finalizers);
