@@ -208,14 +208,13 @@ impl ControlPlane {
 
     async fn wait_ready(&mut self, started: Instant) -> Result<(), HarnessError> {
         loop {
-            let last;
             self.check_alive()?;
             let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| HarnessError::ControlPlane(e.to_string()))?;
-            match self.client.request_text(req).await {
+            let last = match self.client.request_text(req).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
-                Ok(body) => last = body,
-                Err(e) => last = e.to_string(),
-            }
+                Ok(body) => body,
+                Err(e) => e.to_string(),
+            };
             if started.elapsed() > START_TIMEOUT {
                 return Err(HarnessError::Timeout(format!("kube-apiserver /readyz not ok after {START_TIMEOUT:?}: {last}")));
             }

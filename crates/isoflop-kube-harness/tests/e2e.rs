@@ -272,6 +272,15 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     })
     .await;
     println!("--- (5) Job orphan status:\n{}", serde_json::to_string_pretty(&job_status.status).unwrap());
+    // The surviving nodes stayed Ready throughout (their Leases are renewed), without taints.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    for name in ["gpu-1a", "gpu-2a"] {
+        let n = nodes.get(name).await.unwrap();
+        let ready = n.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap().clone();
+        assert_eq!(ready.status, "True", "node {name} after {:.0} s: {ready:?}", t0.elapsed().as_secs_f64());
+        assert!(n.spec.as_ref().and_then(|s| s.taints.as_ref()).is_none_or(|t| t.is_empty()), "node {name}: {:?}", n.spec);
+    }
+    assert!(nodes.get_opt("doomed").await.unwrap().is_none());
     drop(agent);
     drop(cp);
 }
