@@ -158,6 +158,16 @@ impl ControlPlane {
             ],
         )?;
         cp.wait_service_account("default", started).await?;
+        // The controller manager and the scheduler are serving (they open their ports once their informers run).
+        for (name, port) in [("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)] {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                cp.check_alive()?;
+                if started.elapsed() > START_TIMEOUT {
+                    return Err(HarnessError::Timeout(format!("{name} not serving on port {port} after {START_TIMEOUT:?}")));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         cp.check_alive()?;
         tracing::info!("control plane ready at {server} in {:.1} s", started.elapsed().as_secs_f64());
         Ok(cp)

@@ -147,3 +147,29 @@ pub fn controlplane_bin_dir(repo_root: &Path) -> Result<PathBuf, HarnessError> {
     }
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_repo(script: &str) -> tempfile::TempDir {
+        let repo = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(repo.path().join("scripts")).unwrap();
+        std::fs::write(repo.path().join("scripts/controlplane.sh"), script).unwrap();
+        repo
+    }
+
+    #[test]
+    fn a_failed_build_is_an_error_with_its_stderr() {
+        let repo = fake_repo("echo 'go: module lookup disabled' >&2; exit 1\n");
+        let e = controlplane_bin_dir(repo.path()).unwrap_err().to_string();
+        assert!(e.contains("go: module lookup disabled") && e.contains("exit status: 1"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_binary_is_an_error() {
+        let repo = fake_repo("mkdir -p \"$PWD/bin\"; touch \"$PWD/bin/etcd\"; echo \"$PWD/bin\"\n");
+        let e = controlplane_bin_dir(repo.path()).unwrap_err().to_string();
+        assert!(e.contains("kube-apiserver is missing"), "{e}");
+    }
+}
