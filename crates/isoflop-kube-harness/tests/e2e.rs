@@ -200,6 +200,22 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     assert!(log.contains("TERM"), "the process saw no SIGTERM: {log:?}");
     assert!(!agent.running().iter().any(|(_, n, _)| n == &term_pod));
 
+    // (4b) A process that ignores SIGTERM is SIGKILLed when the deletion grace period runs out.
+    pods.create(&pp, &pod("stubborn", "trap '' TERM; sleep 1000", 1)).await.unwrap();
+    wait_for("pod stubborn Running", minute, || async { pods.get("stubborn").await.ok().filter(|p| phase(p) == "Running") })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    pods.delete("stubborn", &DeleteParams { grace_period_seconds: Some(2), ..DeleteParams::default() }).await.unwrap();
+    wait_for("pod stubborn gone", minute, || async {
+        pods.get_opt("stubborn").await.ok().and_then(|p| p.is_none().then_some(()))
+    })
+    .await;
+    let took = t.elapsed().as_secs_f64();
+    println!("TIMING delete (grace 2 s) of a pod ignoring SIGTERM to the pod gone in {took:.1} s");
+    assert!((1.8..10.0).contains(&took), "{took}");
+    assert!(!agent.running().iter().any(|(_, n, _)| n == "stubborn"));
+
     // (6) PVCs map to local directories whose path must equal the mount path; command[0] can be remapped.
     let t = Instant::now();
     cp.create_local_pvc(NS, "data", &data_dir).await.unwrap();
