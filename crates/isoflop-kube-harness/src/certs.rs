@@ -1,0 +1,80 @@
+//! The PKI of the test control plane: one CA, the apiserver's serving certificate, an admin client certificate
+//! (group `system:masters`) and the service-account signing key, all ECDSA P-256.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+
+use crate::{HarnessError, io_err};
+
+pub(crate) struct Pki {
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+    pub sa_key: PathBuf,
+    pub sa_pub: PathBuf,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), HarnessError> {
+    std::fs::write(path, text).map_err(io_err(format!("writing {}", path.display())))
+}
+
+pub(crate) fn generate(dir: &Path) -> Result<Pki, HarnessError> {
+    std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let pki = Pki {
+        ca_cert: dir.join("ca.crt"),
+        ca_key: dir.join("ca.key"),
+        server_cert: dir.join("apiserver.crt"),
+        server_key: dir.join("apiserver.key"),
+        admin_cert: dir.join("admin.crt"),
+        admin_key: dir.join("admin.key"),
+        sa_key: dir.join("sa.key"),
+        sa_pub: dir.join("sa.pub"),
+    };
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "isoflop-test-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    write(&pki.ca_key, &ca_key.serialize_pem())?;
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    write(&pki.ca_cert, &ca.pem())?;
+
+    let server_key = KeyPair::generate()?;
+    let mut server = CertificateParams::new(
+        ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
+            .map(String::from)
+            .to_vec(),
+    )?;
+    server.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    server.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+    server.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server.signed_by(&server_key, &ca)?;
+    write(&pki.server_cert, &server_cert.pem())?;
+    write(&pki.server_key, &server_key.serialize_pem())?;
+
+    let admin_key = KeyPair::generate()?;
+    let mut admin = CertificateParams::new(Vec::<String>::new())?;
+    admin.distinguished_name.push(DnType::CommonName, "isoflop-admin");
+    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = admin.signed_by(&admin_key, &ca)?;
+    write(&pki.admin_cert, &admin_cert.pem())?;
+    write(&pki.admin_key, &admin_key.serialize_pem())?;
+
+    let sa = KeyPair::generate()?;
+    write(&pki.sa_key, &sa.serialize_pem())?;
+    write(&pki.sa_pub, &sa.public_key_pem())?;
+    Ok(pki)
+}
