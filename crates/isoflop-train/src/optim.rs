@@ -210,7 +210,7 @@ impl AdamW {
         }
         let zeros = |k: Kind| Tensor::f_zeros([total], (k, device));
         let compute = if compute != kind { Some(Compute { p: zeros(compute)?, g: zeros(compute)? }) } else { None };
-        let mut flat = Flat {
+        let flat = Flat {
             p: zeros(kind)?,
             g: zeros(kind)?,
             m: zeros(kind)?,
@@ -228,7 +228,7 @@ impl AdamW {
                     let shape = p.tensor.size();
                     let mut master = view(&flat.p, off, &shape)?;
                     master.f_copy_(&p.tensor)?;
-                    let (data, grad) = match &mut flat.compute {
+                    let (data, grad) = match &flat.compute {
                         Some(c) => {
                             let mut data = view(&c.p, off, &shape)?;
                             data.f_copy_(&master)?;
