@@ -46,6 +46,28 @@ fn bad_specs_exit_2_and_write_nothing() {
         &good().replace("corpora: [{name: mix}]", "corpora: [{name: mix}]\n  evals: [bible, klingon]"),
         &["data.evals[1]:", "no shard `klingon`"],
     );
+    rejects(
+        &good().replace("progress_every: 5}", "progress_every: 5, precision: fp16}"),
+        &["runtime.precision: unknown variant `fp16`", "`fp32`", "`bf16`"],
+    );
+    rejects(&good().replace("grad_clip: 1.0}", "grad_clip: 1.0, decay_norms: 1}"), &["recipe.decay_norms:"]);
+}
+
+/// `isoflop bench train --bf16` trains in bf16 mixed precision and says so.
+#[test]
+fn bench_train_runs_in_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.json");
+    std::fs::write(&model, r#"{"vocab_size": 64, "hidden": 32, "layers": 1, "heads": 2, "seq_len": 16}"#).unwrap();
+    for (flag, precision) in [(None, "fp32"), (Some("--bf16"), "bf16")] {
+        let mut args = vec!["bench", "train", "--model-json", model.to_str().unwrap(), "--batch", "2", "--steps", "3"];
+        args.extend(flag);
+        let out = isoflop(&args);
+        assert!(out.status.success(), "{}", show(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["precision"], precision, "{r}");
+        assert!(r["loss_last"].as_f64().unwrap() < r["loss_first"].as_f64().unwrap(), "{r}");
+    }
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn tiny_sweep_trains_every_run_and_stores_every_loss() {
         assert!((initial - 259f64.ln()).abs() < 0.5, "{}: initial loss {initial}", r.name);
         let last = progress.last().unwrap();
         assert_eq!(last.step, last.total_steps, "{} ends at its planned step", r.name);
+        assert!(progress.iter().all(|p| p.micro_batch == Some(8)), "{}: the micro-batch in use is stored", r.name);
         let evals = store.evals(&r.run_id).unwrap();
         assert_eq!(evals.iter().map(|e| e.distribution.as_str()).collect::<Vec<_>>(), dists, "{}", r.name);
         for e in &evals {
@@ -69,6 +70,40 @@ fn tiny_sweep_trains_every_run_and_stores_every_loss() {
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 runs (2 already succeeded"), "{}", show(&out));
     assert!(store.sweep_runs("tiny-subset").unwrap().iter().all(|r| r.attempts == 1 && r.state == RunState::Succeeded));
+}
+
+/// `runtime.precision: bf16` reaches the worker: the runs train in bf16 mixed precision (the
+/// worker log says so) with the requested micro-batch, which the store and status report.
+#[test]
+fn bf16_sweep_trains_with_micro_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = TINY_SWEEP
+        .replace("name: tiny", "name: tiny-bf16")
+        .replace("[1.5e9, 3.0e9]", "[1.5e9]")
+        .replace("progress_every: 5}", "progress_every: 5, precision: bf16, micro_batch: 4}");
+    let spec = write_spec(dir.path(), &body);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let db = dir.path().join("state/isoflop.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let runs = store.sweep_runs("tiny-bf16").unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in &runs {
+        assert_eq!(r.state, RunState::Succeeded, "{}: {}", r.name, r.message);
+        let progress = store.progress(&r.run_id).unwrap();
+        let (first, last) = (progress.first().unwrap(), progress.last().unwrap());
+        assert!(last.loss < first.loss - 0.5, "{}: {} -> {}", r.name, first.loss, last.loss);
+        assert!(progress.iter().all(|p| p.micro_batch == Some(4)), "{}", r.name);
+        assert!(store.evals(&r.run_id).unwrap().iter().all(|e| e.loss.is_finite() && e.loss < first.loss));
+        let out = isoflop(&["logs", &r.run_id[..8], "--store", db.to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("cpu bf16"), "{}", show(&out));
+    }
+    let out = isoflop(&["status", "tiny-bf16", "--format", "json", "--store", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"][0]["micro_batch"], 4, "{v}");
+    let out = isoflop(&["status", "tiny-bf16", "--store", db.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("micro"), "{}", show(&out));
 }
 
 /// One run long enough to be interrupted twice (about 3,900 steps: on a 2-core CPU the tiny

@@ -10,7 +10,8 @@
 # the median step time, which a busy machine disturbs less.
 #
 # Usage: bash bench/train/run.sh [MODEL.json] [BATCH] [STEPS] [DEVICE]
-#        (defaults: bench/train/model-cpu.json, 8, 20, cpu; BF16=1 adds --bf16 (CUDA);
+#        (defaults: bench/train/model-cpu.json, 8, 20, cpu; BF16=1 passes --bf16 to both sides:
+#         bf16 mixed precision with fp32 master weights, meant for CUDA, runs on CPU too;
 #         THREADS=N pins the intra-op threads of both sides)
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -10,6 +10,10 @@ Step: zero grads (set to None), mean cross-entropy, backward, global grad-norm c
 torch.optim.AdamW (lr 1e-3, betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on matrices only;
 fused where available, else foreach).
 
+Precision: fp32, or with --bf16 mixed precision as isoflop's `--bf16`: fp32 parameters, gradients
+and AdamW state, the forward under torch.autocast(bfloat16) (matmuls and attention in bf16;
+autocast keeps the cross-entropy in fp32), the backward following it.
+
 Tokens: element i of the [batch, seq_len + 1] array is the i-th output of splitmix64 seeded with
 `seed`, modulo vocab_size (inputs = [:, :-1], targets = [:, 1:]).
 
@@ -211,6 +215,7 @@ def run(cfg, args, mode):
         "steps": args.steps,
         "threads": torch.get_num_threads(),
         "optimizer": opt_kind,
+        "precision": "bf16" if args.bf16 else "fp32",
         "torch": torch.__version__,
     }
 
@@ -222,7 +227,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast with fp32 parameters")
     ap.add_argument("--peak-flops", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -166,6 +166,7 @@ pub fn status(store_path: &Path, sweep: Option<&str>, format: Format) -> CliResu
                     "total_steps": c.as_ref().map(|c| c.recipe.steps),
                     "loss": r.progress.as_ref().map(|p| p.loss),
                     "tokens_per_second": r.progress.as_ref().map(|p| p.tokens_per_second),
+                    "micro_batch": r.progress.as_ref().and_then(|p| p.micro_batch),
                     "eta_seconds": if r.state == RunState::Running { eta(r) } else { None },
                     "evals": evals,
                 }));
@@ -173,7 +174,7 @@ pub fn status(store_path: &Path, sweep: Option<&str>, format: Format) -> CliResu
             println!("{}", serde_json::to_string_pretty(&json!({"sweep": sweep, "runs": arr})).map_err(anyhow::Error::from)?);
         }
         Format::Table => {
-            let mut t = Table::new(["run_id", "run", "state", "step", "loss", "tok/s", "ETA", "attempts", "note"]);
+            let mut t = Table::new(["run_id", "run", "state", "step", "loss", "tok/s", "micro", "ETA", "attempts", "note"]);
             for r in &runs {
                 let total = config(r).map(|c| c.recipe.steps).unwrap_or(0);
                 t.row([
@@ -183,6 +184,7 @@ pub fn status(store_path: &Path, sweep: Option<&str>, format: Format) -> CliResu
                     format!("{}/{total}", r.progress.as_ref().map(|p| p.step).unwrap_or(0)),
                     r.progress.as_ref().map(|p| format!("{:.4}", p.loss)).unwrap_or_else(|| "-".into()),
                     r.progress.as_ref().map(|p| count(p.tokens_per_second as u64)).unwrap_or_else(|| "-".into()),
+                    r.progress.as_ref().and_then(|p| p.micro_batch).map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
                     if r.state == RunState::Running { eta(r).map(duration).unwrap_or_else(|| "-".into()) } else { "-".into() },
                     r.attempts.to_string(),
                     match r.failure_class {

@@ -7,8 +7,8 @@
 use crate::exit::{CliResult, input};
 use anyhow::{Context, anyhow};
 use isoflop_coordinator::executor::local::{ENV_ATTEMPT, ENV_COORDINATOR, ENV_RUN_ID, ENV_TOKEN};
-use isoflop_core::RunConfig;
 use isoflop_core::flops::mfu_flops_per_token;
+use isoflop_core::{Precision, RunConfig};
 use isoflop_proto::PROTOCOL_VERSION;
 use isoflop_proto::v1 as pb;
 use isoflop_proto::v1::worker_service_client::WorkerServiceClient;
@@ -70,6 +70,7 @@ impl TrainHooks for Hooks {
             tokens_per_second: p.tokens_per_second,
             mfu,
             elapsed_seconds: p.elapsed_seconds,
+            micro_batch: Some(p.micro_batch),
         }));
         if self.stop.load(Ordering::SeqCst) { Control::Stop } else { Control::Continue }
     }
@@ -105,6 +106,11 @@ fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
             .map(tch::Device::Cuda)
             .ok_or_else(|| anyhow!("unknown device `{other}`; expected cpu, cuda or cuda:N")),
     }
+}
+
+/// The assignment's precision; empty (a coordinator predating the field) means fp32.
+fn parse_precision(s: &str) -> anyhow::Result<Precision> {
+    if s.is_empty() { Ok(Precision::Fp32) } else { s.parse().map_err(|e: String| anyhow!(e)) }
 }
 
 /// Entry point of `isoflop worker`.
@@ -239,6 +245,13 @@ async fn run(args: WorkerArgs, token: String) -> CliResult {
             return Err(input(e));
         }
     };
+    let precision = match parse_precision(&assignment.precision) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = client.finish(authed(fail(pb::FailureClass::UserError, e.to_string()), &token)).await;
+            return Err(input(e));
+        }
+    };
     // Resume from the newest checkpoint: the one the store knows, or a newer one on disk
     // (saved while the coordinator was not listening).
     let checkpoint_dir = PathBuf::from(&assignment.checkpoint_dir);
@@ -252,7 +265,7 @@ async fn run(args: WorkerArgs, token: String) -> CliResult {
     }
     let resumed_from = resume.as_ref().map(|(s, _)| *s).unwrap_or(0);
     eprintln!(
-        "worker: run {run_id} attempt {attempt}: {} steps, {}{}",
+        "worker: run {run_id} attempt {attempt}: {} steps, {} {precision}{}",
         config.recipe.steps,
         assignment.device,
         if resumed_from > 0 { format!(", resuming from step {resumed_from}") } else { String::new() }
@@ -269,6 +282,7 @@ async fn run(args: WorkerArgs, token: String) -> CliResult {
         threads: assignment.threads as usize,
         device,
         micro_batch: assignment.micro_batch as usize,
+        precision,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

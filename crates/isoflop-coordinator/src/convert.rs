@@ -17,6 +17,7 @@ pub fn progress_row(p: &pb::Progress, attempt: u64, at_ms: i64) -> ProgressPoint
         mfu: p.mfu,
         elapsed_seconds: p.elapsed_seconds,
         at_ms,
+        micro_batch: p.micro_batch,
     }
 }
 
@@ -32,6 +33,7 @@ pub fn progress_msg(p: &ProgressPoint) -> pb::Progress {
         tokens_per_second: p.tokens_per_second,
         mfu: p.mfu,
         elapsed_seconds: p.elapsed_seconds,
+        micro_batch: p.micro_batch,
     }
 }
 

@@ -169,8 +169,10 @@ async fn control_and_worker_apis_over_grpc() {
     let config: isoflop_core::RunConfig = serde_json::from_str(&a.run_config_json).unwrap();
     assert_eq!(config.run_id().0, first.run_id);
     assert_eq!(a.resume_checkpoint, "");
+    assert_eq!(a.precision, "fp32");
     // Report progress and a checkpoint.
-    let progress = pb::Progress { step: 5, total_steps: config.recipe.steps, loss: 3.0, ..Default::default() };
+    let progress =
+        pb::Progress { step: 5, total_steps: config.recipe.steps, loss: 3.0, micro_batch: Some(2), ..Default::default() };
     let report = pb::ReportRequest {
         protocol_version: PROTOCOL_VERSION,
         run_id: first.run_id.clone(),
@@ -182,6 +184,7 @@ async fn control_and_worker_apis_over_grpc() {
     let resp = worker.report(authed(report.clone(), &first.token)).await.unwrap().into_inner();
     assert!(!resp.stop);
     assert_eq!(store.latest_checkpoint(&first.run_id).unwrap().unwrap().step, 5);
+    assert_eq!(store.progress(&first.run_id).unwrap()[0].micro_batch, Some(2), "the micro-batch in use is stored");
     // Finish with success: evals stored, run succeeded, a third run launched into the slot.
     let finish = pb::FinishRequest {
         protocol_version: PROTOCOL_VERSION,

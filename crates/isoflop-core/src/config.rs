@@ -88,6 +88,13 @@ pub struct Recipe {
     /// Scale the weight decay by `lr_t / lr_peak`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wd_schedule: bool,
+    /// Decay the token embedding too (matrices always are; tied embeddings are the
+    /// embedding). Off by default, and then absent from the run's identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decay_embeddings: bool,
+    /// Decay the RMSNorm weights too. Off by default, and then absent from the identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decay_norms: bool,
 }
 
 /// Identity of one token shard: its name, content digest and size.
@@ -190,6 +197,8 @@ pub(crate) mod tests {
                 grad_clip: 1.0,
                 cautious: false,
                 wd_schedule: false,
+                decay_embeddings: false,
+                decay_norms: false,
             },
             data: DataRef {
                 tokenizer: "byte".into(),
@@ -216,5 +225,24 @@ pub(crate) mod tests {
         d.recipe.lr = 3.1e-3;
         assert_ne!(a.run_id(), d.run_id());
         assert_eq!(a.run_id().0.len(), 16);
+    }
+
+    #[test]
+    fn decay_scope_is_identity_only_when_set() {
+        let a = sample();
+        // Unset options are not serialised: the identity (and run id) of existing runs holds.
+        let json = a.identity_json();
+        assert!(!json.contains("decay_embeddings") && !json.contains("decay_norms"), "{json}");
+        assert_eq!(serde_json::from_str::<RunConfig>(&json).unwrap().run_id(), a.run_id());
+        let mut b = sample();
+        b.recipe.decay_embeddings = true;
+        let mut c = sample();
+        c.recipe.decay_norms = true;
+        for (x, key) in [(&b, "\"decay_embeddings\":true"), (&c, "\"decay_norms\":true")] {
+            assert_ne!(a.run_id(), x.run_id());
+            assert!(x.identity_json().contains(key), "{key}");
+            assert_eq!(serde_json::from_str::<RunConfig>(&x.identity_json()).unwrap().recipe, x.recipe);
+        }
+        assert_ne!(b.run_id(), c.run_id());
     }
 }

@@ -13,4 +13,5 @@ pub mod state;
 
 pub use config::{DataRef, EvalRef, ModelShape, Recipe, RopeScaling, RunConfig, RunId};
 pub use failure::FailureClass;
+pub use spec::Precision;
 pub use state::{RunState, TransitionError};

@@ -154,6 +154,8 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Vec<PlannedRun> {
                         grad_clip: r.grad_clip,
                         cautious: r.cautious,
                         wd_schedule: r.wd_schedule,
+                        decay_embeddings: r.decay_embeddings,
+                        decay_norms: r.decay_norms,
                     },
                     data: DataRef {
                         tokenizer: data.tokenizer.clone(),

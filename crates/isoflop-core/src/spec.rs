@@ -218,6 +218,12 @@ pub struct RecipeSpec {
     /// Scale the weight decay by `lr_t / lr_peak` (as the Marin recipe does).
     #[serde(default)]
     pub wd_schedule: bool,
+    /// Apply the weight decay to the token embedding too (matrices are always decayed).
+    #[serde(default)]
+    pub decay_embeddings: bool,
+    /// Apply the weight decay to the RMSNorm weights too.
+    #[serde(default)]
+    pub decay_norms: bool,
 }
 
 /// Adam's beta2: a constant, or `base^(batch/128)`.
@@ -355,11 +361,65 @@ pub struct RuntimeSpec {
     /// When it does not divide the batch, the last micro-batch of a step is smaller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub micro_batch: Option<u64>,
+    /// Numeric precision of training: `fp32`, or `bf16` mixed precision (bf16 compute, fp32
+    /// master weights, moments and checkpoints).
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl Default for RuntimeSpec {
     fn default() -> Self {
-        RuntimeSpec { checkpoint_every: 200, progress_every: 10, device: "cpu".into(), micro_batch: None }
+        RuntimeSpec {
+            checkpoint_every: 200,
+            progress_every: 10,
+            device: "cpu".into(),
+            micro_batch: None,
+            precision: Precision::Fp32,
+        }
+    }
+}
+
+/// Numeric precision of training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in fp32.
+    #[default]
+    Fp32,
+    /// bf16 mixed precision: forward and backward in bf16, fp32 master weights, gradients
+    /// (accumulated and clipped), moments and checkpoints.
+    Bf16,
+}
+
+impl Precision {
+    /// True for [`Precision::Fp32`].
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    /// The spec and wire spelling: `fp32` or `bf16`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision `{s}`: expected fp32 or bf16")),
+        }
     }
 }
 
@@ -770,6 +830,35 @@ data:
         assert!(e.contains("unknown field `gpus`"), "{e}");
         let e = err(&kubernetes("  listen: nowhere\n", "{sqlite: s/i.db, artifacts: /ckpt/runs}"));
         assert!(e.contains("executor.listen: `nowhere`: expected ADDRESS:PORT"), "{e}");
+    }
+
+    #[test]
+    fn runtime_precision_defaults_to_fp32_and_is_strict() {
+        assert_eq!(parse(MINIMAL).unwrap().runtime.precision, Precision::Fp32);
+        let s = parse(&format!("{MINIMAL}runtime: {{precision: bf16}}\n")).unwrap();
+        assert_eq!(s.runtime.precision, Precision::Bf16);
+        assert_eq!(parse(&format!("{MINIMAL}runtime: {{precision: fp32}}\n")).unwrap().runtime.precision, Precision::Fp32);
+        let e = err(&format!("{MINIMAL}runtime: {{precision: fp16}}\n"));
+        assert!(e.contains("runtime.precision") && e.contains("unknown variant `fp16`"), "{e}");
+        assert!(e.contains("`fp32`") && e.contains("`bf16`"), "{e}");
+        // The default is not written out, so stored runtime settings of old specs are unchanged.
+        let json = serde_json::to_string(&RuntimeSpec::default()).unwrap();
+        assert!(!json.contains("precision"), "{json}");
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert!("BF16".parse::<Precision>().unwrap_err().contains("fp32 or bf16"));
+    }
+
+    #[test]
+    fn recipe_decay_scope_defaults_off_and_is_strict() {
+        let s = parse(MINIMAL).unwrap();
+        assert!(!s.recipe.decay_embeddings && !s.recipe.decay_norms);
+        let text = MINIMAL.replace("grad_clip: 1.0}", "grad_clip: 1.0, decay_embeddings: true, decay_norms: true}");
+        let s = parse(&text).unwrap();
+        assert!(s.recipe.decay_embeddings && s.recipe.decay_norms);
+        let e = err(&MINIMAL.replace("grad_clip: 1.0}", "grad_clip: 1.0, decay_norms: yes please}"));
+        assert!(e.contains("recipe.decay_norms") || e.contains("decay_norms"), "{e}");
+        let e = err(&MINIMAL.replace("grad_clip: 1.0}", "grad_clip: 1.0, decay_embedding: true}"));
+        assert!(e.contains("unknown field `decay_embedding`"), "{e}");
     }
 
     #[test]

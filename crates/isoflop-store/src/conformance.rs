@@ -119,12 +119,15 @@ pub fn progress_checkpoints_and_evals(store: &dyn Store) {
         mfu: 0.0,
         elapsed_seconds: 1.0,
         at_ms: 7,
+        micro_batch: (step == 20).then_some(4),
     };
     store.add_progress("r2", 1, &[p(1, 0, 5.5), p(1, 10, 4.0)]).unwrap();
     store.add_progress("r2", 1, &[p(1, 10, 4.0)]).unwrap();
     store.add_progress("r2", 2, &[p(2, 20, 3.0)]).unwrap();
     assert_eq!(store.progress("r2").unwrap().len(), 3);
-    assert_eq!(store.run("r2").unwrap().unwrap().progress.unwrap().step, 20);
+    let latest = store.run("r2").unwrap().unwrap().progress.unwrap();
+    assert_eq!((latest.step, latest.micro_batch), (20, Some(4)));
+    assert_eq!(store.progress("r2").unwrap()[0].micro_batch, None);
     assert!(store.latest_checkpoint("r2").unwrap().is_none());
     for step in [10, 30, 20] {
         store

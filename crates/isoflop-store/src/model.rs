@@ -127,6 +127,9 @@ pub struct ProgressPoint {
     pub mfu: f64,
     pub elapsed_seconds: f64,
     pub at_ms: i64,
+    /// Sequences per forward/backward pass the worker was using (smaller than requested
+    /// after an out-of-memory retry); `None` when the worker did not say.
+    pub micro_batch: Option<u64>,
 }
 
 /// A saved checkpoint.

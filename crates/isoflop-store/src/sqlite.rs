@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// Migrations in order; `PRAGMA user_version` holds how many have been applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/sqlite/0001_init.sql"), include_str!("migrations/sqlite/0002_progress_micro_batch.sql")];
 
 /// The embedded store.
 pub struct SqliteStore {
@@ -29,7 +30,7 @@ fn state_of(s: String) -> Result<RunState> {
 const RUN_COLS: &str = "r.run_id, sr.name, sr.corpus, sr.budget, r.config_json, r.state, r.failure_class, r.message, \
      r.attempts, r.retries_used, r.not_before_ms, r.updated_ms";
 const PROGRESS_COLS: &str =
-    "attempt, step, total_steps, loss, lr, grad_norm, tokens_seen, tokens_per_second, mfu, elapsed_seconds, at_ms";
+    "attempt, step, total_steps, loss, lr, grad_norm, tokens_seen, tokens_per_second, mfu, elapsed_seconds, at_ms, micro_batch";
 const ATTEMPT_COLS: &str = "run_id, attempt, token_hash, outcome, failure_class, message, executor_ref, resume_step, \
      lease_expires_ms, started_ms, ended_ms";
 
@@ -68,6 +69,7 @@ fn progress_row(r: &Row<'_>) -> rusqlite::Result<ProgressPoint> {
         mfu: r.get(8)?,
         elapsed_seconds: r.get(9)?,
         at_ms: r.get(10)?,
+        micro_batch: r.get::<_, Option<i64>>(11)?.map(|m| m as u64),
     })
 }
 
@@ -417,7 +419,7 @@ impl Store for SqliteStore {
     fn add_progress(&self, run_id: &str, attempt: u64, points: &[ProgressPoint]) -> Result<()> {
         self.with(|tx| {
             let mut stmt = tx.prepare_cached(&format!(
-                "INSERT OR REPLACE INTO progress (run_id, {PROGRESS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                "INSERT OR REPLACE INTO progress (run_id, {PROGRESS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?;
             for p in points {
                 stmt.execute(params![
@@ -432,7 +434,8 @@ impl Store for SqliteStore {
                     p.tokens_per_second,
                     p.mfu,
                     p.elapsed_seconds,
-                    p.at_ms
+                    p.at_ms,
+                    p.micro_batch.map(|m| m as i64)
                 ])?;
             }
             Ok(())

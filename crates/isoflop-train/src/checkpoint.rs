@@ -3,7 +3,9 @@
 //! A checkpoint of step `s` is the directory `step-{s:08}/` holding
 //!
 //! * `state.safetensors`: every parameter as `param/<name>`, and the AdamW moments as
-//!   `adam_m/<name>` and `adam_v/<name>` (all `f32`, on the CPU);
+//!   `adam_m/<name>` and `adam_v/<name>` (all `f32`, on the CPU). The parameters are the
+//!   optimiser's master weights, so a bf16 mixed-precision run stores (and resumes from) the
+//!   same fp32 state as an fp32 run;
 //! * `manifest.json`: a [`Manifest`].
 //!
 //! It is written into `step-{s:08}.tmp/`, both files and the directory are fsynced, the
@@ -11,7 +13,6 @@
 //! `step-XXXXXXXX` is always complete. [`latest`] ignores any other name (leftovers of a
 //! crash), and [`save`] removes leftovers and all but the newest `keep` checkpoints.
 
-use crate::model::Transformer;
 use crate::optim::AdamW;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -114,10 +115,10 @@ fn fsync(path: &Path) -> Result<(), CheckpointError> {
     File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
 }
 
-/// Writes the checkpoint of `manifest.step` into `dir` atomically, then deletes all but the
-/// newest `keep` (at least 1) checkpoints and any leftovers of interrupted saves. Returns
-/// the checkpoint's directory.
-pub fn save(dir: &Path, manifest: &Manifest, model: &Transformer, opt: &AdamW, keep: usize) -> Result<PathBuf, CheckpointError> {
+/// Writes the checkpoint of `manifest.step` (the master weights and moments of `opt`) into
+/// `dir` atomically, then deletes all but the newest `keep` (at least 1) checkpoints and any
+/// leftovers of interrupted saves. Returns the checkpoint's directory.
+pub fn save(dir: &Path, manifest: &Manifest, opt: &AdamW, keep: usize) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let name = dir_name(manifest.step);
     let final_dir = dir.join(&name);
@@ -130,8 +131,8 @@ pub fn save(dir: &Path, manifest: &Manifest, model: &Transformer, opt: &AdamW, k
     let state = tmp.join(STATE_FILE);
     let cpu = |t: &Tensor| t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous();
     let mut named: Vec<(String, Tensor)> = Vec::new();
-    for p in model.params() {
-        named.push((format!("param/{}", p.name), cpu(&p.tensor).map_err(torch_err(&state))?));
+    for (n, p) in opt.masters() {
+        named.push((format!("param/{n}"), cpu(p).map_err(torch_err(&state))?));
     }
     for (n, m, v) in opt.moments() {
         named.push((format!("adam_m/{n}"), cpu(m).map_err(torch_err(&state))?));
@@ -194,10 +195,11 @@ pub fn read_manifest(path: &Path) -> Result<Manifest, CheckpointError> {
     Ok(m)
 }
 
-/// Loads the checkpoint directory `path` into `model` and `opt` (which must have been built
-/// for the same shape) and returns its manifest. Every parameter and moment must be present
-/// with the right shape, and nothing else.
-pub fn load(path: &Path, model: &Transformer, opt: &mut AdamW) -> Result<Manifest, CheckpointError> {
+/// Loads the checkpoint directory `path` into `opt` (built over a model of the same shape:
+/// its master weights, the model's compute copy under mixed precision, and its moments) and
+/// returns its manifest. Every parameter and moment must be present with the right shape,
+/// and nothing else.
+pub fn load(path: &Path, opt: &mut AdamW) -> Result<Manifest, CheckpointError> {
     let manifest = read_manifest(path)?;
     let state = path.join(STATE_FILE);
     if !state.exists() {
@@ -218,23 +220,22 @@ pub fn load(path: &Path, model: &Transformer, opt: &mut AdamW) -> Result<Manifes
         };
         map.insert(rest.to_string(), t);
     }
-    if params.len() != model.params().len() {
-        return Err(format_err(&state, format!("{} parameters, the model has {}", params.len(), model.params().len())));
+    let count = opt.masters().count();
+    if params.len() != count {
+        return Err(format_err(&state, format!("{} parameters, the model has {count}", params.len())));
     }
     tch::no_grad(|| -> Result<(), CheckpointError> {
-        for p in model.params() {
-            let src = params.get(&p.name).ok_or_else(|| format_err(&state, format!("missing param/{}", p.name)))?;
-            if src.size() != p.tensor.size() {
-                return Err(format_err(
-                    &state,
-                    format!("param/{} has shape {:?}, the model {:?}", p.name, src.size(), p.tensor.size()),
-                ));
+        for (name, p) in opt.masters() {
+            let src = params.get(name).ok_or_else(|| format_err(&state, format!("missing param/{name}")))?;
+            if src.size() != p.size() {
+                return Err(format_err(&state, format!("param/{name} has shape {:?}, the model {:?}", src.size(), p.size())));
             }
-            let mut dst = p.tensor.shallow_clone();
+            let mut dst = p.shallow_clone();
             dst.f_copy_(src).map_err(torch_err(&state))?;
         }
         Ok(())
     })?;
+    opt.refresh_compute().map_err(torch_err(&state))?;
     let mut moments = HashMap::new();
     for (name, mt) in m {
         let vt = v.remove(&name).ok_or_else(|| format_err(&state, format!("missing adam_v/{name}")))?;
@@ -250,6 +251,7 @@ pub fn load(path: &Path, model: &Transformer, opt: &mut AdamW) -> Result<Manifes
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Transformer;
     use crate::model::tests::tiny_shape;
     use crate::optim::AdamWConfig;
     use tch::{Kind, nn};
@@ -286,15 +288,15 @@ mod tests {
         let _ = opt.step(1e-2).unwrap();
 
         assert_eq!(latest(dir.path()), None);
-        let p1 = save(dir.path(), &manifest(1), &model, &opt, 2).unwrap();
+        let p1 = save(dir.path(), &manifest(1), &opt, 2).unwrap();
         assert_eq!(p1.file_name().unwrap(), "step-00000001");
         assert_eq!(latest(dir.path()), Some((1, p1.clone())));
-        save(dir.path(), &manifest(2), &model, &opt, 2).unwrap();
-        let p3 = save(dir.path(), &manifest(3), &model, &opt, 2).unwrap();
+        save(dir.path(), &manifest(2), &opt, 2).unwrap();
+        let p3 = save(dir.path(), &manifest(3), &opt, 2).unwrap();
         let steps: Vec<u64> = list(dir.path()).into_iter().map(|(s, _)| s).collect();
         assert_eq!(steps, vec![2, 3], "only the newest two are kept");
         // Re-saving an existing step replaces it.
-        save(dir.path(), &manifest(3), &model, &opt, 2).unwrap();
+        save(dir.path(), &manifest(3), &opt, 2).unwrap();
 
         // A half-written checkpoint of a later step is ignored.
         let leftover = dir.path().join("step-00000009.tmp");
@@ -305,12 +307,12 @@ mod tests {
         assert_eq!(parse_dir_name("step-00000009.tmp"), None);
         assert_eq!(parse_dir_name("step-123456789"), Some(123_456_789));
         // The next save cleans the leftover.
-        save(dir.path(), &manifest(4), &model, &opt, 2).unwrap();
+        save(dir.path(), &manifest(4), &opt, 2).unwrap();
         assert!(!leftover.exists());
 
         // Loading restores parameters and moments exactly.
         let (_vs2, model2, mut opt2) = setup();
-        let m = load(&p3, &model2, &mut opt2).unwrap();
+        let m = load(&p3, &mut opt2).unwrap();
         assert_eq!(m, manifest(3));
         assert_eq!(opt2.step_count(), 3);
         for (a, b) in model.params().iter().zip(model2.params()) {
@@ -324,15 +326,15 @@ mod tests {
     #[test]
     fn load_rejects_wrong_shape_and_missing() {
         let dir = tempfile::tempdir().unwrap();
-        let (_vs, model, opt) = setup();
-        let p = save(dir.path(), &manifest(1), &model, &opt, 2).unwrap();
+        let (_vs, _model, opt) = setup();
+        let p = save(dir.path(), &manifest(1), &opt, 2).unwrap();
         let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let vs = nn::VarStore::new(Device::Cpu);
         let other = Transformer::new(&vs.root(), &isoflop_core::ModelShape { hidden: 64, ..tiny_shape() }).unwrap();
         let mut oopt = AdamW::new(other.params(), *opt.config()).unwrap();
-        let err = load(&p, &other, &mut oopt).unwrap_err().to_string();
+        let err = load(&p, &mut oopt).unwrap_err().to_string();
         assert!(err.contains("shape"), "{err}");
-        let err = load(&dir.path().join("step-00000007"), &model, &mut oopt).unwrap_err();
+        let err = load(&dir.path().join("step-00000007"), &mut oopt).unwrap_err();
         assert!(err.is_not_found(), "{err}");
     }
 }

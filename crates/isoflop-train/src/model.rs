@@ -10,6 +10,12 @@
 //! one. The random draws are made on the CPU, in a fixed order, from libtorch's global
 //! generator and then moved to the target device, so the initial parameters are a function
 //! of the generator's seed alone (not of the device).
+//!
+//! Precision: the model computes in the dtype of its parameters. They are built in fp32; with
+//! mixed precision the optimiser ([`crate::optim::AdamW::with_compute_kind`]) turns them into
+//! bf16 views of its compute buffer. Then the RoPE tables are cast to bf16 at use, RMSNorm
+//! computes in fp32 (libtorch's `rms_norm` upcasts half-precision input and rounds once), and
+//! the logits are cast to fp32 before the cross-entropy, so losses are fp32 either way.
 
 use isoflop_core::ModelShape;
 use tch::{Device, Kind, Reduction, TchError, Tensor, nn};
@@ -277,8 +283,14 @@ impl Transformer {
         if t > self.shape.seq_len as i64 || t == 0 {
             return Err(TchError::Shape(format!("sequence length {t} outside 1..={}", self.shape.seq_len)));
         }
-        let cos = self.rope_cos.f_narrow(0, 0, t)?;
-        let sin = self.rope_sin.f_narrow(0, 0, t)?;
+        let mut cos = self.rope_cos.f_narrow(0, 0, t)?;
+        let mut sin = self.rope_sin.f_narrow(0, 0, t)?;
+        let kind = self.embed.kind();
+        if cos.kind() != kind {
+            // Mixed precision: rotate in the compute dtype (the tables are [T, hd], tiny).
+            cos = cos.f_to_kind(kind)?;
+            sin = sin.f_to_kind(kind)?;
+        }
         let mut x = Tensor::f_embedding(&self.embed, tokens, -1, false, false)?;
         for blk in &self.blocks {
             let a = self.attention(blk, &self.norm(&x, &blk.attn_norm, self.hidden)?, b, t, &cos, &sin)?;
@@ -301,7 +313,10 @@ impl Transformer {
     }
 
     fn cross_entropy(&self, inputs: &Tensor, targets: &Tensor, r: Reduction) -> Result<Tensor, TchError> {
-        let logits = self.forward(inputs)?;
+        let mut logits = self.forward(inputs)?;
+        if matches!(logits.kind(), Kind::BFloat16 | Kind::Half) {
+            logits = logits.f_to_kind(Kind::Float)?;
+        }
         let v = self.shape.vocab_size as i64;
         logits.f_view([-1, v])?.f_cross_entropy_loss(&targets.f_reshape([-1])?, None::<&Tensor>, r, -100, 0.0)
     }
@@ -484,6 +499,21 @@ pub(crate) mod tests {
         let (a, b, c) = (build(1), build(1), build(2));
         assert!(a.iter().zip(&b).all(|(x, y)| x.equal(y)));
         assert!(!a[0].equal(&c[0]));
+    }
+
+    /// In bf16, RMSNorm's statistics are computed in fp32 (libtorch upcasts) and the logits
+    /// reach the cross-entropy as fp32.
+    #[test]
+    fn bf16_norm_statistics_are_fp32() {
+        let x32 = Tensor::randn([4, 64], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let x = x32.to_kind(Kind::BFloat16);
+        let w = Tensor::rand([64], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        let got = x.rms_norm([64], Some(&w), 1e-5);
+        assert_eq!(got.kind(), Kind::BFloat16);
+        let xf = x.to_kind(Kind::Float);
+        let stats = (xf.square().mean_dim(-1, true, Kind::Float) + 1e-5).rsqrt();
+        let want = (xf * stats * w.to_kind(Kind::Float)).to_kind(Kind::BFloat16);
+        assert!(got.equal(&want), "rms_norm of bf16 input computes in fp32 and rounds once");
     }
 
     #[test]

@@ -21,6 +21,17 @@
 //! [`AdamW::zero_grad`] zeroes the whole buffer at once). All parameters must share one
 //! device and dtype. A parameter without a gradient counts as having a zero gradient.
 //!
+//! Mixed precision ([`AdamW::with_compute_kind`], e.g. bf16): the flat buffers above stay in
+//! the parameters' own dtype (fp32: the master weights, their gradients and moments), and two
+//! more flat buffers of the compute dtype are added: a copy of the parameters, whose views
+//! become the model's tensors (so forward and backward run in the compute dtype), and the
+//! gradient buffer autograd accumulates into. [`AdamW::fold_grads`] adds the compute
+//! gradients into the master gradient buffer (one kernel; a plain cast after
+//! [`AdamW::zero_grad`]) and clears them, so micro-batch accumulation happens in the master
+//! dtype; [`AdamW::step`] folds what is left, updates the masters and refreshes the compute
+//! copy with one cast kernel. [`AdamW::masters`] gives the master weights (what checkpoints
+//! store).
+//!
 //! Everything stays on the device: no value is read back to the host.
 
 use crate::model::{Param, ParamKind};
@@ -28,7 +39,8 @@ use isoflop_core::Recipe;
 use std::collections::HashMap;
 use tch::{Kind, TchError, Tensor};
 
-/// Which parameter kinds receive weight decay besides matrices (which always do).
+/// Which parameter kinds receive weight decay besides matrices (which always do): the
+/// recipe's `decay_embeddings` and `decay_norms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecayScope {
     /// Decay the token embedding (default: no).
@@ -88,7 +100,7 @@ impl Default for AdamWConfig {
 }
 
 impl AdamWConfig {
-    /// The optimiser settings of a recipe, with the default [`DecayScope`].
+    /// The optimiser settings of a recipe (its decay scope included).
     pub fn from_recipe(r: &Recipe) -> Self {
         Self {
             beta1: r.beta1,
@@ -96,7 +108,7 @@ impl AdamWConfig {
             eps: r.eps,
             weight_decay: r.weight_decay,
             grad_clip: r.grad_clip,
-            decay_scope: DecayScope::default(),
+            decay_scope: DecayScope { embeddings: r.decay_embeddings, norms: r.decay_norms },
             cautious: r.cautious,
             wd_schedule: r.wd_schedule,
             lr_peak: r.lr,
@@ -112,8 +124,13 @@ impl AdamWConfig {
 
 struct Slot {
     name: String,
+    /// The model's tensor (its data a view of the compute buffer under mixed precision, else
+    /// of the master buffer).
     param: Tensor,
-    /// This parameter's view of the flat gradient buffer.
+    /// This parameter's view of the master buffer.
+    master: Tensor,
+    /// This parameter's view of the gradient buffer autograd accumulates into (the compute
+    /// gradient buffer under mixed precision, else the master one).
     grad: Tensor,
     m: Tensor,
     v: Tensor,
@@ -128,6 +145,17 @@ struct Flat {
     scratch: Tensor,
     /// Number of leading scalars of `p` that are decayed.
     decayed: i64,
+    /// Mixed precision only: the compute copy of `p` and the compute gradient buffer.
+    compute: Option<Compute>,
+    /// Mixed precision only: `g` holds nothing since the last [`AdamW::zero_grad`] (the next
+    /// fold can overwrite it instead of adding to it).
+    g_empty: bool,
+}
+
+/// The compute-dtype buffers of mixed precision.
+struct Compute {
+    p: Tensor,
+    g: Tensor,
 }
 
 /// Hand-written AdamW over a fixed list of parameters.
@@ -151,8 +179,16 @@ fn view(flat: &Tensor, offset: i64, shape: &[i64]) -> Result<Tensor, TchError> {
 
 impl AdamW {
     /// An optimiser at step 0 with zero moments for `params`, which it moves into its flat
-    /// parameter buffer (their values are kept).
+    /// parameter buffer (their values are kept). The model computes in the parameters' dtype.
     pub fn new(params: &[Param], cfg: AdamWConfig) -> Result<Self, TchError> {
+        let kind = params.first().map(|p| p.tensor.kind()).unwrap_or(Kind::Float);
+        Self::with_compute_kind(params, cfg, kind)
+    }
+
+    /// Like [`AdamW::new`], but when `compute` differs from the parameters' dtype (mixed
+    /// precision, see the module docs) the parameters' data becomes views of a flat buffer of
+    /// `compute` dtype holding their rounded values, and the masters stay in the optimiser.
+    pub fn with_compute_kind(params: &[Param], cfg: AdamWConfig, compute: Kind) -> Result<Self, TchError> {
         let (kind, device) = match params.first() {
             Some(p) => (p.tensor.kind(), p.tensor.device()),
             None => (Kind::Float, tch::Device::Cpu),
@@ -172,22 +208,41 @@ impl AdamW {
                 decayed = total;
             }
         }
-        let zeros = || Tensor::f_zeros([total], (kind, device));
-        let flat = Flat { p: zeros()?, g: zeros()?, m: zeros()?, v: zeros()?, scratch: zeros()?, decayed };
+        let zeros = |k: Kind| Tensor::f_zeros([total], (k, device));
+        let compute = if compute != kind { Some(Compute { p: zeros(compute)?, g: zeros(compute)? }) } else { None };
+        let flat = Flat {
+            p: zeros(kind)?,
+            g: zeros(kind)?,
+            m: zeros(kind)?,
+            v: zeros(kind)?,
+            scratch: zeros(kind)?,
+            decayed,
+            compute,
+            g_empty: true,
+        };
         let slots = tch::no_grad(|| {
             params
                 .iter()
                 .zip(&offsets)
                 .map(|(p, &off)| {
                     let shape = p.tensor.size();
-                    let mut pv = view(&flat.p, off, &shape)?;
-                    pv.f_copy_(&p.tensor)?;
+                    let mut master = view(&flat.p, off, &shape)?;
+                    master.f_copy_(&p.tensor)?;
+                    let (data, grad) = match &flat.compute {
+                        Some(c) => {
+                            let mut data = view(&c.p, off, &shape)?;
+                            data.f_copy_(&master)?;
+                            (data, view(&c.g, off, &shape)?)
+                        }
+                        None => (master.shallow_clone(), view(&flat.g, off, &shape)?),
+                    };
                     let mut param = p.tensor.shallow_clone();
-                    param.f_set_data(&pv)?;
+                    param.f_set_data(&data)?;
                     Ok(Slot {
                         name: p.name.clone(),
                         param,
-                        grad: view(&flat.g, off, &shape)?,
+                        master,
+                        grad,
                         m: view(&flat.m, off, &shape)?,
                         v: view(&flat.v, off, &shape)?,
                     })
@@ -207,15 +262,67 @@ impl AdamW {
         self.step
     }
 
+    /// The dtype the model computes in (the parameters' data), which is the masters' dtype
+    /// unless mixed precision is on.
+    pub fn compute_kind(&self) -> Kind {
+        match &self.flat.compute {
+            Some(c) => c.p.kind(),
+            None => self.flat.p.kind(),
+        }
+    }
+
     /// Clears every parameter's gradient (one kernel once the gradients live in the buffer).
     pub fn zero_grad(&mut self) {
         if self.grads_bound() {
-            let _ = self.flat.g.zero_();
+            let _ = match &mut self.flat.compute {
+                Some(c) => c.g.zero_(),
+                None => self.flat.g.zero_(),
+            };
         } else {
             for s in &mut self.slots {
                 s.param.zero_grad();
             }
         }
+        self.flat.g_empty = true;
+    }
+
+    /// Mixed precision: moves the gradients accumulated so far (in the compute dtype) into the
+    /// master gradient buffer and clears them, so that further backward passes accumulate in
+    /// the master dtype (call it after each micro-batch). Without mixed precision it does
+    /// nothing: the gradients already accumulate in the master buffer.
+    pub fn fold_grads(&mut self) -> Result<(), TchError> {
+        if self.flat.compute.is_none() {
+            return Ok(());
+        }
+        self.gather_grads()?;
+        let Flat { g, compute, g_empty, .. } = &mut self.flat;
+        let c = compute.as_mut().expect("mixed precision");
+        tch::no_grad(|| {
+            if *g_empty {
+                g.f_copy_(&c.g)?;
+            } else {
+                let _ = g.f_add_(&c.g)?;
+            }
+            c.g.f_zero_().map(|_| ())
+        })?;
+        *g_empty = false;
+        Ok(())
+    }
+
+    /// Copies the master weights into the compute copy (one cast kernel); needed after the
+    /// masters were overwritten (e.g. a checkpoint loaded). Does nothing without mixed
+    /// precision.
+    pub fn refresh_compute(&mut self) -> Result<(), TchError> {
+        if let Some(c) = &mut self.flat.compute {
+            tch::no_grad(|| c.p.f_copy_(&self.flat.p))?;
+        }
+        Ok(())
+    }
+
+    /// The master weights by parameter name, in parameter order (the parameters themselves
+    /// without mixed precision).
+    pub fn masters(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.slots.iter().map(|s| (s.name.as_str(), &s.master))
     }
 
     /// Whether every parameter's gradient is its view of the flat gradient buffer.
@@ -246,6 +353,7 @@ impl AdamW {
     /// Global L2 norm of all current gradients, as a 0-d tensor on the device.
     pub fn grad_norm(&mut self) -> Result<Tensor, TchError> {
         self.gather_grads()?;
+        self.fold_grads()?;
         tch::no_grad(|| self.flat.g.f_norm())
     }
 
@@ -255,11 +363,14 @@ impl AdamW {
     /// values; call [`AdamW::zero_grad`] before the next backward pass.
     pub fn step(&mut self, lr: f64) -> Result<Tensor, TchError> {
         self.gather_grads()?;
-        tch::no_grad(|| self.step_inner(lr))
+        self.fold_grads()?;
+        let norm = tch::no_grad(|| self.step_inner(lr))?;
+        self.refresh_compute()?;
+        Ok(norm)
     }
 
     fn step_inner(&mut self, lr: f64) -> Result<Tensor, TchError> {
-        let Flat { p, g, m, v, scratch: s, decayed } = &mut self.flat;
+        let Flat { p, g, m, v, scratch: s, decayed, .. } = &mut self.flat;
         let norm = g.f_norm()?;
         if self.cfg.grad_clip > 0.0 {
             let clip = norm.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(self.cfg.grad_clip)?.f_clamp_max(1.0)?;
@@ -475,6 +586,82 @@ mod tests {
         // First moment after one step is (1-β1)·clipped g = 0.1·(0.6, 0.8).
         let ms: Vec<f64> = opt.moments().map(|(_, m, _)| m.double_value(&[0])).collect();
         assert!((ms[0] - 0.06).abs() < 1e-7 && (ms[1] - 0.08).abs() < 1e-7, "{ms:?}");
+    }
+
+    /// bf16 mixed precision over a real model: the model's tensors are bf16 views of one
+    /// buffer, the masters stay fp32 and after every step the bf16 copy is exactly the masters
+    /// rounded to bf16; the trajectory stays close to the fp32 one.
+    #[test]
+    fn bf16_mixed_precision_keeps_fp32_masters() {
+        use crate::model::Transformer;
+        use crate::model::tests::tiny_shape;
+        let build = |compute: Kind| {
+            let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            tch::manual_seed(3);
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            let model = Transformer::new(&vs.root(), &crate::model::tests::tiny_shape()).unwrap();
+            let c = AdamWConfig { weight_decay: 0.1, grad_clip: 1.0, ..AdamWConfig::default() };
+            let opt = AdamW::with_compute_kind(model.params(), c, compute).unwrap();
+            (vs, model, opt)
+        };
+        let (_vs, model, mut opt) = build(Kind::BFloat16);
+        let (_vs32, model32, mut opt32) = build(Kind::Float);
+        assert_eq!((opt.compute_kind(), opt32.compute_kind()), (Kind::BFloat16, Kind::Float));
+        let tokens = Tensor::arange(64, (Kind::Int64, Device::Cpu)).remainder(tiny_shape().vocab_size as i64).view([4, 16]);
+        let (mut losses, mut losses32) = (vec![], vec![]);
+        for _ in 0..10 {
+            for (m, o, out) in [(&model, &mut opt, &mut losses), (&model32, &mut opt32, &mut losses32)] {
+                o.zero_grad();
+                let loss = m.loss(&tokens, &tokens).unwrap();
+                assert_eq!(loss.kind(), Kind::Float, "the cross-entropy is fp32");
+                loss.backward();
+                let _ = o.step(1e-2).unwrap();
+                out.push(loss.double_value(&[]));
+            }
+            for (p, (name, master)) in model.params().iter().zip(opt.masters()) {
+                assert_eq!((p.tensor.kind(), master.kind()), (Kind::BFloat16, Kind::Float), "{name}");
+                assert_eq!(p.tensor.grad().kind(), Kind::BFloat16, "{name}");
+                assert!(p.tensor.equal(&master.to_kind(Kind::BFloat16)), "{name}: the bf16 copy is the rounded master");
+            }
+        }
+        // The model's tensors share one buffer (they are views of it).
+        let ptrs: Vec<usize> = model.params().iter().map(|p| p.tensor.data_ptr() as usize).collect();
+        let span = ptrs.iter().max().unwrap() - ptrs.iter().min().unwrap();
+        assert!(span < 2 * model.param_count() as usize, "{span}");
+        assert!(opt.moments().all(|(_, m, v)| m.kind() == Kind::Float && v.kind() == Kind::Float));
+        for (a, b) in losses.iter().zip(&losses32) {
+            assert!((a - b).abs() < 0.02 * b, "bf16 {losses:?} vs fp32 {losses32:?}");
+        }
+        assert!(losses[9] < losses[0] - 0.5, "{losses:?}");
+        // refresh_compute restores the copy from the masters.
+        let mut first = model.params()[0].tensor.shallow_clone();
+        let _ = tch::no_grad(|| first.fill_(0.0));
+        opt.refresh_compute().unwrap();
+        assert!(first.equal(&opt.masters().next().unwrap().1.to_kind(Kind::BFloat16)));
+    }
+
+    /// Under mixed precision, gradients of several backward passes folded one by one sum in
+    /// the fp32 master buffer; the first fold after zero_grad overwrites it.
+    #[test]
+    fn folded_bf16_grads_accumulate_in_fp32() {
+        let w = param("w", Tensor::from_slice(&[1.0f32, 2.0, 3.0]), ParamKind::Matrix);
+        let mut opt = AdamW::with_compute_kind(&[w], cfg(0.0, 0.0), Kind::BFloat16).unwrap();
+        let p = opt.slots[0].param.shallow_clone();
+        assert_eq!(p.kind(), Kind::BFloat16);
+        let pass = |k: f64| (&p * k).sum(Kind::Float).backward();
+        for round in 0..2 {
+            opt.zero_grad();
+            // 1 + 2^-9 is not representable in bf16: accumulated in bf16, 256 + 1/2 would be lost.
+            pass(256.0);
+            opt.fold_grads().unwrap();
+            pass(0.5);
+            opt.fold_grads().unwrap();
+            let norm = opt.grad_norm().unwrap().double_value(&[]);
+            assert!((norm - 256.5 * 3f64.sqrt()).abs() < 1e-3, "round {round}: {norm}");
+            assert_eq!(opt.flat.g.kind(), Kind::Float);
+            assert_eq!(Vec::<f32>::try_from(&opt.flat.g).unwrap(), vec![256.5f32; 3]);
+            let _ = opt.step(1e-2).unwrap();
+        }
     }
 
     #[test]

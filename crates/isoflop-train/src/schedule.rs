@@ -71,6 +71,8 @@ mod tests {
             grad_clip: 0.0,
             cautious: false,
             wd_schedule: false,
+            decay_embeddings: false,
+            decay_norms: false,
         };
         Schedule::from_recipe(&r)
     }

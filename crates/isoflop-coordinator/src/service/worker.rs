@@ -82,6 +82,7 @@ impl WorkerService for WorkerApi {
             device: rt.runtime.device,
             lease_seconds: self.coord.inner.cfg.lease.as_secs(),
             micro_batch: rt.runtime.micro_batch.unwrap_or(0),
+            precision: rt.runtime.precision.as_str().into(),
         }))
     }
 
