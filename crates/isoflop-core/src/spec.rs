@@ -862,6 +862,14 @@ data:
     }
 
     #[test]
+    fn the_cluster_example_is_a_valid_kubernetes_spec() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster-sweep.yaml");
+        let s = SweepSpec::parse(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+        let ExecutorSpec::Kubernetes(k) = &s.executor else { panic!("{:?}", s.executor) };
+        assert_eq!((k.gpus_per_run, k.volumes.len()), (1, 2));
+    }
+
+    #[test]
     fn unknown_key_names_line_and_column() {
         let e = err(&MINIMAL.replace("  target_steps: 100", "  target_steps: 100\n  target_stepz: 5"));
         assert!(e.starts_with("spec.yaml: 9:3: grid: unknown field `target_stepz`"), "{e}");
