@@ -92,7 +92,7 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
         ExecutorSpec::Kubernetes(k) => {
             let listener =
                 TcpListener::bind(&k.listen).await.with_context(|| format!("cannot bind the coordinator to {}", k.listen))?;
-            let exec = Arc::new(KubernetesExecutor::connect((**k).clone(), exit_tx).await?);
+            let exec = Arc::new(KubernetesExecutor::connect((**k).clone(), loaded.artifacts_dir(), exit_tx).await?);
             (listener, k.coordinator_url.clone(), exec.clone() as Arc<dyn Executor>, Some(exec))
         }
     };

@@ -14,6 +14,7 @@
 //!   keep arriving. On shutdown the Jobs are left running ([`Executor::survives_restart`]).
 
 use crate::api::{ApiCalls, CountLayer, Limiter};
+use crate::manifest::CONTAINER;
 use crate::manifest::{
     AttemptRef, LABEL_ATTEMPT, LABEL_RUN, LABEL_SWEEP, RUN_ID_ANNOTATION, job_for, job_name, label_value, secret_for,
 };
@@ -25,10 +26,11 @@ use isoflop_core::kubernetes::KubernetesSpec;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, Config, ResourceExt};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -62,7 +64,11 @@ struct Tracked {
 type Key = (String, u64);
 
 struct Shared {
+    /// A weak handle to itself, for tasks spawned from `&self` methods.
+    this: std::sync::OnceLock<std::sync::Weak<Shared>>,
     cfg: KubernetesSpec,
+    /// Where the coordinator keeps attempt logs; a finished attempt's pod log is copied there.
+    artifacts: PathBuf,
     jobs: Api<Job>,
     pods: Api<Pod>,
     secrets: Api<Secret>,
@@ -116,15 +122,22 @@ fn is_transient(e: &kube::Error) -> bool {
 impl KubernetesExecutor {
     /// Connects with the usual client configuration (`KUBECONFIG`, `~/.kube/config`, or the
     /// pod's service account), adopts the Jobs already in the namespace, and starts watching.
-    pub async fn connect(cfg: KubernetesSpec, events: UnboundedSender<ExecutorEvent>) -> Result<Self, KubeExecutorError> {
+    /// `artifacts` is the coordinator's artifacts directory: each finished attempt's pod log is
+    /// copied to its log file there (`isoflop logs`).
+    pub async fn connect(
+        cfg: KubernetesSpec,
+        artifacts: PathBuf,
+        events: UnboundedSender<ExecutorEvent>,
+    ) -> Result<Self, KubeExecutorError> {
         let config = Config::infer().await.map_err(|e| KubeExecutorError::Config(e.to_string()))?;
-        Self::with_config(config, cfg, events).await
+        Self::with_config(config, cfg, artifacts, events).await
     }
 
     /// As [`KubernetesExecutor::connect`], with an explicit client configuration.
     pub async fn with_config(
         config: Config,
         cfg: KubernetesSpec,
+        artifacts: PathBuf,
         events: UnboundedSender<ExecutorEvent>,
     ) -> Result<Self, KubeExecutorError> {
         let calls = ApiCalls::default();
@@ -133,14 +146,17 @@ impl KubernetesExecutor {
         let client: Client = builder.with_layer(&CountLayer(calls.clone())).build();
         let ns = cfg.namespace.clone();
         let shared = Arc::new(Shared {
+            this: std::sync::OnceLock::new(),
             limiter: Limiter::new(cfg.qps, cfg.burst),
             jobs: Api::namespaced(client.clone(), &ns),
             pods: Api::namespaced(client.clone(), &ns),
             secrets: Api::namespaced(client, &ns),
             cfg,
+            artifacts,
             tracked: Mutex::default(),
             events,
         });
+        let _ = shared.this.set(Arc::downgrade(&shared));
         // Adopt what an earlier coordinator started: every unfinished Job of ours.
         shared.limiter.acquire().await;
         let existing = shared.jobs.list(&ListParams::default().labels(MANAGED_SELECTOR)).await?;
@@ -202,7 +218,44 @@ impl Shared {
         if first {
             info!(run_id = %key.0, attempt = key.1, class = ?exit.class, "attempt ended: {}", exit.describe());
             self.send(ExecutorEvent::Exited(exit));
+            if let Some(me) = self.me() {
+                tokio::spawn(me.save_log(key.clone()));
+            }
         }
+    }
+
+    fn me(&self) -> Option<Arc<Shared>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Copies an ended attempt's pod log (through the API server's pods/log) to the attempt's
+    /// log file, where `isoflop logs` reads it. A pod whose node is gone has no log to give.
+    async fn save_log(self: Arc<Self>, key: Key) {
+        let path = isoflop_coordinator::log_path(&self.artifacts, &key.0, key.1);
+        let text = match self.pod_log(&key).await {
+            Ok(Some(t)) => t,
+            Ok(None) => "(no pod left to read the log from)\n".to_string(),
+            Err(e) => format!("(the pod log could not be read: {e})\n"),
+        };
+        let write = async {
+            if let Some(d) = path.parent() {
+                tokio::fs::create_dir_all(d).await?;
+            }
+            tokio::fs::write(&path, text).await
+        };
+        if let Err(e) = write.await {
+            warn!(path = %path.display(), "cannot write the attempt's log: {e}");
+        }
+    }
+
+    /// The log of an attempt's worker container, if its pod still exists.
+    async fn pod_log(&self, key: &Key) -> Result<Option<String>, kube::Error> {
+        let lp = ListParams::default().labels(&format!("{LABEL_RUN}={},{LABEL_ATTEMPT}={}", label_value(&key.0), key.1));
+        self.limiter.acquire().await;
+        let Some(pod) = self.pods.list(&lp).await?.items.into_iter().next() else { return Ok(None) };
+        self.limiter.acquire().await;
+        let params = LogParams { container: Some(CONTAINER.into()), ..LogParams::default() };
+        self.pods.logs(&pod.name_any(), &params).await.map(Some)
     }
 
     fn failure(key: &Key, code: Option<i32>, signal: Option<i32>, class: FailureClass, reason: String) -> ExitReport {
