@@ -5,7 +5,7 @@ use crate::cmd_status::{final_table, live_block, offline_coordinator, open_store
 use crate::exit::{CliError, CliResult, input};
 use anyhow::{Context, anyhow};
 use isoflop_coordinator::resolve::PlannedSweep;
-use isoflop_coordinator::{Coordinator, CoordinatorConfig, Executor, LocalExecutor, serve};
+use isoflop_coordinator::{Coordinator, CoordinatorConfig, Executor, ExecutorEvent, LocalExecutor, serve};
 use isoflop_core::RunState;
 use isoflop_core::spec::{ExecutorSpec, LoadedSpec, SweepSpec};
 use isoflop_k8s::KubernetesExecutor;
@@ -49,7 +49,7 @@ pub fn stored_spec(row: &isoflop_store::SweepRow) -> Result<LoadedSpec, isoflop_
 }
 
 /// An exclusive lock on the store for the life of one `isoflop run`.
-fn lock_store(store_path: &Path) -> Result<std::fs::File, CliError> {
+pub fn lock_store(store_path: &Path) -> Result<std::fs::File, CliError> {
     let lock_path = store_path.with_extension("lock");
     if let Some(d) = lock_path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -80,23 +80,9 @@ fn run_loaded(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, pl
 async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, plain: bool) -> CliResult {
     let sweep = loaded.spec.name.clone();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(store_path)?);
-    let (exit_tx, exit_rx) = tokio::sync::mpsc::unbounded_channel();
     let max_parallel = loaded.spec.executor.max_parallel();
-    let (listener, url, exec, kube): (_, _, Arc<dyn Executor>, _) = match &loaded.spec.executor {
-        ExecutorSpec::Local { .. } => {
-            let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind the coordinator to loopback")?;
-            let url = format!("http://{}", listener.local_addr()?);
-            let program = std::env::current_exe().context("cannot find the isoflop binary")?;
-            (listener, url, Arc::new(LocalExecutor::new(program, max_parallel as usize, exit_tx)), None)
-        }
-        ExecutorSpec::Kubernetes(k) => {
-            let listener =
-                TcpListener::bind(&k.listen).await.with_context(|| format!("cannot bind the coordinator to {}", k.listen))?;
-            let exec = Arc::new(KubernetesExecutor::connect((**k).clone(), loaded.artifacts_dir(), exit_tx).await?);
-            (listener, k.coordinator_url.clone(), exec.clone() as Arc<dyn Executor>, Some(exec))
-        }
-    };
-    let coord = Coordinator::new(store.clone(), exec, CoordinatorConfig::from_spec(loaded, url));
+    let hosted = Hosted::new(store.clone(), &loaded.spec.executor, &Endpoint::default(), loaded.artifacts_dir(), None).await?;
+    let coord = hosted.coord.clone();
     let submitted = match coord.submit_planned(&loaded.spec, planned) {
         Ok(s) => s,
         Err(isoflop_coordinator::CoordinatorError::Store(e @ StoreError::SweepConflict { .. })) => return Err(input(e)),
@@ -122,10 +108,7 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
         println!("requeued {recovered} run(s) interrupted in an earlier session; they resume from their checkpoints");
     }
 
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(serve(coord.clone(), listener, None, server_stop.clone()));
-    let sched_stop = CancellationToken::new();
-    let scheduler = tokio::spawn(coord.clone().run_scheduler(exit_rx, sched_stop.clone()));
+    let (kube, serving) = hosted.start(None);
 
     let live = !plain && std::io::stdout().is_terminal();
     let started = Instant::now();
@@ -171,24 +154,13 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
             std::process::exit(130);
         });
     }
-    sched_stop.cancel();
-    let _ = scheduler.await;
-    server_stop.cancel();
-    let _ = server.await;
+    serving.stop().await;
 
     let runs = store.sweep_runs(&sweep)?;
     println!();
     print!("{}", final_table(store.as_ref(), &runs)?);
     if let Some(k) = &kube {
-        let calls = k.api_calls();
-        let kinds: Vec<String> = calls.by_kind().iter().map(|(k, n)| format!("{k} {n}")).collect();
-        println!(
-            "kubernetes: {} API calls for {} runs ({:.1} per run): {}",
-            calls.total(),
-            runs.len(),
-            calls.total() as f64 / runs.len().max(1) as f64,
-            kinds.join(", ")
-        );
+        println!("{}", kube_calls_line(k, runs.len()));
     }
     let results_at = loaded.artifacts_dir();
     println!(
@@ -209,6 +181,109 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
         .into());
     }
     Ok(())
+}
+
+/// Where a hosted coordinator listens and how its workers reach it; `None` takes the
+/// executor's defaults (local: loopback on a free port; Kubernetes: `executor.listen` and
+/// `executor.coordinator_url`).
+#[derive(Debug, Default)]
+pub struct Endpoint {
+    pub listen: Option<String>,
+    pub worker_url: Option<String>,
+}
+
+/// A coordinator with its executor and a bound listener, not yet serving: what `isoflop run`
+/// and `isoflop serve` share.
+pub struct Hosted {
+    pub coord: Coordinator,
+    pub listener: TcpListener,
+    pub worker_url: String,
+    kube: Option<Arc<KubernetesExecutor>>,
+    exit_rx: tokio::sync::mpsc::UnboundedReceiver<ExecutorEvent>,
+}
+
+impl Hosted {
+    /// Builds the executor an [`ExecutorSpec`] describes and a coordinator over `store` that
+    /// launches through it. `threads_per_run`: see [`CoordinatorConfig::threads_per_run`].
+    pub async fn new(
+        store: Arc<dyn Store>,
+        executor: &ExecutorSpec,
+        endpoint: &Endpoint,
+        artifacts_dir: PathBuf,
+        threads_per_run: Option<u64>,
+    ) -> anyhow::Result<Hosted> {
+        let (exit_tx, exit_rx) = tokio::sync::mpsc::unbounded_channel();
+        let listen = endpoint.listen.clone().unwrap_or_else(|| match executor {
+            ExecutorSpec::Local { .. } => "127.0.0.1:0".into(),
+            ExecutorSpec::Kubernetes(k) => k.listen.clone(),
+        });
+        let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot bind the coordinator to {listen}"))?;
+        let (url, exec, kube): (_, Arc<dyn Executor>, _) = match executor {
+            ExecutorSpec::Local { max_parallel, .. } => {
+                let mut addr = listener.local_addr()?;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let url = endpoint.worker_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+                let program = std::env::current_exe().context("cannot find the isoflop binary")?;
+                (url, Arc::new(LocalExecutor::new(program, *max_parallel as usize, exit_tx)), None)
+            }
+            ExecutorSpec::Kubernetes(k) => {
+                let exec = Arc::new(KubernetesExecutor::connect((**k).clone(), artifacts_dir.clone(), exit_tx).await?);
+                let url = endpoint.worker_url.clone().unwrap_or_else(|| k.coordinator_url.clone());
+                (url, exec.clone() as Arc<dyn Executor>, Some(exec))
+            }
+        };
+        let mut cfg = CoordinatorConfig::for_executor(executor, url.clone(), artifacts_dir);
+        cfg.threads_per_run = threads_per_run;
+        let coord = Coordinator::new(store, exec, cfg);
+        Ok(Hosted { coord, listener, worker_url: url, kube, exit_rx })
+    }
+
+    /// Serves the worker and control APIs and runs the scheduler until [`Serving::stop`].
+    pub fn start(self, admin_token: Option<String>) -> (Option<Arc<KubernetesExecutor>>, Serving) {
+        let server_stop = CancellationToken::new();
+        let server = tokio::spawn(serve(self.coord.clone(), self.listener, admin_token, server_stop.clone()));
+        let sched_stop = CancellationToken::new();
+        let scheduler = tokio::spawn(self.coord.clone().run_scheduler(self.exit_rx, sched_stop.clone()));
+        (self.kube, Serving { server_stop, server, sched_stop, scheduler })
+    }
+}
+
+/// A coordinator serving and scheduling.
+pub struct Serving {
+    server_stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    sched_stop: CancellationToken,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// Stops scheduling (live local workers checkpoint and stop; Kubernetes Jobs are left
+    /// running for the next coordinator to adopt), then stops serving.
+    pub async fn stop(self) {
+        self.sched_stop.cancel();
+        let _ = self.scheduler.await;
+        self.server_stop.cancel();
+        match self.server.await {
+            Ok(Err(e)) => tracing::warn!("gRPC server: {e}"),
+            Err(e) => tracing::warn!("gRPC server task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// `kubernetes: N API calls for R runs (...)`.
+pub fn kube_calls_line(k: &KubernetesExecutor, runs: usize) -> String {
+    let calls = k.api_calls();
+    let kinds: Vec<String> = calls.by_kind().iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(
+        "kubernetes: {} API calls for {} runs ({:.1} per run): {}",
+        calls.total(),
+        runs,
+        calls.total() as f64 / runs.max(1) as f64,
+        kinds.join(", ")
+    )
 }
 
 /// Fits the finished sweep and writes its report beside the store (`reports/SWEEP/`). A sweep

@@ -75,10 +75,15 @@ pub fn live_block(sweep: &str, runs: &[RunRow], elapsed: f64) -> String {
 /// distribution; `*` marks the lowest mean eval loss of each budget (the IsoFLOP minimum).
 pub fn final_table(store: &dyn Store, runs: &[RunRow]) -> anyhow::Result<String> {
     let evals: Vec<Vec<EvalRow>> = runs.iter().map(|r| store.evals(&r.run_id)).collect::<Result<_, _>>()?;
+    Ok(final_table_of(runs, &evals))
+}
+
+/// [`final_table`] from runs and their evals (one list per run).
+pub fn final_table_of(runs: &[RunRow], evals: &[Vec<EvalRow>]) -> String {
     let dists: BTreeSet<String> = evals.iter().flatten().map(|e| e.distribution.clone()).collect();
     let mean = |e: &[EvalRow]| (!e.is_empty()).then(|| e.iter().map(|x| x.loss).sum::<f64>() / e.len() as f64);
     let mut best: Vec<(f64, f64)> = Vec::new();
-    for (r, e) in runs.iter().zip(&evals) {
+    for (r, e) in runs.iter().zip(evals) {
         if let Some(m) = mean(e) {
             match best.iter_mut().find(|(b, _)| *b == r.budget) {
                 Some(entry) if m < entry.1 => entry.1 = m,
@@ -91,7 +96,7 @@ pub fn final_table(store: &dyn Store, runs: &[RunRow]) -> anyhow::Result<String>
     header.extend(dists.iter().cloned());
     header.push("mean".into());
     let mut t = Table::new(header);
-    for (r, e) in runs.iter().zip(&evals) {
+    for (r, e) in runs.iter().zip(evals) {
         let c = config(r);
         let mut row = vec![
             r.name.clone(),
@@ -118,7 +123,7 @@ pub fn final_table(store: &dyn Store, runs: &[RunRow]) -> anyhow::Result<String>
     }
     let mut out = t.render();
     out.push_str("losses: mean cross-entropy in nats/token on each held-out distribution; * = lowest mean loss of its budget\n");
-    Ok(out)
+    out
 }
 
 fn newest_sweep(store: &dyn Store) -> anyhow::Result<String> {
@@ -136,14 +141,20 @@ pub fn status(store_path: &Path, sweep: Option<&str>, format: Format) -> CliResu
         return Err(input(anyhow!("sweep `{sweep}` not found in {}", store_path.display())));
     }
     let runs = store.sweep_runs(&sweep)?;
+    let evals: Vec<Vec<EvalRow>> = runs.iter().map(|r| store.evals(&r.run_id)).collect::<Result<_, _>>()?;
+    print_status(&sweep, &runs, &evals, format)
+}
+
+/// Prints a sweep's runs as `isoflop status` does (the local store or a coordinator's).
+pub fn print_status(sweep: &str, runs: &[RunRow], evals: &[Vec<EvalRow>], format: Format) -> CliResult {
     match format {
         Format::Json => {
             let mut arr = Vec::new();
-            for r in &runs {
+            for (r, e) in runs.iter().zip(evals) {
                 let c = config(r);
-                let evals: serde_json::Map<String, serde_json::Value> = store
-                    .evals(&r.run_id)?
-                    .into_iter()
+                let evals: serde_json::Map<String, serde_json::Value> = e
+                    .iter()
+                    .cloned()
                     .map(|e| {
                         (
                             e.distribution,
@@ -175,7 +186,7 @@ pub fn status(store_path: &Path, sweep: Option<&str>, format: Format) -> CliResu
         }
         Format::Table => {
             let mut t = Table::new(["run_id", "run", "state", "step", "loss", "tok/s", "micro", "ETA", "attempts", "note"]);
-            for r in &runs {
+            for r in runs {
                 let total = config(r).map(|c| c.recipe.steps).unwrap_or(0);
                 t.row([
                     r.run_id.clone(),
@@ -193,11 +204,11 @@ pub fn status(store_path: &Path, sweep: Option<&str>, format: Format) -> CliResu
                     },
                 ]);
             }
-            println!("{}", summary_line(&sweep, &runs));
+            println!("{}", summary_line(sweep, runs));
             print!("{}", t.render());
             if runs.iter().any(|r| r.state == RunState::Succeeded) {
                 println!();
-                print!("{}", final_table(store.as_ref(), &runs)?);
+                print!("{}", final_table_of(runs, evals));
             }
         }
     }
@@ -260,6 +271,7 @@ pub fn offline_coordinator(store: Arc<dyn Store>) -> Coordinator {
         backoff_base: std::time::Duration::from_secs(2),
         tick: std::time::Duration::from_secs(1),
         drain_grace: std::time::Duration::from_secs(1),
+        threads_per_run: None,
     };
     Coordinator::new(store, exec, cfg)
 }

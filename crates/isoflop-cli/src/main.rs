@@ -7,8 +7,10 @@ mod cmd_fit;
 mod cmd_plan;
 mod cmd_report;
 mod cmd_run;
+mod cmd_serve;
 mod cmd_status;
 mod exit;
+mod remote;
 mod table;
 mod worker;
 
@@ -54,14 +56,36 @@ enum Command {
         #[arg(long)]
         plain: bool,
     },
-    /// Show the state of a sweep's runs from the store (during or after a run).
+    /// Run the coordinator as a long-lived service (until SIGTERM or Ctrl-C): clients submit
+    /// and watch sweeps with `--coordinator URL`; its executor, store and artifacts run them.
+    Serve {
+        /// The service's YAML config (listen, worker_url, store, artifacts, admin_token_file, executor).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Send a sweep spec to an `isoflop serve` coordinator, print its runs, and exit.
+    Submit {
+        spec: PathBuf,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+    /// Follow a sweep on an `isoflop serve` coordinator, one line per event, until it finishes.
+    Watch {
+        sweep: String,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
+    },
+    /// Show the state of a sweep's runs from the store (during or after a run), or from a
+    /// coordinator with --coordinator.
     Status {
-        /// Sweep name (default: the newest sweep).
+        /// Sweep name (default: the newest sweep; required with --coordinator).
         sweep: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
     /// Print the worker logs of a run (every attempt, or one).
     Logs {
@@ -71,6 +95,8 @@ enum Command {
         attempt: Option<u64>,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
     /// Requeue the runs of a sweep that ended failed or cancelled, and run them.
     Resume {
@@ -85,6 +111,9 @@ enum Command {
         plain: bool,
         #[command(flatten)]
         store: StoreArgs,
+        /// With --coordinator: requeue there; the coordinator runs them.
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
     /// Cancel a sweep's unfinished runs (or one run); live workers are stopped.
     Cancel {
@@ -94,6 +123,8 @@ enum Command {
         run: bool,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        remote: remote::RemoteArgs,
     },
     /// Fit scaling laws (IsoFLOP, parametric, relative) to a sweep or a CSV table.
     Fit {
@@ -147,7 +178,10 @@ fn default_sigpipe() {
 
 fn main() {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Plan { .. } | Command::Status { .. } | Command::Logs { .. } | Command::Fit { .. }) {
+    if matches!(
+        cli.command,
+        Command::Plan { .. } | Command::Status { .. } | Command::Logs { .. } | Command::Fit { .. } | Command::Watch { .. }
+    ) {
         default_sigpipe();
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("ISOFLOP_LOG").unwrap_or_else(|_| "warn".into());
@@ -155,12 +189,23 @@ fn main() {
     let result = match cli.command {
         Command::Plan { spec, format } => cmd_plan::plan(&spec, format),
         Command::Run { spec, plain } => cmd_run::run(&spec, plain),
-        Command::Status { sweep, format, store } => cmd_status::status(&store.store, sweep.as_deref(), format),
-        Command::Logs { run, attempt, store } => cmd_status::logs(&store.store, &run, attempt),
-        Command::Resume { sweep, include_diverged, no_run, plain, store } => {
+        Command::Serve { config } => cmd_serve::serve(&config),
+        Command::Submit { spec, remote } => remote::submit(&spec, &remote),
+        Command::Watch { sweep, remote } => remote::watch(&sweep, &remote),
+        Command::Status { sweep, format, remote, .. } if remote.coordinator.is_some() => {
+            remote::status(sweep.as_deref(), format, &remote)
+        }
+        Command::Status { sweep, format, store, .. } => cmd_status::status(&store.store, sweep.as_deref(), format),
+        Command::Logs { run, attempt, remote, .. } if remote.coordinator.is_some() => remote::logs(&run, attempt, &remote),
+        Command::Logs { run, attempt, store, .. } => cmd_status::logs(&store.store, &run, attempt),
+        Command::Resume { sweep, include_diverged, remote, .. } if remote.coordinator.is_some() => {
+            remote::resume(&sweep, include_diverged, &remote)
+        }
+        Command::Resume { sweep, include_diverged, no_run, plain, store, .. } => {
             cmd_run::resume(&store.store, &sweep, include_diverged, no_run, plain)
         }
-        Command::Cancel { target, run, store } => cmd_status::cancel(&store.store, &target, run),
+        Command::Cancel { target, run, remote, .. } if remote.coordinator.is_some() => remote::cancel(&target, run, &remote),
+        Command::Cancel { target, run, store, .. } => cmd_status::cancel(&store.store, &target, run),
         Command::Fit { sweep, args, format, store } => cmd_fit::fit(&args.source(sweep, &store.store), &args, format),
         Command::Report { sweep, out, args, store } => cmd_report::report(&args.source(sweep, &store.store), &args, &out),
         Command::Bench { command } => cmd_bench::bench(command),

@@ -41,25 +41,33 @@ pub struct CoordinatorConfig {
     pub tick: Duration,
     /// How long a drain waits for workers to checkpoint before killing them.
     pub drain_grace: Duration,
+    /// CPU threads of every worker, whatever a sweep's spec says (`isoflop serve`: the
+    /// daemon's executor section wins); `None` takes each spec's `executor.threads_per_run`.
+    pub threads_per_run: Option<u64>,
 }
 
 impl CoordinatorConfig {
     /// Settings from a spec's executor section.
     pub fn from_spec(loaded: &LoadedSpec, worker_url: String) -> Self {
-        let executor = &loaded.spec.executor;
+        Self::for_executor(&loaded.spec.executor, worker_url, loaded.artifacts_dir())
+    }
+
+    /// Settings from an executor section, with the artifacts directory given.
+    pub fn for_executor(executor: &ExecutorSpec, worker_url: String, artifacts_dir: PathBuf) -> Self {
         let launch_grace = match executor {
             ExecutorSpec::Local { .. } => 30,
             ExecutorSpec::Kubernetes(k) => k.start_grace_seconds,
         };
         CoordinatorConfig {
             worker_url,
-            artifacts_dir: loaded.artifacts_dir(),
+            artifacts_dir,
             max_retries: executor.max_retries(),
             lease: Duration::from_secs(executor.lease_seconds()),
             launch_grace: Duration::from_secs(launch_grace),
             backoff_base: Duration::from_secs(2),
             tick: Duration::from_millis(250),
             drain_grace: Duration::from_secs(120),
+            threads_per_run: None,
         }
     }
 }
@@ -187,6 +195,11 @@ impl Coordinator {
         self.inner.cfg.artifacts_dir.join(run_id).join("checkpoints")
     }
 
+    /// The coordinator's settings.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.inner.cfg
+    }
+
     /// Log file of an attempt.
     pub fn log_path(&self, run_id: &str, attempt: u64) -> PathBuf {
         log_path(&self.inner.cfg.artifacts_dir, run_id, attempt)
@@ -206,7 +219,11 @@ impl Coordinator {
     }
 
     fn register_runtime(&self, sweep: &str, spec: &SweepSpec, runs: impl Iterator<Item = String>) {
-        let rt = RunRuntime { runtime: spec.runtime.clone(), threads: spec.executor.threads_per_run(), sweep: sweep.into() };
+        let rt = RunRuntime {
+            runtime: spec.runtime.clone(),
+            threads: self.inner.cfg.threads_per_run.unwrap_or(spec.executor.threads_per_run()),
+            sweep: sweep.into(),
+        };
         let mut map = self.inner.runtimes.lock().unwrap_or_else(|p| p.into_inner());
         for r in runs {
             map.entry(r).or_insert_with(|| rt.clone());

@@ -301,6 +301,38 @@ pub enum ExecutorSpec {
 }
 
 impl ExecutorSpec {
+    /// Checks the values of an executor section alone (errors name `executor.KEY` in `file`);
+    /// used by the sweep spec and by `isoflop serve`'s config.
+    pub fn validate(&self, file: &Path) -> Result<(), SpecError> {
+        let err = |key: &str, msg: String| Err(SpecError::at(file, format!("executor.{key}"), msg));
+        match self {
+            ExecutorSpec::Local { max_parallel, threads_per_run, lease_seconds, .. } => {
+                if *max_parallel == 0 {
+                    return err("max_parallel", "expected at least 1".into());
+                }
+                if *threads_per_run == 0 {
+                    return err("threads_per_run", "expected at least 1".into());
+                }
+                if *lease_seconds < 2 {
+                    return err("lease_seconds", "expected at least 2 seconds".into());
+                }
+                Ok(())
+            }
+            ExecutorSpec::Kubernetes(k) => k.validate().or_else(|e| err(&e.key, e.message)),
+        }
+    }
+
+    /// Whether `artifacts` is where both the coordinator and the workers see it: always for
+    /// local workers; for Kubernetes an absolute path on one of the executor's volumes.
+    pub fn artifacts_reachable(&self, artifacts: Option<&Path>) -> bool {
+        match self {
+            ExecutorSpec::Local { .. } => true,
+            ExecutorSpec::Kubernetes(k) => {
+                artifacts.is_some_and(|a| a.is_absolute() && k.volumes.iter().any(|v| a.starts_with(&v.mount_path)))
+            }
+        }
+    }
+
     /// Counted retries per run.
     pub fn max_retries(&self) -> u64 {
         match self {
@@ -439,6 +471,20 @@ impl Default for StoreSpec {
     }
 }
 
+/// Parses YAML strictly into `T`; errors lead with `line:column` (or the key path) in `file`.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, SpecError> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let location = e.location().map(|l| format!("{}:{}: ", l.line(), l.column())).unwrap_or_default();
+        let message = e.to_string();
+        // serde_yaml appends " at line L column C"; we already lead with it.
+        let message = match message.rfind(" at line ") {
+            Some(i) if !location.is_empty() => message[..i].to_string(),
+            _ => message,
+        };
+        SpecError { file: file.to_path_buf(), location, message }
+    })
+}
+
 /// Vocabulary size of a tokenizer isoflop knows by name.
 pub fn tokenizer_vocab(name: &str) -> Option<u64> {
     match name {
@@ -509,16 +555,7 @@ impl SweepSpec {
 
     /// Parses and validates spec text; `file` is used in errors.
     pub fn parse(file: &Path, text: &str) -> Result<SweepSpec, SpecError> {
-        let spec: SweepSpec = serde_yaml::from_str(text).map_err(|e| {
-            let location = e.location().map(|l| format!("{}:{}: ", l.line(), l.column())).unwrap_or_default();
-            let message = e.to_string();
-            // serde_yaml appends " at line L column C"; we already lead with it.
-            let message = match message.rfind(" at line ") {
-                Some(i) if !location.is_empty() => message[..i].to_string(),
-                _ => message,
-            };
-            SpecError { file: file.to_path_buf(), location, message }
-        })?;
+        let spec: SweepSpec = parse_yaml(file, text)?;
         spec.validate(file)?;
         Ok(spec)
     }
@@ -677,39 +714,18 @@ impl SweepSpec {
         if d.eval_tokens == 0 {
             return err("data.eval_tokens", "expected a positive number of tokens".into());
         }
-        match &self.executor {
-            ExecutorSpec::Local { max_parallel, threads_per_run, lease_seconds, .. } => {
-                if *max_parallel == 0 {
-                    return err("executor.max_parallel", "expected at least 1".into());
-                }
-                if *threads_per_run == 0 {
-                    return err("executor.threads_per_run", "expected at least 1".into());
-                }
-                if *lease_seconds < 2 {
-                    return err("executor.lease_seconds", "expected at least 2 seconds".into());
-                }
-            }
-            ExecutorSpec::Kubernetes(k) => {
-                if let Err(e) = k.validate() {
-                    return err(&format!("executor.{}", e.key), e.message);
-                }
-                // Workers write checkpoints where the coordinator looks for them: the
-                // artifacts directory must be on a volume both see at the same path.
-                let base = file.parent().unwrap_or(Path::new("."));
-                let artifacts = self.store.artifacts.as_ref().map(|a| base.join(a));
-                let on_volume = |p: &Path| k.volumes.iter().any(|v| p.starts_with(&v.mount_path));
-                match artifacts {
-                    Some(a) if a.is_absolute() && on_volume(&a) => {}
-                    _ => {
-                        return err(
-                            "store.artifacts",
-                            "with the kubernetes executor, expected an absolute path on one of executor.volumes' \
-                             mount paths (workers write checkpoints there and the coordinator reads them)"
-                                .into(),
-                        );
-                    }
-                }
-            }
+        self.executor.validate(file)?;
+        // Workers write checkpoints where the coordinator looks for them: with Kubernetes the
+        // artifacts directory must be on a volume both see at the same path.
+        let base = file.parent().unwrap_or(Path::new("."));
+        let artifacts = self.store.artifacts.as_ref().map(|a| base.join(a));
+        if !self.executor.artifacts_reachable(artifacts.as_deref()) {
+            return err(
+                "store.artifacts",
+                "with the kubernetes executor, expected an absolute path on one of executor.volumes' \
+                 mount paths (workers write checkpoints there and the coordinator reads them)"
+                    .into(),
+            );
         }
         if self.runtime.progress_every == 0 {
             return err("runtime.progress_every", "expected at least 1 step".into());

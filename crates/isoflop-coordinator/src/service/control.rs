@@ -34,6 +34,28 @@ impl ControlApi {
         store.sweep_runs(sweep).map_err(|e| Status::internal(e.to_string()))
     }
 
+    /// A run by id, unique id prefix or name, across every sweep.
+    fn find_run(&self, key: &str) -> Result<isoflop_store::RunRow, Status> {
+        let store = self.coord.store();
+        let internal = |e: isoflop_store::StoreError| Status::internal(e.to_string());
+        if let Some(r) = store.run(key).map_err(internal)? {
+            return Ok(r);
+        }
+        let mut found: Vec<isoflop_store::RunRow> = Vec::new();
+        for s in store.sweeps().map_err(internal)? {
+            for r in store.sweep_runs(&s.name).map_err(internal)? {
+                if (r.run_id.starts_with(key) || r.name == key) && !found.iter().any(|f| f.run_id == r.run_id) {
+                    found.push(r);
+                }
+            }
+        }
+        match found.len() {
+            0 => Err(Status::not_found(format!("no run matches `{key}`"))),
+            1 => Ok(found.remove(0)),
+            n => Err(Status::invalid_argument(format!("`{key}` matches {n} runs; give more of the run id"))),
+        }
+    }
+
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let Some(want) = &self.admin_token_hash else { return Ok(()) };
         let got = crate::auth::bearer(req.metadata()).ok_or_else(|| Status::unauthenticated("missing admin bearer token"))?;
@@ -67,6 +89,8 @@ pub fn run_summary(coord: &Coordinator, r: &isoflop_store::RunRow) -> pb::RunSum
         attempts: r.attempts,
         progress: r.progress.as_ref().map(progress_msg),
         evals: evals.into_iter().map(eval_msg).collect(),
+        corpus: r.corpus.clone(),
+        config_json: r.config_json.clone(),
     }
 }
 
@@ -81,7 +105,18 @@ impl ControlService for ControlApi {
         let spec = SweepSpec::parse(&path, &m.spec_yaml).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let loaded = LoadedSpec { spec, path, text: m.spec_yaml };
         let r = self.coord.submit(&loaded).map_err(status)?;
-        Ok(Response::new(pb::SubmitSweepResponse { sweep: loaded.spec.name, runs: r.runs as u32, reused_runs: r.reused as u32 }))
+        let note = format!(
+            "run by this coordinator's executor, store and artifacts directory ({}); the spec's `executor` and `store` \
+             sections are not used here",
+            self.coord.config().artifacts_dir.display()
+        );
+        tracing::info!(sweep = %loaded.spec.name, runs = r.runs, reused = r.reused, existed = r.existed, "sweep submitted; {note}");
+        Ok(Response::new(pb::SubmitSweepResponse {
+            sweep: loaded.spec.name,
+            runs: r.runs as u32,
+            reused_runs: r.reused as u32,
+            note,
+        }))
     }
 
     async fn get_sweep(&self, req: Request<pb::GetSweepRequest>) -> Result<Response<pb::SweepStatus>, Status> {
@@ -131,7 +166,8 @@ impl ControlService for ControlApi {
 
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelResponse>, Status> {
         self.check(&req)?;
-        let n = self.coord.cancel_run(&req.into_inner().run_id).map_err(status)?;
+        let run = self.find_run(&req.into_inner().run_id)?;
+        let n = self.coord.cancel_run(&run.run_id).map_err(status)?;
         Ok(Response::new(pb::CancelResponse { cancelled: n as u32 }))
     }
 
@@ -141,4 +177,40 @@ impl ControlService for ControlApi {
         let n = self.coord.resume_sweep(&m.sweep, m.include_diverged).map_err(status)?;
         Ok(Response::new(pb::ResumeSweepResponse { requeued: n }))
     }
+
+    async fn get_run_logs(&self, req: Request<pb::GetRunLogsRequest>) -> Result<Response<pb::GetRunLogsResponse>, Status> {
+        self.check(&req)?;
+        let m = req.into_inner();
+        let run = self.find_run(&m.run)?;
+        let attempts: Vec<u64> = if m.attempt > 0 { vec![m.attempt] } else { (1..=run.attempts).collect() };
+        let logs = attempts
+            .into_iter()
+            .map(|a| {
+                let path = self.coord.log_path(&run.run_id, a);
+                let (text, error) = match read_tail(&path, LOG_TAIL_BYTES) {
+                    Ok(t) => (t, String::new()),
+                    Err(e) => (String::new(), e.to_string()),
+                };
+                pb::AttemptLog { attempt: a, path: path.display().to_string(), text, error }
+            })
+            .collect();
+        Ok(Response::new(pb::GetRunLogsResponse { run_id: run.run_id, name: run.name, logs }))
+    }
+}
+
+/// The most of one log file a `GetRunLogs` answer carries (gRPC messages are capped at 4 MiB).
+const LOG_TAIL_BYTES: u64 = 2 << 20;
+
+/// The last `max` bytes of a file, as text.
+fn read_tail(path: &std::path::Path, max: u64) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut buf = Vec::new();
+    if len > max {
+        f.seek(SeekFrom::Start(len - max))?;
+    }
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    Ok(if len > max { format!("[... first {} bytes left out ...]\n{text}", len - max) } else { text })
 }

@@ -1,0 +1,169 @@
+//! The coordinator as a service, end to end with real processes: `isoflop serve --config` with
+//! a local executor, and the client commands talking to it over the control API.
+
+mod common;
+
+use common::{TINY_SWEEP, bin, isoflop, show, write_spec};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills the daemon if the test panics before stopping it.
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_serve(config: &Path, log: &Path) -> Daemon {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("ISOFLOP_LOG", "info")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
+fn wait_listening(port: u16, daemon: &mut Daemon, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            panic!("isoflop serve exited with {s}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(Instant::now() < deadline, "isoflop serve did not listen in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), TINY_SWEEP);
+    let spec = spec.to_str().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let token = dir.path().join("admin-token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nstore: {{sqlite: daemon/isoflop.db}}\nartifacts: daemon/runs\n\
+             admin_token_file: admin-token\nexecutor: {{kind: local, max_parallel: 2}}\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut daemon = spawn_serve(&config, &log);
+    wait_listening(port, &mut daemon, &log);
+    let tok = token.to_str().unwrap();
+    let with = |args: &[&str]| {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--coordinator", &url, "--token-file", tok]);
+        isoflop(&a)
+    };
+
+    // Without the admin token the daemon refuses (bad input: exit 2).
+    let out = isoflop(&["submit", spec, "--coordinator", &url]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin bearer token"), "{}", show(&out));
+
+    // Submit, then watch to the end.
+    let t0 = Instant::now();
+    let out = with(&["submit", spec]);
+    assert!(out.status.success(), "{}", show(&out));
+    let s = stdout(&out);
+    assert!(s.contains("submitted sweep tiny") && s.contains("4 runs"), "{s}");
+    assert!(s.contains("the spec's `executor` and `store` sections are not used"), "{s}");
+    let out = with(&["watch", "tiny"]);
+    let finished = t0.elapsed();
+    assert!(out.status.success(), "{}", show(&out));
+    let s = stdout(&out);
+    assert!(s.contains("-> succeeded") && s.contains("4/4 done"), "{s}");
+    eprintln!("tiny sweep: submit to finished (watch returned) in {:.1} s", finished.as_secs_f64());
+
+    // Status over the control API: the same table as local status.
+    let out = with(&["status", "tiny"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let s = stdout(&out);
+    assert!(s.contains("[tiny] 4/4 done") && s.contains("* = lowest mean loss"), "{s}");
+    assert_eq!(s.matches(" succeeded ").count(), 8, "every run succeeded, in both tables:\n{s}");
+    // The daemon's store and artifacts hold it, not the spec's `store` section.
+    assert!(dir.path().join("daemon/isoflop.db").is_file());
+    assert!(!dir.path().join("state/isoflop.db").exists());
+    let out = with(&["status", "tiny", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+    assert!(v["runs"][0]["evals"]["python"]["loss"].as_f64().unwrap() > 0.0);
+    let run_id = v["runs"][0]["run_id"].as_str().unwrap().to_string();
+
+    // Logs, read by the coordinator from its artifacts directory.
+    let out = with(&["logs", &run_id[..8]]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("worker: eval python") && stdout(&out).contains("daemon/runs"), "{}", show(&out));
+
+    // A second sweep with runs of its own: cancel it, resume it, watch it finish.
+    let other = write_spec(dir.path(), &TINY_SWEEP.replace("name: tiny", "name: other").replace("lr_max: 0.01", "lr_max: 0.02"));
+    let out = with(&["submit", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = with(&["cancel", "other"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out = with(&["status", "other"]);
+    assert!(stdout(&out).contains("4 cancelled") || stdout(&out).contains("done, 0 running, 0 queued"), "{}", show(&out));
+    let out = with(&["resume", "other"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("requeued"), "{}", show(&out));
+    let out = with(&["watch", "other"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(stdout(&out).contains("4/4 done"), "{}", show(&out));
+
+    // Unknown sweeps are bad input.
+    let out = with(&["status", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+
+    // SIGTERM: a clean stop.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.0.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = daemon.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}\n{text}");
+    assert!(text.contains("listening on 127.0.0.1") && text.contains("stopped"), "{text}");
+}
+
+#[test]
+fn bad_serve_configs_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = "listen: 127.0.0.1:7700\nstore: {sqlite: db/isoflop.db}\nexecutor: {kind: local}\n";
+    let cases = [
+        (format!("{good}bogus: 1\n"), "unknown field `bogus`"),
+        (good.replace("127.0.0.1:7700", "nowhere"), "listen: `nowhere`"),
+        (good.replace("{kind: local}", "{kind: local, max_parallel: 0}"), "executor.max_parallel"),
+        (good.replace("{kind: local}", "{kind: local, colour: red}"), "unknown field `colour`"),
+        (format!("{good}admin_token_file: missing-token\n"), "admin_token_file: cannot read"),
+        (format!("{good}worker_url: grpc://x\n"), "worker_url"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let out = isoflop(&["serve", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("bad{i}.yaml")) && err.contains(want), "want `{want}`:\n{err}");
+    }
+    // Client commands without a coordinator to talk to.
+    let out = isoflop(&["watch", "tiny"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
