@@ -365,19 +365,41 @@ impl Shared {
                 // Admitted; the pod watcher reports whether the pod itself can be placed.
             }
             JobVerdict::Failed { reason, deadline } => {
-                // Normally the pod's status has already said how it ended; this covers a pod
-                // that vanished (deleted with its node) and the deadline.
-                let class = if deadline { FailureClass::UserError } else { FailureClass::NodeLost };
-                self.exited(&key, Self::failure(&key, None, None, class, reason));
+                // Normally the pod's status says how it ended, and the two watches need not
+                // deliver in order: give the pod's event a moment, then read the pod.
+                if let Some(me) = self.me() {
+                    tokio::spawn(me.settle_failed_job(key, job.name_any(), reason, deadline));
+                }
             }
             _ => {}
         }
+    }
+
+    /// A Job failed and no pod event has said why yet: read its pod; no pod left means its
+    /// node took it (or the deadline did, when the Job says so).
+    async fn settle_failed_job(self: Arc<Self>, key: Key, job: String, reason: String, deadline: bool) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if self.with(&key, |t| t.done).unwrap_or(true) {
+            return;
+        }
+        self.limiter.acquire().await;
+        let pods = self.pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await;
+        let verdict = pods.ok().and_then(|p| p.items.first().map(pod_verdict));
+        let exit = match verdict {
+            Some(PodVerdict::Failed { code, signal, class, reason }) => Self::failure(&key, code, signal, class, reason),
+            _ if deadline => Self::failure(&key, None, None, FailureClass::UserError, reason),
+            _ => Self::failure(&key, None, None, FailureClass::NodeLost, reason),
+        };
+        self.exited(&key, exit);
     }
 
     fn on_pod(&self, pod: &Pod, deleted: bool) {
         let Some(key) = run_of(&pod.metadata) else { return };
         let Some((false, stopping, blocked)) = self.with(&key, |t| (t.done, t.stopping, t.blocked)) else { return };
         let verdict = pod_verdict(pod);
+        if !matches!(verdict, PodVerdict::Stuck { .. }) {
+            self.with(&key, |t| t.stuck = None);
+        }
         match verdict {
             PodVerdict::Unschedulable(message) => {
                 self.with(&key, |t| t.blocked = true);
