@@ -58,6 +58,7 @@ impl Cluster {
             commands: HashMap::from([("isoflop".to_string(), PathBuf::from(common::bin()))]),
             env: Vec::new(),
             log_dir: dir.path().join("pod-logs"),
+            kubelet_tls: Some(cp.kubelet_tls()),
         };
         let agent = rt.block_on(NodeAgent::start(cp.client(), nodes, opts)).unwrap();
         eprintln!("cluster ready in {:.1} s", t0.elapsed().as_secs_f64());

@@ -22,12 +22,15 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::kubelet::{self, KubeletTls};
 use crate::{HarnessError, io_err};
 
 const FIELD_MANAGER: &str = "isoflop-node-agent";
 const LEASE_RENEW: Duration = Duration::from_secs(10);
 const LEASE_DURATION_S: i32 = 40;
 const LOCALHOST: &str = "127.0.0.1";
+/// The kubelet port written into Nodes when the agent serves no kubelet endpoint (nothing listens there).
+const DEFAULT_KUBELET_PORT: u16 = 10250;
 
 /// One fake machine.
 #[derive(Clone, Debug)]
@@ -54,12 +57,16 @@ pub struct AgentOptions {
     /// PVC claim name -> local directory. The agent cannot remap paths, so a container's mount path for that
     /// claim must equal the local directory (else the pod fails with a clear message in its status).
     pub volume_dirs: HashMap<String, PathBuf>,
-    /// command[0] -> local executable (e.g. "isoflop" -> the built test binary); other names resolve via PATH.
+    /// `command[0]` -> local executable (e.g. "isoflop" -> the built test binary); other names resolve via PATH.
     pub commands: HashMap<String, PathBuf>,
     /// Extra environment for every process (e.g. LD_LIBRARY_PATH); the agent's own PATH/HOME/LD_LIBRARY_PATH are passed too.
     pub env: Vec<(String, String)>,
-    /// Where each container's stdout+stderr goes: <log_dir>/<namespace>_<pod>_<container>.log
+    /// Where each container's stdout+stderr goes: `<log_dir>/<namespace>_<pod>_<container>.log`
     pub log_dir: PathBuf,
+    /// With TLS material ([`crate::ControlPlane::kubelet_tls`]), the agent serves a kubelet endpoint for `pods/log`
+    /// on a free loopback port (written into every Node's `status.daemonEndpoints.kubeletEndpoint.Port`); without,
+    /// Nodes name port 10250 and nothing listens there.
+    pub kubelet_tls: Option<KubeletTls>,
 }
 
 /// What the pod's task hears from the watcher.
@@ -92,13 +99,17 @@ struct State {
     nodes: HashMap<String, Vec<JoinHandle<()>>>,
     /// By pod UID.
     pods: HashMap<String, PodEntry>,
+    /// The kubelet endpoint's accept loop.
+    server: Option<JoinHandle<()>>,
 }
 
 struct Inner {
     client: Client,
     opts: AgentOptions,
     base_env: Vec<(String, String)>,
-    state: Mutex<State>,
+    kubelet_port: u16,
+    /// Shared with the kubelet endpoint (which holds it weakly).
+    state: Arc<Mutex<State>>,
 }
 
 /// The kubelet stand-in for a set of nodes. Dropping it SIGKILLs every process it started and stops all its tasks
@@ -131,7 +142,22 @@ impl NodeAgent {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
-        let agent = NodeAgent { inner: Arc::new(Inner { client, opts, base_env, state: Mutex::default() }) };
+        let state = Arc::new(Mutex::new(State::default()));
+        let mut kubelet_port = DEFAULT_KUBELET_PORT;
+        if let Some(tls) = &opts.kubelet_tls {
+            let pods = Arc::downgrade(&state);
+            let known: kubelet::KnownPod = Arc::new(move |ns: &str, pod: &str| {
+                pods.upgrade().is_some_and(|st| {
+                    let st = st.lock().unwrap_or_else(|p| p.into_inner());
+                    st.pods.values().any(|e| e.namespace == ns && e.name == pod && !e.dead)
+                })
+            });
+            let (port, task) = kubelet::start(tls, opts.log_dir.clone(), known).await?;
+            kubelet_port = port;
+            state.lock().unwrap_or_else(|p| p.into_inner()).server = Some(task);
+            tracing::info!("kubelet endpoint (pods/log) on https://127.0.0.1:{port}");
+        }
+        let agent = NodeAgent { inner: Arc::new(Inner { client, opts, base_env, kubelet_port, state }) };
         for n in nodes {
             agent.add_node(n).await?;
         }
@@ -164,7 +190,7 @@ impl NodeAgent {
                 cond("Ready", "True", "KubeletReady", "isoflop node agent is posting ready status"),
             ],
             "addresses": [{"type": "InternalIP", "address": LOCALHOST}, {"type": "Hostname", "address": node.name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": inner.kubelet_port}},
             "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "isoflop node agent",
                 "containerRuntimeVersion": "isoflop-harness://0.1", "kubeletVersion": "v1.37.2", "kubeProxyVersion": "",
                 "operatingSystem": "linux", "architecture": "amd64"},
@@ -256,6 +282,9 @@ impl NodeAgent {
 impl Drop for NodeAgent {
     fn drop(&mut self) {
         let mut st = self.inner.lock();
+        if let Some(t) = st.server.take() {
+            t.abort();
+        }
         for (_, tasks) in st.nodes.drain() {
             for t in tasks {
                 t.abort();

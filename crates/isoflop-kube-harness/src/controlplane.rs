@@ -14,7 +14,7 @@ use kube::{Client, Config};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::{HarnessError, certs, io_err};
+use crate::{HarnessError, KubeletTls, certs, io_err};
 
 /// How long [`ControlPlane::start`] waits for the components before giving up.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -30,6 +30,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     log_dir: PathBuf,
     client: Client,
+    kubelet_tls: KubeletTls,
     /// The apiserver's URL, `https://127.0.0.1:<port>`.
     pub server: String,
 }
@@ -80,6 +81,7 @@ impl ControlPlane {
             log_dir: log_dir.clone(),
             client: client_from(&kubeconfig).await?,
             server: server.clone(),
+            kubelet_tls: pki.kubelet.clone(),
         };
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -118,6 +120,11 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--authorization-mode=RBAC".into(),
+                // pods/log, exec, ...: HTTPS to the node's InternalIP (the agent's Hostname address does not resolve).
+                format!("--kubelet-client-certificate={}", p(&pki.kubelet_client_cert)),
+                format!("--kubelet-client-key={}", p(&pki.kubelet_client_key)),
+                format!("--kubelet-certificate-authority={}", p(&pki.ca_cert)),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--enable-priority-and-fairness=false".into(),
                 "--profiling=false".into(),
                 "--v=0".into(),
@@ -256,6 +263,13 @@ impl ControlPlane {
     /// A client authenticated as the admin.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// The node agent's kubelet serving certificate (IP SAN 127.0.0.1) and the cluster CA, which the apiserver
+    /// trusts for kubelets and which signed the apiserver's kubelet client certificate: pass it as
+    /// [`crate::AgentOptions::kubelet_tls`] so that `pods/log` works.
+    pub fn kubelet_tls(&self) -> KubeletTls {
+        self.kubelet_tls.clone()
     }
 
     /// Where `etcd.log`, `kube-apiserver.log`, `kube-controller-manager.log` and `kube-scheduler.log` are written.

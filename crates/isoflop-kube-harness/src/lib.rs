@@ -12,8 +12,8 @@
 //!
 //! # What is faked
 //!
-//! There is no kubelet, container runtime, image, network or storage. [`NodeAgent`] registers Node objects with
-//! the capacity of a [`NodeSpec`] (cpu, memory, `pods: 110`, `nvidia.com/gpu`), keeps their Leases in
+//! There is no kubelet (beyond the log endpoint below), container runtime, image, network or storage. [`NodeAgent`]
+//! registers Node objects with the capacity of a [`NodeSpec`] (cpu, memory, `pods: 110`, `nvidia.com/gpu`), keeps their Leases in
 //! `kube-node-lease` renewed every 10 s so that the node lifecycle controller keeps them Ready, and for every
 //! pod the scheduler binds to one of its nodes runs the first container's `command + args` as a local process in
 //! its own process group (the image is ignored; `command[0]` can be remapped with [`AgentOptions::commands`]).
@@ -25,6 +25,22 @@
 //! local directory. Other volumes (projected service-account tokens, emptyDir, ...) are ignored, `envFrom` and
 //! `$(VAR)` expansion are not supported, resource limits are not enforced (use [`NodeAgent::oom_kill`] to play
 //! the kernel's OOM killer), the working directory is the agent's own, and `HOSTNAME` is set to the pod name.
+//!
+//! # `pods/log`: the kubelet endpoint
+//!
+//! With [`AgentOptions::kubelet_tls`] set to [`ControlPlane::kubelet_tls`], the agent runs one HTTPS server on a free
+//! loopback port for all its nodes and writes that port into every Node's `status.daemonEndpoints.kubeletEndpoint`.
+//! `GET /api/v1/namespaces/{ns}/pods/{pod}/log` (`kubectl logs`, kube's `Api::<Pod>::logs`) then works as on a real
+//! cluster: the apiserver (`--kubelet-client-certificate`, `--kubelet-certificate-authority`,
+//! `--kubelet-preferred-address-types=InternalIP`) proxies it to the agent's `GET /containerLogs/{ns}/{pod}/{container}`,
+//! which serves the container's log file (stdout and stderr interleaved, no stream separation) with `tailLines` and
+//! `limitBytes`. The agent serves a pod's logs while it knows the pod, also after the process exited, until the pod
+//! object is deleted; unknown pods get 404, a container not started yet 400, `previous=true` 400 (containers are
+//! never restarted). Not like a kubelet: `follow=true` returns what the file holds now and ends (no streaming),
+//! `timestamps` and `sinceSeconds`/`sinceTime` are ignored. Only client certificates signed by the cluster CA get
+//! through the TLS handshake (any of them; there is no webhook authorization, and no anonymous access). `exec`,
+//! `attach`, `port-forward` and the other kubelet APIs are not served. Without `kubelet_tls` Nodes name port 10250
+//! and nothing listens there.
 //!
 //! Missing Secrets behave as on a kubelet: the pod stays Pending with its container waiting, reason
 //! `CreateContainerConfigError`, and the agent retries every second. A command that cannot be started or a
@@ -67,7 +83,7 @@
 //! let bin = controlplane_bin_dir(&repo)?;
 //! let work = tempfile::tempdir().unwrap();
 //! let cp = ControlPlane::start(&bin, work.path()).await?;
-//! let opts = AgentOptions { log_dir: work.path().join("pods"), ..Default::default() };
+//! let opts = AgentOptions { log_dir: work.path().join("pods"), kubelet_tls: Some(cp.kubelet_tls()), ..Default::default() };
 //! let node = NodeSpec { name: "gpu-0".into(), gpus: 1, cpu: "8".into(), memory: "32Gi".into() };
 //! let _agent = NodeAgent::start(cp.client(), &[node], opts).await?;
 //! // Create Jobs with cp.client() or hand cp.kubeconfig_path() to a process as KUBECONFIG.
@@ -77,9 +93,11 @@
 mod agent;
 mod certs;
 mod controlplane;
+mod kubelet;
 
 pub use agent::{AgentOptions, NodeAgent, NodeSpec};
 pub use controlplane::ControlPlane;
+pub use kubelet::KubeletTls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,7 +8,7 @@ use isoflop_kube_harness::{AgentOptions, ControlPlane, NodeAgent, NodeSpec, cont
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use serde_json::json;
 
 const NS: &str = "e2e";
@@ -103,6 +103,7 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
         volume_dirs: [("data".to_string(), data_dir.clone())].into(),
         commands: [("shell".to_string(), PathBuf::from("/bin/sh"))].into(),
         env: vec![("FROM_AGENT".into(), "yes".into())],
+        kubelet_tls: Some(cp.kubelet_tls()),
     };
     let agent = NodeAgent::start(client.clone(), &[NodeSpec::gpu("gpu-1a", 1)], opts).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -144,6 +145,22 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
     let log =
         std::fs::read_to_string(log_dir.join(format!("{NS}_{}_main.log", failed.metadata.name.as_deref().unwrap()))).unwrap();
     assert!(log.contains("hi\n") && log.contains("greeting=hello"), "log: {log:?}");
+    // (1d) pods/log through the apiserver, which proxies to the agent's kubelet endpoint: the pod has finished, its
+    // logs stay readable until it is deleted.
+    let fail3_pod = failed.metadata.name.clone().unwrap();
+    let t = Instant::now();
+    let api_log = pods.logs(&fail3_pod, &LogParams::default()).await.unwrap();
+    println!("TIMING pods/log of a finished pod through the apiserver in {:.3} s", t.elapsed().as_secs_f64());
+    assert_eq!(api_log, log);
+    let tail = LogParams { container: Some("main".into()), tail_lines: Some(1), ..LogParams::default() };
+    assert_eq!(pods.logs(&fail3_pod, &tail).await.unwrap(), "greeting=hello\n");
+    let limited = LogParams { limit_bytes: Some(2), ..LogParams::default() };
+    assert_eq!(pods.logs(&fail3_pod, &limited).await.unwrap(), "hi");
+    let followed = LogParams { follow: true, ..LogParams::default() };
+    assert_eq!(pods.logs(&fail3_pod, &followed).await.unwrap(), log, "follow=true is served as a plain read");
+    let node_port = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).get("gpu-1a").await.unwrap().status.unwrap();
+    let port = node_port.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port;
+    assert_ne!(port, 10250, "the Node names the agent's own kubelet port");
 
     // (2) Two GPUs do not fit on one-GPU nodes until a two-GPU node joins.
     pods.create(&pp, &pod("big", "echo big; exit 0", 2)).await.unwrap();
@@ -167,12 +184,16 @@ async fn jobs_run_on_the_fake_nodes_of_a_real_control_plane() {
 
     // (3) The OOM killer.
     let t = Instant::now();
-    pods.create(&pp, &pod("oom", "sleep 1000", 1)).await.unwrap();
+    pods.create(&pp, &pod("oom", "echo started; sleep 1000", 1)).await.unwrap();
     let running =
         wait_for("pod oom Running", minute, || async { pods.get("oom").await.ok().filter(|p| phase(p) == "Running") }).await;
     println!("TIMING pod create to Running (status written) in {:.2} s", t.elapsed().as_secs_f64());
     print_status("(3a) running", &running);
     assert!(agent.running().iter().any(|(ns, n, _)| ns == NS && n == "oom"), "{:?}", agent.running());
+    // pods/log of a running pod.
+    let lp = LogParams::default();
+    wait_for("pods/log of running pod oom", minute, || async { pods.logs("oom", &lp).await.ok().filter(|l| l == "started\n") })
+        .await;
     agent.oom_kill(NS, "oom").await.unwrap();
     let oom = wait_for("pod oom Failed", minute, || async { pods.get("oom").await.ok().filter(|p| phase(p) == "Failed") }).await;
     print_status("(3b) oom_kill", &oom);
