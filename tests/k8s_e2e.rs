@@ -160,6 +160,11 @@ fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
     }
     assert!(!blocked.is_empty(), "with 2 GPUs for 4 runs some run waits blocked");
     assert!(blocked.iter().all(|m| m.contains("nvidia.com/gpu")), "the scheduler's reason is kept: {blocked:?}");
+    // The worker's log, copied from the pod through the API server's pods/log.
+    let db = spec.parent().unwrap().join("state/tiny.db");
+    let logs = c.isoflop(&["logs", &runs[0].run_id, "--store", db.to_str().unwrap()]);
+    assert!(logs.status.success(), "{}", show(&logs));
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("worker: eval"), "{}", show(&logs));
     // One Job per run: nothing was created twice.
     assert_eq!(c.jobs("isoflop.dev/sweep=tiny").len(), 4);
     assert!(api_calls_line(&out).contains("API calls for 4 runs"), "{}", show(&out));
