@@ -67,7 +67,7 @@ impl Cluster {
 
     /// A spec for `name` whose runs are Jobs in this cluster, with the coordinator on a free
     /// loopback port.
-    fn spec(&self, base: &str, name: &str, extra: &str) -> PathBuf {
+    fn spec(&self, base: &str, name: &str, gpus_per_run: u32) -> PathBuf {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let corpus = common::corpus().display().to_string();
         let executor = format!(
@@ -77,14 +77,14 @@ impl Cluster {
   image: isoflop-worker:test
   coordinator_url: http://127.0.0.1:{port}
   listen: 127.0.0.1:{port}
-  gpus_per_run: 1
+  gpus_per_run: {gpus_per_run}
   threads_per_run: 1
   lease_seconds: 20
   start_grace_seconds: 60
   volumes:
     - {{name: artifacts, claim: isoflop-artifacts, mount_path: {art}}}
     - {{name: data, claim: isoflop-data, mount_path: {corpus}, read_only: true}}
-{extra}",
+",
             ns = self.namespace,
             art = self.artifacts.display()
         );
@@ -138,17 +138,28 @@ fn api_calls_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("kubernetes: ")).unwrap_or_default().to_string()
 }
 
-/// A sweep of 4 tiny runs on 2 one-GPU nodes: two runs wait `blocked` with the scheduler's
-/// reason, then every run trains and is evaluated; the API calls per run are printed.
+/// A sweep of 4 tiny runs that each want 2 GPUs, on two 1-GPU nodes: every run waits
+/// `blocked` and `isoflop status` shows the scheduler's reason; a 2-GPU node joins and the runs
+/// train on it one after another, and are evaluated. The API calls per run are printed.
 #[test]
 fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
     let c = Cluster::start("tiny", &[NodeSpec::gpu("gpu-a", 1), NodeSpec::gpu("gpu-b", 1)]);
-    let spec = c.spec(TINY_SWEEP, "tiny", "");
+    let spec = c.spec(TINY_SWEEP, "tiny", 2);
     let t0 = Instant::now();
-    let out = c.isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    let child = c.spawn_run(&spec);
+    let store = open_store(&spec, "tiny");
+    wait_for(&store, 60, "every run to be blocked", |s| {
+        s.sweep_runs("tiny").unwrap().iter().all(|r| r.state == RunState::Blocked).then_some(())
+    });
+    let db = spec.parent().unwrap().join("state/tiny.db");
+    let status = c.isoflop(&["status", "tiny", "--store", db.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("blocked") && text.contains("Insufficient nvidia.com/gpu"), "{}", show(&status));
+    eprintln!("blocked runs in `isoflop status`:\n{text}");
+    c.rt.block_on(c.agent.add_node(&NodeSpec::gpu("gpu-big", 2))).unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     eprintln!("tiny sweep through Kubernetes: {:.1} s; {}", t0.elapsed().as_secs_f64(), api_calls_line(&out));
-    let store = open_store(&spec, "tiny");
     let runs = store.sweep_runs("tiny").unwrap();
     assert_eq!(runs.len(), 4);
     let mut blocked = Vec::new();
@@ -158,10 +169,9 @@ fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
         assert!(r.progress.as_ref().is_some_and(|p| p.loss.is_finite()));
         blocked.extend(store.events(&r.run_id).unwrap().into_iter().filter(|e| e.to == RunState::Blocked).map(|e| e.message));
     }
-    assert!(!blocked.is_empty(), "with 2 GPUs for 4 runs some run waits blocked");
+    assert_eq!(blocked.len(), 4, "every run waited blocked, once: {blocked:?}");
     assert!(blocked.iter().all(|m| m.contains("nvidia.com/gpu")), "the scheduler's reason is kept: {blocked:?}");
     // The worker's log, copied from the pod through the API server's pods/log.
-    let db = spec.parent().unwrap().join("state/tiny.db");
     let logs = c.isoflop(&["logs", &runs[0].run_id, "--store", db.to_str().unwrap()]);
     assert!(logs.status.success(), "{}", show(&logs));
     assert!(String::from_utf8_lossy(&logs.stdout).contains("worker: eval"), "{}", show(&logs));
@@ -177,7 +187,7 @@ fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
 fn failures_restarts_and_cancel_on_a_real_control_plane() {
     let c = Cluster::start("faults", &[NodeSpec::gpu("gpu-a", 1), NodeSpec::gpu("gpu-b", 1), NodeSpec::gpu("gpu-c", 1)]);
     let long = TINY_SWEEP.replace("[1.5e9, 3.0e9]", "[1.6e11]").replace("checkpoint_every: 20", "checkpoint_every: 25");
-    let spec = c.spec(&long, "faults", "");
+    let spec = c.spec(&long, "faults", 1);
     let mut child = c.spawn_run(&spec);
     let store = open_store(&spec, "faults");
     let runs = store.sweep_runs("faults").unwrap();
@@ -246,7 +256,7 @@ fn failures_restarts_and_cancel_on_a_real_control_plane() {
     eprintln!("{}", api_calls_line(&out));
 
     // 4. Cancel: a new sweep, cancelled while it runs, leaves no Job or pod.
-    let spec2 = c.spec(&long.replace("hidden: [16, 32]", "hidden: [24]"), "doomed", "");
+    let spec2 = c.spec(&long.replace("hidden: [16, 32]", "hidden: [24]"), "doomed", 1);
     let child = c.spawn_run(&spec2);
     let store2 = open_store(&spec2, "doomed");
     let run = store2.sweep_runs("doomed").unwrap()[0].run_id.clone();

@@ -492,18 +492,13 @@ impl Coordinator {
 
     /// The executor cannot place the attempt now: the run shows `blocked` with the reason.
     fn on_blocked(&self, run_id: &str, attempt: u64, message: &str) {
-        let Some(from) = self.live(run_id, attempt) else { return };
-        if !matches!(from, RunState::Launching | RunState::Blocked) {
+        // Only a launching attempt becomes blocked; one already blocked keeps the reason it was
+        // blocked with until it is placed or ends (states have no self-loops).
+        if self.live(run_id, attempt) != Some(RunState::Launching) {
             return;
         }
+        let from = RunState::Launching;
         let change = Change { attempt: Some(attempt), message: message.into(), ..Change::default() };
-        if from == RunState::Blocked {
-            // Same state, newer reason: keep the message current without a new event.
-            let run = self.inner.store.run(run_id).ok().flatten();
-            if run.is_some_and(|r| r.message == message) {
-                return;
-            }
-        }
         match self.inner.store.transition(run_id, RunState::Blocked, &change) {
             Ok(_) => self.broadcast_state(run_id, from, RunState::Blocked, None, message),
             Err(e) => warn!(run_id, attempt, "cannot mark run blocked: {e}"),

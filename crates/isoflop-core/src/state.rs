@@ -6,6 +6,7 @@
 //!              |   \       |   \       \-> queued (interrupted: resumes from its checkpoint)
 //!              |    \-> blocked -> queued | launching
 //!              \-> cancelled (from any unfinished state)
+//! launching <-> blocked -> running | failed   (a cluster attempt not placed yet)
 //! ```
 //! Every change goes through [`RunState::transition`]; the store records each as an event.
 

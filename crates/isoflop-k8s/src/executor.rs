@@ -174,8 +174,9 @@ impl KubernetesExecutor {
             }
         }
         let stop = CancellationToken::new();
-        tokio::spawn(watch_jobs(shared.clone(), stop.clone()));
-        tokio::spawn(watch_pods(shared.clone(), stop.clone()));
+        let (s1, s2) = (shared.clone(), shared.clone());
+        tokio::spawn(watch(shared.jobs.clone(), stop.clone(), "Job", move |j: &Job, deleted| s1.on_job(j, deleted)));
+        tokio::spawn(watch(shared.pods.clone(), stop.clone(), "Pod", move |p: &Pod, deleted| s2.on_pod(p, deleted)));
         tokio::spawn(check_stuck(shared.clone(), stop.clone()));
         Ok(KubernetesExecutor { shared, calls, stop })
     }
@@ -433,37 +434,25 @@ impl Shared {
     }
 }
 
-async fn watch_jobs(shared: Arc<Shared>, stop: CancellationToken) {
+/// Follows the objects of ours of one kind (a kube-runtime watcher: an initial list, then a
+/// watch with bookmarks, re-listing with back-off after errors) and hands each to `on`, with
+/// `true` when it was deleted.
+async fn watch<K>(api: Api<K>, stop: CancellationToken, what: &'static str, on: impl Fn(&K, bool))
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
     let cfg = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::default_backoff(watcher(shared.jobs.clone(), cfg)));
+    let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::default_backoff(watcher(api, cfg)));
     loop {
         let ev = tokio::select! {
             _ = stop.cancelled() => return,
             ev = stream.next() => ev,
         };
         match ev {
-            Some(Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => shared.on_job(&j, false),
-            Some(Ok(watcher::Event::Delete(j))) => shared.on_job(&j, true),
+            Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => on(&o, false),
+            Some(Ok(watcher::Event::Delete(o))) => on(&o, true),
             Some(Ok(_)) => {}
-            Some(Err(e)) => warn!("Job watch: {e}"),
-            None => return,
-        }
-    }
-}
-
-async fn watch_pods(shared: Arc<Shared>, stop: CancellationToken) {
-    let cfg = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let mut stream = std::pin::pin!(kube::runtime::WatchStreamExt::default_backoff(watcher(shared.pods.clone(), cfg)));
-    loop {
-        let ev = tokio::select! {
-            _ = stop.cancelled() => return,
-            ev = stream.next() => ev,
-        };
-        match ev {
-            Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => shared.on_pod(&p, false),
-            Some(Ok(watcher::Event::Delete(p))) => shared.on_pod(&p, true),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => warn!("Pod watch: {e}"),
+            Some(Err(e)) => warn!("{what} watch: {e}"),
             None => return,
         }
     }

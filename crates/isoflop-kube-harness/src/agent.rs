@@ -487,6 +487,25 @@ fn terminal_status(c: &Container, started_at: &Value, terminated: Value, phase: 
     s
 }
 
+/// The container could not be started (`msg` says why): the pod ends Failed with reason
+/// `StartError`, exit code 128, as a kubelet reports it, and waits for its deletion.
+async fn start_error(
+    api: &Api<Pod>,
+    name: &str,
+    uid: &str,
+    c: &Container,
+    start_time: &Value,
+    msg: String,
+    rx: watch::Receiver<PodSignal>,
+) -> Result<(), HarnessError> {
+    tracing::info!("pod {name}: StartError: {msg}");
+    let t = now();
+    let term = json!({"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": t, "finishedAt": t});
+    patch_pod_status(api, name, terminal_status(c, start_time, term, "Failed")).await?;
+    await_deletion(api, name, uid, rx).await;
+    Ok(())
+}
+
 /// Waits until the pod is deleted (then makes the final delete) or gone.
 async fn await_deletion(api: &Api<Pod>, name: &str, uid: &str, mut rx: watch::Receiver<PodSignal>) {
     loop {
@@ -556,14 +575,7 @@ async fn run_pod_inner(inner: &Arc<Inner>, pod: Pod, mut rx: watch::Receiver<Pod
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
             }
-            Err(Prep::Fatal(msg)) => {
-                tracing::info!("pod {ns}/{name}: StartError: {msg}");
-                let t = now();
-                let term = json!({"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": t, "finishedAt": t});
-                patch_pod_status(&api, &name, terminal_status(&c, &start_time, term, "Failed")).await?;
-                await_deletion(&api, &name, &uid, rx).await;
-                return Ok(());
-            }
+            Err(Prep::Fatal(msg)) => return start_error(&api, &name, &uid, &c, &start_time, msg, rx).await,
         }
     };
 
@@ -586,12 +598,7 @@ async fn run_pod_inner(inner: &Arc<Inner>, pod: Pod, mut rx: watch::Receiver<Pod
         Ok(child) => child,
         Err(e) => {
             let msg = format!("starting {}: {e}", prepared.program.display());
-            tracing::info!("pod {ns}/{name}: StartError: {msg}");
-            let t = now();
-            let term = json!({"exitCode": 128, "reason": "StartError", "message": msg, "startedAt": t, "finishedAt": t});
-            patch_pod_status(&api, &name, terminal_status(&c, &start_time, term, "Failed")).await?;
-            await_deletion(&api, &name, &uid, rx).await;
-            return Ok(());
+            return start_error(&api, &name, &uid, &c, &start_time, msg, rx).await;
         }
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or_default();
