@@ -200,8 +200,12 @@ fn failures_restarts_and_cancel_on_a_real_control_plane() {
         })
     };
 
-    // 1. OOMKilled: run a's pod is killed by the "kernel" once it trains.
+    // 1. OOMKilled: run a's pod is killed by the "kernel" once it trains. While it trains,
+    // `isoflop logs` reads its worker's log from the pod.
     wait_for(&store, 180, "run a to checkpoint", |s| s.latest_checkpoint(&a).unwrap().filter(|k| k.step >= 25));
+    let db = spec.parent().unwrap().join("state/faults.db");
+    let live = c.isoflop(&["logs", &a, "--attempt", "1", "--store", db.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&live.stdout).contains("worker: checkpoint at step"), "{}", show(&live));
     let pod = pod_of(&a, 1);
     c.rt.block_on(c.agent.oom_kill(&c.namespace, pod.metadata.name.as_deref().unwrap())).unwrap();
     let first = wait_for(&store, 60, "attempt 1 of a to end", |s| {

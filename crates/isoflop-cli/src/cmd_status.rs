@@ -250,10 +250,31 @@ pub fn logs(store_path: &Path, key: &str, attempt: Option<u64>) -> CliResult {
         println!("==> {} attempt {a}: {} <==", run.name, path.display());
         match std::fs::read_to_string(&path) {
             Ok(text) => print!("{text}"),
-            Err(e) => println!("(no log: {e})"),
+            // A Kubernetes attempt's log file is written when it ends; until then its pod has it.
+            Err(e) => match kubernetes_of(store.as_ref(), &run.run_id) {
+                Some(k) => {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                    match rt.block_on(isoflop_k8s::executor::live_pod_log(&k, &run.run_id, a)) {
+                        Ok(Some(text)) => print!("{text}"),
+                        Ok(None) => println!("(no log: {e}; no pod of this attempt in namespace {})", k.namespace),
+                        Err(ke) => println!("(no log: {e}; the pod's log could not be read: {ke})"),
+                    }
+                }
+                None => println!("(no log: {e})"),
+            },
         }
     }
     Ok(())
+}
+
+/// The Kubernetes settings of the first sweep holding a run, if it runs on Kubernetes.
+fn kubernetes_of(store: &dyn Store, run_id: &str) -> Option<isoflop_core::kubernetes::KubernetesSpec> {
+    let sweeps = store.sweeps().ok()?;
+    let row = sweeps.iter().find(|s| store.sweep_runs(&s.name).is_ok_and(|rs| rs.iter().any(|r| r.run_id == run_id)))?;
+    match stored_spec(row).ok()?.spec.executor {
+        isoflop_core::spec::ExecutorSpec::Kubernetes(k) => Some(*k),
+        isoflop_core::spec::ExecutorSpec::Local { .. } => None,
+    }
 }
 
 /// A coordinator for store-side operations only (cancel, resume) from a short-lived command:

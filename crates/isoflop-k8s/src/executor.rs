@@ -204,6 +204,21 @@ pub async fn delete_jobs(cfg: &KubernetesSpec, sweep: &str, run_id: Option<&str>
     Ok(n)
 }
 
+/// The name of an attempt's pod, if it exists.
+async fn attempt_pod(pods: &Api<Pod>, run_id: &str, attempt: u64) -> Result<Option<String>, kube::Error> {
+    let lp = ListParams::default().labels(&format!("{LABEL_RUN}={},{LABEL_ATTEMPT}={attempt}", label_value(run_id)));
+    Ok(pods.list(&lp).await?.items.into_iter().next().map(|p| p.name_any()))
+}
+
+/// The log of a live attempt's worker, read from its pod now (for `isoflop logs` while the
+/// attempt runs; the coordinator copies it to the log file when the attempt ends).
+pub async fn live_pod_log(cfg: &KubernetesSpec, run_id: &str, attempt: u64) -> Result<Option<String>, KubeExecutorError> {
+    let client = Client::try_default().await.map_err(|e| KubeExecutorError::Config(e.to_string()))?;
+    let pods: Api<Pod> = Api::namespaced(client, &cfg.namespace);
+    let Some(pod) = attempt_pod(&pods, run_id, attempt).await? else { return Ok(None) };
+    Ok(Some(pods.logs(&pod, &LogParams { container: Some(CONTAINER.into()), ..LogParams::default() }).await?))
+}
+
 impl Shared {
     fn send(&self, event: ExecutorEvent) {
         let _ = self.events.send(event);
@@ -251,12 +266,10 @@ impl Shared {
 
     /// The log of an attempt's worker container, if its pod still exists.
     async fn pod_log(&self, key: &Key) -> Result<Option<String>, kube::Error> {
-        let lp = ListParams::default().labels(&format!("{LABEL_RUN}={},{LABEL_ATTEMPT}={}", label_value(&key.0), key.1));
         self.limiter.acquire().await;
-        let Some(pod) = self.pods.list(&lp).await?.items.into_iter().next() else { return Ok(None) };
+        let Some(pod) = attempt_pod(&self.pods, &key.0, key.1).await? else { return Ok(None) };
         self.limiter.acquire().await;
-        let params = LogParams { container: Some(CONTAINER.into()), ..LogParams::default() };
-        self.pods.logs(&pod.name_any(), &params).await.map(Some)
+        self.pods.logs(&pod, &LogParams { container: Some(CONTAINER.into()), ..LogParams::default() }).await.map(Some)
     }
 
     fn failure(key: &Key, code: Option<i32>, signal: Option<i32>, class: FailureClass, reason: String) -> ExitReport {
