@@ -7,6 +7,7 @@ use crate::table::{Table, count, duration};
 use anyhow::anyhow;
 use isoflop_coordinator::{Coordinator, CoordinatorConfig, LocalExecutor, log_path};
 use isoflop_core::{RunConfig, RunState};
+use isoflop_k8s::executor::JobsOf;
 use isoflop_store::{EvalRow, RunRow, SqliteStore, Store};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -251,7 +252,7 @@ pub fn logs(store_path: &Path, key: &str, attempt: Option<u64>) -> CliResult {
         match std::fs::read_to_string(&path) {
             Ok(text) => print!("{text}"),
             // A Kubernetes attempt's log file is written when it ends; until then its pod has it.
-            Err(e) => match kubernetes_of(store.as_ref(), &run.run_id) {
+            Err(e) => match sweep_holding(store.as_ref(), &run.run_id).and_then(|row| kubernetes_settings(&row)) {
                 Some(k) => {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                     match rt.block_on(isoflop_k8s::executor::live_pod_log(&k, &run.run_id, a)) {
@@ -267,10 +268,13 @@ pub fn logs(store_path: &Path, key: &str, attempt: Option<u64>) -> CliResult {
     Ok(())
 }
 
-/// The Kubernetes settings of the first sweep holding a run, if it runs on Kubernetes.
-fn kubernetes_of(store: &dyn Store, run_id: &str) -> Option<isoflop_core::kubernetes::KubernetesSpec> {
-    let sweeps = store.sweeps().ok()?;
-    let row = sweeps.iter().find(|s| store.sweep_runs(&s.name).is_ok_and(|rs| rs.iter().any(|r| r.run_id == run_id)))?;
+/// The first sweep that holds a run.
+fn sweep_holding(store: &dyn Store, run_id: &str) -> Option<isoflop_store::SweepRow> {
+    store.sweeps().ok()?.into_iter().find(|s| store.sweep_runs(&s.name).is_ok_and(|rs| rs.iter().any(|r| r.run_id == run_id)))
+}
+
+/// A stored sweep's Kubernetes settings, if it runs on Kubernetes.
+fn kubernetes_settings(row: &isoflop_store::SweepRow) -> Option<isoflop_core::kubernetes::KubernetesSpec> {
     match stored_spec(row).ok()?.spec.executor {
         isoflop_core::spec::ExecutorSpec::Kubernetes(k) => Some(*k),
         isoflop_core::spec::ExecutorSpec::Local { .. } => None,
@@ -302,30 +306,25 @@ pub fn offline_coordinator(store: Arc<dyn Store>) -> Coordinator {
 pub fn cancel(store_path: &Path, target: &str, run: bool) -> CliResult {
     let store = open_store(store_path)?;
     let coord = offline_coordinator(store.clone());
-    let (n, sweeps) = if run {
-        let (r, _) = find_run(store.as_ref(), target)?;
-        let sweeps = store
-            .sweeps()?
-            .into_iter()
-            .filter(|s| store.sweep_runs(&s.name).is_ok_and(|rs| rs.iter().any(|x| x.run_id == r.run_id)));
-        (coord.cancel_run(&r.run_id)? as u32, sweeps.map(|s| (s, Some(r.run_id.clone()))).collect::<Vec<_>>())
-    } else {
-        let n = coord.cancel_sweep(target).map_err(|e| match e {
-            isoflop_coordinator::CoordinatorError::UnknownSweep(_) => input(e),
-            e => e.into(),
-        })?;
-        (n, store.sweep(target)?.into_iter().map(|s| (s, None)).collect())
+    let run_id = if run { Some(find_run(store.as_ref(), target)?.0.run_id) } else { None };
+    let (n, cluster) = match &run_id {
+        Some(id) => (coord.cancel_run(id)? as u32, sweep_holding(store.as_ref(), id).and_then(|row| kubernetes_settings(&row))),
+        None => {
+            let n = coord.cancel_sweep(target).map_err(|e| match e {
+                isoflop_coordinator::CoordinatorError::UnknownSweep(_) => input(e),
+                e => e.into(),
+            })?;
+            (n, store.sweep(target)?.and_then(|row| kubernetes_settings(&row)))
+        }
     };
     println!("cancelled {n} run(s)");
-    // Cluster sweeps: remove their Jobs (and with them pods and Secrets) now, not at the
+    // Cluster sweeps: remove the Jobs (and with them pods and Secrets) now, not at the
     // workers' next report.
-    for (row, run) in sweeps {
-        let Ok(loaded) = crate::cmd_run::stored_spec(&row) else { continue };
-        if let isoflop_core::spec::ExecutorSpec::Kubernetes(k) = &loaded.spec.executor {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let n = rt.block_on(isoflop_k8s::executor::delete_jobs(k, &row.name, run.as_deref()))?;
-            println!("deleted {n} Kubernetes Job(s) of sweep {} in namespace {}", row.name, k.namespace);
-        }
+    if let Some(k) = cluster {
+        let of = run_id.as_deref().map_or(JobsOf::Sweep(target), JobsOf::Run);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let n = rt.block_on(isoflop_k8s::executor::delete_jobs(&k, of))?;
+        println!("deleted {n} Kubernetes Job(s) in namespace {}", k.namespace);
     }
     Ok(())
 }

@@ -187,16 +187,23 @@ impl KubernetesExecutor {
     }
 }
 
-/// Deletes the Jobs (with their pods and Secrets) of a sweep, or of one run of it, from a
-/// short-lived command; returns how many Jobs there were.
-pub async fn delete_jobs(cfg: &KubernetesSpec, sweep: &str, run_id: Option<&str>) -> Result<usize, KubeExecutorError> {
+/// Whose Jobs [`delete_jobs`] deletes.
+#[derive(Debug, Clone, Copy)]
+pub enum JobsOf<'a> {
+    Sweep(&'a str),
+    Run(&'a str),
+}
+
+/// Deletes the Jobs (with their pods and Secrets) of a sweep or of a run, from a short-lived
+/// command; returns how many Jobs there were.
+pub async fn delete_jobs(cfg: &KubernetesSpec, of: JobsOf<'_>) -> Result<usize, KubeExecutorError> {
     let client = Client::try_default().await.map_err(|e| KubeExecutorError::Config(e.to_string()))?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &cfg.namespace);
     let secrets: Api<Secret> = Api::namespaced(client, &cfg.namespace);
-    let mut selector = format!("{MANAGED_SELECTOR},{LABEL_SWEEP}={}", label_value(sweep));
-    if let Some(r) = run_id {
-        selector.push_str(&format!(",{LABEL_RUN}={}", label_value(r)));
-    }
+    let selector = match of {
+        JobsOf::Sweep(s) => format!("{MANAGED_SELECTOR},{LABEL_SWEEP}={}", label_value(s)),
+        JobsOf::Run(r) => format!("{MANAGED_SELECTOR},{LABEL_RUN}={}", label_value(r)),
+    };
     let lp = ListParams::default().labels(&selector);
     let n = jobs.list_metadata(&lp).await?.items.len();
     jobs.delete_collection(&DeleteParams::background(), &lp).await?;

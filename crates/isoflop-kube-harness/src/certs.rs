@@ -58,52 +58,53 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki, HarnessError> {
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key)?;
     write(&pki.ca_cert, &ca.pem())?;
 
-    let server_key = KeyPair::generate()?;
-    let mut server = CertificateParams::new(
-        ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
-            .map(String::from)
-            .to_vec(),
+    let server = issue(
+        &ca,
+        "kube-apiserver",
+        None,
+        &["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"],
+        &[Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 1)],
+        ExtendedKeyUsagePurpose::ServerAuth,
     )?;
-    server.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    server.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
-    server.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert = server.signed_by(&server_key, &ca)?;
-    write(&pki.server_cert, &server_cert.pem())?;
-    write(&pki.server_key, &server_key.serialize_pem())?;
-
-    let admin_key = KeyPair::generate()?;
-    let mut admin = CertificateParams::new(Vec::<String>::new())?;
-    admin.distinguished_name.push(DnType::CommonName, "isoflop-admin");
-    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &ca)?;
-    write(&pki.admin_cert, &admin_cert.pem())?;
-    write(&pki.admin_key, &admin_key.serialize_pem())?;
-
-    let client_key = KeyPair::generate()?;
-    let mut client = CertificateParams::new(Vec::<String>::new())?;
-    client.distinguished_name.push(DnType::CommonName, "kube-apiserver-kubelet-client");
-    client.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    client.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_cert = client.signed_by(&client_key, &ca)?;
-    write(&pki.kubelet_client_cert, &client_cert.pem())?;
-    write(&pki.kubelet_client_key, &client_key.serialize_pem())?;
-
-    let kubelet_key = KeyPair::generate()?;
-    let mut kubelet = CertificateParams::new(vec!["localhost".to_string()])?;
-    kubelet.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-    kubelet.distinguished_name.push(DnType::CommonName, "isoflop-node-agent");
-    kubelet.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    kubelet.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let kubelet_cert = kubelet.signed_by(&kubelet_key, &ca)?;
-    pki.kubelet = KubeletTls { cert_pem: kubelet_cert.pem(), key_pem: kubelet_key.serialize_pem(), ca_pem: ca.pem() };
+    write(&pki.server_cert, &server.0)?;
+    write(&pki.server_key, &server.1)?;
+    let admin = issue(&ca, "isoflop-admin", Some("system:masters"), &[], &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+    write(&pki.admin_cert, &admin.0)?;
+    write(&pki.admin_key, &admin.1)?;
+    let client =
+        issue(&ca, "kube-apiserver-kubelet-client", Some("system:masters"), &[], &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+    write(&pki.kubelet_client_cert, &client.0)?;
+    write(&pki.kubelet_client_key, &client.1)?;
+    let (cert_pem, key_pem) =
+        issue(&ca, "isoflop-node-agent", None, &["localhost"], &[Ipv4Addr::LOCALHOST], ExtendedKeyUsagePurpose::ServerAuth)?;
+    pki.kubelet = KubeletTls { cert_pem, key_pem, ca_pem: ca.pem() };
 
     let sa = KeyPair::generate()?;
     write(&pki.sa_key, &sa.serialize_pem())?;
     write(&pki.sa_pub, &sa.public_key_pem())?;
     Ok(pki)
+}
+
+/// A leaf certificate signed by `ca` with a fresh key: common name, optional organisation
+/// (the group a client certificate puts its user in), DNS and IP subject alternative names, and
+/// whether it serves or authenticates a client. Returns (certificate PEM, key PEM).
+fn issue(
+    ca: &CertifiedIssuer<'_, KeyPair>,
+    cn: &str,
+    org: Option<&str>,
+    dns: &[&str],
+    ips: &[Ipv4Addr],
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(String, String), HarnessError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(IpAddr::V4(*ip))));
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(o) = org {
+        params.distinguished_name.push(DnType::OrganizationName, o);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![usage];
+    let cert = params.signed_by(&key, ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }

@@ -7,7 +7,7 @@
 //! PyTorch implementation reproduces, so both sides train on the same data.
 
 use crate::model::Transformer;
-use crate::optim::{AdamW, AdamWConfig, DecayScope};
+use crate::optim::{AdamW, AdamWConfig};
 use isoflop_core::ModelShape;
 use isoflop_core::flops::mfu_flops_per_token;
 use serde::{Deserialize, Serialize};
@@ -142,15 +142,7 @@ pub fn bench_train(model: &BenchModel, opts: &BenchOptions) -> Result<BenchResul
 
     let vs = nn::VarStore::new(opts.device);
     let net = Transformer::seeded(&vs.root(), &shape, opts.seed)?;
-    let cfg = AdamWConfig {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-        grad_clip: 1.0,
-        decay_scope: DecayScope::default(),
-        ..AdamWConfig::default()
-    };
+    let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_clip: 1.0, ..AdamWConfig::default() };
     let compute = if opts.bf16 { Kind::BFloat16 } else { Kind::Float };
     let mut opt = AdamW::with_compute_kind(net.params(), cfg, compute)?;
     let step = |opt: &mut AdamW| -> Result<Tensor, TchError> {

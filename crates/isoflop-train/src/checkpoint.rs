@@ -262,15 +262,7 @@ mod tests {
         let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let vs = nn::VarStore::new(Device::Cpu);
         let model = Transformer::new(&vs.root(), &tiny_shape()).unwrap();
-        let cfg = AdamWConfig {
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-            grad_clip: 1.0,
-            decay_scope: Default::default(),
-            ..Default::default()
-        };
+        let cfg = AdamWConfig { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, grad_clip: 1.0, ..Default::default() };
         let opt = AdamW::new(model.params(), cfg).unwrap();
         (vs, model, opt)
     }
