@@ -12,4 +12,4 @@ bash scripts/controlplane.sh >/dev/null
 echo "test: control plane ready in $(( $(date +%s) - t )) s"
 cargo fmt --all -- --check
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast

@@ -9,23 +9,21 @@ use isoflop_fit::parametric::{
 use isoflop_fit::stats::fit_line;
 use isoflop_fit::table::split_records;
 
-fn reference(name: &str) -> Option<PathBuf> {
+/// A file of `../shared/data/reference`. CI always has it beside the clone, so a missing file
+/// fails the test (it is never skipped).
+fn reference(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/reference").join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} not found", p.display());
-        None
-    }
+    assert!(p.is_file(), "{} not found: the reference data lives in ../shared/data/reference beside the clone", p.display());
+    p
 }
 
 /// Reads a CSV into rows keyed by column name.
-fn rows(name: &str) -> Option<Vec<BTreeMap<String, String>>> {
-    let path = reference(name)?;
+fn rows(name: &str) -> Vec<BTreeMap<String, String>> {
+    let path = reference(name);
     let text = std::fs::read_to_string(&path).unwrap();
     let recs = split_records(&text, name).unwrap();
     let (header, body) = recs.split_first().unwrap();
-    Some(body.iter().map(|(_, f)| header.1.iter().cloned().zip(f.iter().cloned()).collect()).collect())
+    body.iter().map(|(_, f)| header.1.iter().cloned().zip(f.iter().cloned()).collect()).collect()
 }
 
 fn num(r: &BTreeMap<String, String>, k: &str) -> f64 {
@@ -40,9 +38,7 @@ fn config_key(r: &BTreeMap<String, String>) -> String {
 
 #[test]
 fn porian_weighted_exponents() {
-    let (Some(optima), Some(fits)) = (rows("porian2024_isoflop_optima.csv"), rows("porian2024_fit_results.csv")) else {
-        return;
-    };
+    let (optima, fits) = (rows("porian2024_isoflop_optima.csv"), rows("porian2024_fit_results.csv"));
     let mut by_cfg: BTreeMap<String, Vec<&BTreeMap<String, String>>> = BTreeMap::new();
     // Budgets without an optimum (empty cells) were dropped by the authors' fit too.
     for r in optima.iter().filter(|r| !r["N_opt"].is_empty() && !r["n_star_std"].is_empty()) {
@@ -67,7 +63,7 @@ fn porian_weighted_exponents() {
 
 #[test]
 fn muennighoff_objective() {
-    let Some(rows) = rows("muennighoff2023_datablations_c4_182.csv") else { return };
+    let rows = rows("muennighoff2023_datablations_c4_182.csv");
     let (a, b, e, ab): (f64, f64, f64, f64) = (6.255414, 7.3049974, 0.6254804, 0.3526596);
     let th = [a, b, e, ab, ab];
     let law = DataConstrained { r_d_star: 15.387756, r_n_star: 5.309743, n_per_unique_token: DataConstrained::base_ratio(&th) };
@@ -84,7 +80,7 @@ fn muennighoff_objective() {
 
 #[test]
 fn muennighoff_4500_start_timing() {
-    let Some(rows) = rows("muennighoff2023_datablations_c4_182.csv") else { return };
+    let rows = rows("muennighoff2023_datablations_c4_182.csv");
     // Base (not data-constrained) Chinchilla law on the raw N, D: a timing and sanity check.
     let data = LseData::from_raw(rows.iter().map(|r| (num(r, "params_N"), num(r, "tokens_D"), num(r, "final_val_loss"))));
     let opts = ParametricOptions::default();
@@ -114,7 +110,7 @@ fn muennighoff_4500_start_timing() {
 
 #[test]
 fn gadre_overtraining_extrapolation() {
-    let Some(rows) = rows("gadre2024_overtraining_104_models.csv") else { return };
+    let rows = rows("gadre2024_overtraining_104_models.csv");
     let rpj: Vec<(f64, f64, f64)> = rows
         .iter()
         .filter(|r| r["dataset_name"] == "rpj")
@@ -145,11 +141,8 @@ fn gadre_overtraining_extrapolation() {
 /// 0.0267), not a reproduction.
 #[test]
 fn porian_points_isoflop_pipeline() {
-    let (Some(points), Some(optima), Some(fits)) =
-        (rows("porian2024_isoflop_points.csv"), rows("porian2024_isoflop_optima.csv"), rows("porian2024_fit_results.csv"))
-    else {
-        return;
-    };
+    let (points, optima, fits) =
+        (rows("porian2024_isoflop_points.csv"), rows("porian2024_isoflop_optima.csv"), rows("porian2024_fit_results.csv"));
     let kept: std::collections::BTreeSet<(String, String)> =
         optima.iter().filter(|o| !o["N_opt"].is_empty()).map(|o| (config_key(o), o["flops"].clone())).collect();
     let mut by_cfg: BTreeMap<String, Vec<isoflop_fit::Point>> = BTreeMap::new();

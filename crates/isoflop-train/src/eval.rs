@@ -137,7 +137,8 @@ mod tests {
             let t = Tensor::from_slice(&buf).view([1, 17]);
             total += model.loss_sum(&t.narrow(1, 0, 16), &t.narrow(1, 1, 16)).unwrap().double_value(&[]);
         }
-        assert!((r.loss - total / 48.0).abs() < 1e-5, "{} vs {}", r.loss, total / 48.0);
+        // The same sums in fp32 computed in other batch shapes: equal to a few ulps of each.
+        assert!((r.loss - total / 48.0).abs() <= 1e-5 * r.loss, "{} vs {}", r.loss, total / 48.0);
         // The budget caps the windows; a short shard gives one shorter window.
         assert_eq!(evaluate(&model, "long", &long, 20, 2, Device::Cpu).unwrap().tokens, 16);
         let r = evaluate(&model, "short", &shard("short.bin", 10), 1 << 20, 4, Device::Cpu).unwrap();

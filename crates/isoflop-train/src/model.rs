@@ -475,12 +475,16 @@ pub(crate) mod tests {
         let other = tokens.copy();
         let _ = other.narrow(1, 15, 1).fill_(7);
         let logits2 = m.forward(&other).unwrap();
+        // Tolerances are relative to the logits' scale: the kernels may block another sequence
+        // length differently (fp32 rounding, ~1e-7), while a leak from a later position would
+        // change the logits by about their scale.
+        let scale = logits.abs().max().double_value(&[]);
         let diff = (logits.narrow(1, 0, 15) - logits2.narrow(1, 0, 15)).abs().max().double_value(&[]);
-        assert!(diff < 1e-6, "{diff}");
+        assert!(diff <= 1e-4 * scale, "{diff} of {scale}");
         // A shorter sequence is the prefix of a longer one.
         let short = m.forward(&tokens.narrow(1, 0, 8)).unwrap();
         let diff = (short - logits.narrow(1, 0, 8)).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "{diff}");
+        assert!(diff <= 1e-4 * scale, "{diff} of {scale}");
         // Initial loss is close to ln(V) with small init.
         let loss = m.loss(&tokens, &tokens).unwrap().double_value(&[]);
         assert!((loss - (259f64).ln()).abs() < 0.1, "{loss}");

@@ -172,6 +172,15 @@ impl std::fmt::Debug for AdamW {
     }
 }
 
+/// A detached copy of a tensor.
+fn copy_of(t: &Tensor) -> Result<Tensor, TchError> {
+    tch::no_grad(|| {
+        let mut out = t.f_zeros_like()?;
+        out.f_copy_(t)?;
+        Ok(out)
+    })
+}
+
 fn view(flat: &Tensor, offset: i64, shape: &[i64]) -> Result<Tensor, TchError> {
     let n: i64 = shape.iter().product();
     flat.f_narrow(0, offset, n)?.f_view(shape)
@@ -323,6 +332,21 @@ impl AdamW {
     /// without mixed precision).
     pub fn masters(&self) -> impl Iterator<Item = (&str, &Tensor)> {
         self.slots.iter().map(|s| (s.name.as_str(), &s.master))
+    }
+
+    /// A copy of the accumulated gradient of every parameter as one flat fp32-or-master-dtype
+    /// vector, in the optimiser's buffer order (for tests and diagnostics; it gathers and
+    /// folds like [`AdamW::step`] does first).
+    pub fn flat_grads(&mut self) -> Result<Tensor, TchError> {
+        self.gather_grads()?;
+        self.fold_grads()?;
+        copy_of(&self.flat.g)
+    }
+
+    /// A copy of the master weights as one flat vector, in the same order as
+    /// [`AdamW::flat_grads`].
+    pub fn flat_masters(&self) -> Result<Tensor, TchError> {
+        copy_of(&self.flat.p)
     }
 
     /// Whether every parameter's gradient is its view of the flat gradient buffer.
