@@ -51,6 +51,23 @@ fn bad_specs_exit_2_and_write_nothing() {
         &["runtime.precision: unknown variant `fp16`", "`fp32`", "`bf16`"],
     );
     rejects(&good().replace("grad_clip: 1.0}", "grad_clip: 1.0, decay_norms: 1}"), &["recipe.decay_norms:"]);
+    rejects(&good().replace("layers: {fixed: 1}", "layers: {fixed: 1, width_per_layer: 16}"), &["grid.layers:", "not several"]);
+}
+
+/// A shape the trainer would refuse (width 36 with 4 heads: head dimension 9, odd, which RoPE
+/// cannot rotate) is refused by `plan` and `run` naming `grid.heads`, before anything is stored.
+#[test]
+fn untrainable_shapes_are_refused_by_the_planner() {
+    let body = good().replace("hidden: [16, 32]", "hidden: [36]").replace("heads: {head_size: 16}", "heads: {fixed: 4}");
+    let expect = ["grid.heads.fixed: width 36 with 4 heads has head dimension 9; RoPE needs an even head dimension"];
+    rejects(&body, &expect);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &body);
+    let out = isoflop(&["plan", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(spec.to_str().unwrap()) && err.contains(expect[0]), "{err}");
+    assert!(!dir.path().join("state").exists(), "nothing written to the store");
 }
 
 /// `isoflop bench train --bf16` trains in bf16 mixed precision and says so.

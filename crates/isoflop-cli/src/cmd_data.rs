@@ -17,7 +17,7 @@ pub enum DataCommand {
         out: PathBuf,
         /// `byte` (256 bytes + specials) or `gpt2` (BPE).
         #[arg(long, default_value = "byte")]
-        tokenizer: String,
+        tokenizer: isoflop_data::TokenizerKind,
         /// Cap on the training text, in bytes.
         #[arg(long)]
         max_train_bytes: Option<u64>,

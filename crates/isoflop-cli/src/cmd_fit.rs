@@ -95,7 +95,7 @@ pub fn table_from_store(store: &dyn Store, sweep: &str) -> anyhow::Result<(Table
         }
         let c: RunConfig = serde_json::from_str(&r.config_json)?;
         let params = flops::params(&c.model) as f64;
-        let tokens = (c.recipe.batch * c.recipe.steps * c.model.seq_len) as f64;
+        let tokens = c.tokens() as f64;
         let evals = store.evals(&r.run_id)?;
         let point = |distribution: &str, loss: f64| Point {
             run: r.run_id.clone(),

@@ -3,7 +3,6 @@
 use crate::Format;
 use crate::exit::{CliResult, input};
 use crate::table::{Table, count, sci};
-use anyhow::anyhow;
 use isoflop_coordinator::resolve::resolve_data;
 use isoflop_core::plan::{ResolvedData, plan as plan_runs};
 use isoflop_core::spec::SweepSpec;
@@ -17,10 +16,7 @@ pub fn plan(spec_path: &Path, format: Format) -> CliResult {
         Some(d) => d,
         None => resolve_data(&loaded).map_err(input)?,
     };
-    let runs = plan_runs(&loaded.spec, &data);
-    if runs.is_empty() {
-        return Err(input(anyhow!("{}: grid: no candidate fits any budget", spec_path.display())));
-    }
+    let runs = plan_runs(&loaded.spec, &data).map_err(|e| input(e.in_file(&loaded.path)))?;
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&runs).map_err(anyhow::Error::from)?),
         Format::Table => {

@@ -33,7 +33,7 @@ fn eta(r: &RunRow) -> Option<f64> {
     if p.tokens_per_second <= 0.0 {
         return None;
     }
-    let left = p.total_steps.saturating_sub(p.step) as f64 * (c.recipe.batch * c.model.seq_len) as f64;
+    let left = p.total_steps.saturating_sub(p.step) as f64 * c.tokens_per_step() as f64;
     Some(left / p.tokens_per_second)
 }
 
@@ -103,7 +103,7 @@ pub fn final_table_of(runs: &[RunRow], evals: &[Vec<EvalRow>]) -> String {
             r.name.clone(),
             format!("{:.1e}", r.budget),
             c.as_ref().map(|c| count(isoflop_core::flops::params(&c.model))).unwrap_or_default(),
-            c.as_ref().map(|c| count(c.recipe.batch * c.recipe.steps * c.model.seq_len)).unwrap_or_default(),
+            c.as_ref().map(|c| count(c.tokens())).unwrap_or_default(),
             match r.failure_class {
                 Some(fc) if r.state == RunState::Failed => format!("failed({fc})"),
                 _ => r.state.to_string(),
@@ -173,7 +173,7 @@ pub fn print_status(sweep: &str, runs: &[RunRow], evals: &[Vec<EvalRow>], format
                     "message": r.message,
                     "attempts": r.attempts,
                     "params": c.as_ref().map(|c| isoflop_core::flops::params(&c.model)),
-                    "tokens": c.as_ref().map(|c| c.recipe.batch * c.recipe.steps * c.model.seq_len),
+                    "tokens": c.as_ref().map(|c| c.tokens()),
                     "step": r.progress.as_ref().map(|p| p.step),
                     "total_steps": c.as_ref().map(|c| c.recipe.steps),
                     "loss": r.progress.as_ref().map(|p| p.loss),

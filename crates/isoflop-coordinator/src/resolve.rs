@@ -32,7 +32,9 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
             format!("`{}` but {} was prepared with `{}`", spec.data.tokenizer, manifest_path.display(), manifest.tokenizer),
         ));
     }
-    let shard_ref = |key: String, name: &str| -> Result<EvalRef, SpecError> {
+    // What the trainer reads of each shard must be there: a training window of seq_len + 1
+    // tokens, and at least one scored token pair of an eval shard.
+    let shard_ref = |key: String, name: &str, min_tokens: u64| -> Result<EvalRef, SpecError> {
         let entry = manifest.shard(name).ok_or_else(|| {
             SpecError::at(
                 file,
@@ -44,6 +46,13 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
                 ),
             )
         })?;
+        if entry.tokens < min_tokens {
+            return Err(SpecError::at(
+                file,
+                &key,
+                format!("shard `{name}` has {} tokens; at least {min_tokens} are needed", entry.tokens),
+            ));
+        }
         let path = dir.join(&entry.path);
         if !path.is_file() {
             return Err(SpecError::at(
@@ -58,7 +67,7 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
     for (i, c) in spec.data.corpora.iter().enumerate() {
         let r = match &c.external {
             Some(ext) => EvalRef { name: c.name.clone(), path: String::new(), digest: format!("external:{ext}") },
-            None => shard_ref(format!("data.corpora[{i}].shard"), c.shard.as_deref().unwrap_or("train"))?,
+            None => shard_ref(format!("data.corpora[{i}].shard"), c.shard.as_deref().unwrap_or("train"), spec.model.seq_len + 1)?,
         };
         corpora.push((c.name.clone(), r));
     }
@@ -68,9 +77,9 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
     };
     let mut evals = Vec::new();
     for (i, n) in names.iter().enumerate() {
-        evals.push(shard_ref(format!("data.evals[{i}]"), n)?);
+        evals.push(shard_ref(format!("data.evals[{i}]"), n, 2)?);
     }
-    let vocab = spec.model.vocab_size.unwrap_or(manifest.vocab_size as u64);
+    let vocab = spec.model.vocab_size.unwrap_or(u64::from(manifest.vocab_size));
     if vocab < manifest.vocab_size as u64 {
         return Err(SpecError::at(
             file,
@@ -78,7 +87,7 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
             format!("{vocab} is smaller than the tokenizer's {}", manifest.vocab_size),
         ));
     }
-    Ok(ResolvedData { tokenizer: manifest.tokenizer.clone(), vocab_size: vocab, corpora, evals })
+    Ok(ResolvedData { tokenizer: manifest.tokenizer, vocab_size: vocab, corpora, evals })
 }
 
 fn dir_of(p: &std::path::Path) -> String {
@@ -111,14 +120,7 @@ impl PlannedSweep {
     pub fn from_spec(loaded: &LoadedSpec) -> Result<Self, SpecError> {
         require_local(loaded)?;
         let data = resolve_data(loaded)?;
-        let runs = plan(&loaded.spec, &data);
-        if runs.is_empty() {
-            return Err(SpecError::at(
-                &loaded.path,
-                "grid",
-                "no candidate fits any budget (check target_steps, lr_max, min_batch)",
-            ));
-        }
+        let runs = plan(&loaded.spec, &data).map_err(|e| e.in_file(&loaded.path))?;
         let spec_path = std::fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone());
         Ok(Self {
             sweep: NewSweep {

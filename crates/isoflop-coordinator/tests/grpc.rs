@@ -59,7 +59,7 @@ fn shard(dir: &Path, name: &str) -> ShardEntry {
 fn write_corpus(dir: &Path) {
     let m = Manifest {
         format: 1,
-        tokenizer: "byte".into(),
+        tokenizer: isoflop_core::Tokenizer::Byte,
         vocab_size: 259,
         train: shard(dir, "train"),
         evals: vec![shard(dir, "code"), shard(dir, "prose")],

@@ -5,6 +5,7 @@
 //! [`RunId`] is the SHA-256 of its canonical JSON, so the same run planned by two sweeps is
 //! one run, trained once.
 
+use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -43,9 +44,89 @@ pub struct ModelShape {
 }
 
 impl ModelShape {
-    /// Per-head dimension `h / H`.
+    /// Per-head dimension `h / H` (0 for a shape without heads, which [`ModelShape::validate`]
+    /// refuses).
     pub fn head_dim(&self) -> u64 {
-        self.hidden / self.heads
+        self.hidden.checked_div(self.heads).unwrap_or(0)
+    }
+
+    /// Checks that the shape describes a model the trainer can build: positive sizes, heads
+    /// that divide the width, key/value heads that divide the heads, an even head dimension
+    /// (RoPE rotates pairs of dimensions), sane RoPE scaling, and positive norm epsilon and
+    /// non-negative initialisation. The planner calls it for every candidate, so a spec the
+    /// trainer would refuse is refused before anything is stored.
+    pub fn validate(&self) -> Result<(), InvalidRun> {
+        let positive = [
+            ("model.vocab_size", self.vocab_size, "vocabulary"),
+            ("model.hidden", self.hidden, "width"),
+            ("model.layers", self.layers, "layer count"),
+            ("model.heads", self.heads, "head count"),
+            ("model.kv_heads", self.kv_heads, "key/value head count"),
+            ("model.ffn_hidden", self.ffn_hidden, "SwiGLU width"),
+            ("model.seq_len", self.seq_len, "sequence length"),
+        ];
+        for (field, v, what) in positive {
+            if v == 0 {
+                return Err(InvalidRun::new(field, format!("expected a positive {what}, got 0")));
+            }
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err(InvalidRun::new(
+                "model.heads",
+                format!("width {} is not divisible by its {} heads", self.hidden, self.heads),
+            ));
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
+            return Err(InvalidRun::new(
+                "model.kv_heads",
+                format!("{} heads are not divisible by {} key/value heads", self.heads, self.kv_heads),
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(InvalidRun::new(
+                "model.heads",
+                format!(
+                    "width {} with {} heads has head dimension {}; RoPE needs an even head dimension (at least 2)",
+                    self.hidden,
+                    self.heads,
+                    self.head_dim()
+                ),
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(InvalidRun::new("model.rope_theta", format!("expected a positive number, got {}", self.rope_theta)));
+        }
+        if let Some(r) = &self.rope_scaling
+            && !(r.factor > 0.0 && r.low_freq_factor > 0.0 && r.high_freq_factor > r.low_freq_factor && r.original_context > 0)
+        {
+            return Err(InvalidRun::new(
+                "model.rope_scaling",
+                "expected factor > 0, 0 < low_freq_factor < high_freq_factor and original_context > 0",
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps > 0.0) {
+            return Err(InvalidRun::new("model.norm_eps", format!("expected a positive number, got {}", self.norm_eps)));
+        }
+        if !(self.init_std.is_finite() && self.init_std >= 0.0) {
+            return Err(InvalidRun::new("model.init_std", format!("expected a number >= 0, got {}", self.init_std)));
+        }
+        Ok(())
+    }
+}
+
+/// A run configuration the trainer cannot use: which field, and what was expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidRun {
+    /// The [`RunConfig`] field, as a path (`model.heads`, `recipe.beta2`).
+    pub field: &'static str,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl InvalidRun {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        InvalidRun { field, message: message.into() }
     }
 }
 
@@ -97,6 +178,32 @@ pub struct Recipe {
     pub decay_norms: bool,
 }
 
+impl Recipe {
+    /// Checks what the optimiser and schedule need: positive batch and steps, a finite
+    /// non-negative learning rate, fractions in range, betas in [0, 1), positive eps, finite
+    /// non-negative decay and clipping.
+    pub fn validate(&self) -> Result<(), InvalidRun> {
+        let checks: [(bool, &'static str, &str); 12] = [
+            (self.batch > 0, "recipe.batch", "expected a positive batch"),
+            (self.steps > 0, "recipe.steps", "expected a positive number of steps"),
+            (self.lr.is_finite() && self.lr >= 0.0, "recipe.lr", "expected a finite learning rate >= 0"),
+            ((0.0..=1.0).contains(&self.warmup_frac), "recipe.warmup_frac", "expected a fraction in [0, 1]"),
+            ((0.0..=1.0).contains(&self.decay_frac), "recipe.decay_frac", "expected a fraction in [0, 1]"),
+            (self.warmup_frac + self.decay_frac <= 1.0, "recipe.decay_frac", "expected warmup_frac + decay_frac <= 1"),
+            ((0.0..=1.0).contains(&self.min_lr_frac), "recipe.min_lr_frac", "expected a fraction in [0, 1]"),
+            (self.weight_decay.is_finite() && self.weight_decay >= 0.0, "recipe.weight_decay", "expected a number >= 0"),
+            ((0.0..1.0).contains(&self.beta1), "recipe.beta1", "expected a number in [0, 1)"),
+            ((0.0..1.0).contains(&self.beta2), "recipe.beta2", "expected a number in [0, 1)"),
+            (self.eps.is_finite() && self.eps > 0.0, "recipe.eps", "expected a positive number"),
+            (self.grad_clip.is_finite() && self.grad_clip >= 0.0, "recipe.grad_clip", "expected a number >= 0"),
+        ];
+        match checks.into_iter().find(|(ok, _, _)| !ok) {
+            Some((_, field, msg)) => Err(InvalidRun::new(field, msg)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Identity of one token shard: its name, content digest and size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,8 +220,8 @@ pub struct EvalRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataRef {
-    /// Tokenizer name (`byte` or `gpt2`).
-    pub tokenizer: String,
+    /// The tokenizer the shards were written with.
+    pub tokenizer: Tokenizer,
     /// Training shard.
     pub train: EvalRef,
     /// Evaluation shards, one per distribution.
@@ -134,6 +241,32 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Checks the model shape, the recipe and the data settings: everything the trainer
+    /// would refuse before reading a shard.
+    pub fn validate(&self) -> Result<(), InvalidRun> {
+        self.model.validate()?;
+        self.recipe.validate()?;
+        if self.data.eval_tokens == 0 {
+            return Err(InvalidRun::new("data.eval_tokens", "expected a positive number of tokens"));
+        }
+        Ok(())
+    }
+
+    /// Training tokens one optimiser step consumes (`batch · seq_len`).
+    pub fn tokens_per_step(&self) -> u64 {
+        self.recipe.batch * self.model.seq_len
+    }
+
+    /// Training tokens consumed after `step` steps.
+    pub fn tokens_at(&self, step: u64) -> u64 {
+        step * self.tokens_per_step()
+    }
+
+    /// Training tokens of the whole run (`batch · steps · seq_len`).
+    pub fn tokens(&self) -> u64 {
+        self.tokens_at(self.recipe.steps)
+    }
+
     /// JSON with paths blanked: the bytes the run identity is computed from.
     pub fn identity_json(&self) -> String {
         let mut c = self.clone();
@@ -201,7 +334,7 @@ pub(crate) mod tests {
                 decay_norms: false,
             },
             data: DataRef {
-                tokenizer: "byte".into(),
+                tokenizer: Tokenizer::Byte,
                 train: EvalRef { name: "train".into(), path: "/a/train.bin".into(), digest: "aa".into() },
                 evals: vec![EvalRef { name: "code".into(), path: "/a/code.bin".into(), digest: "bb".into() }],
                 eval_tokens: 4096,

@@ -1,8 +1,10 @@
 //! Failure classes: why an attempt ended badly, and what the coordinator does about it.
 
+use crate::state::RunState;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Why an attempt failed. Travels on the wire as the proto enum `FailureClass` and in the
 /// store as its [`FailureClass::as_str`] name; retry policy matches on it, never on messages.
@@ -80,9 +82,65 @@ impl FromStr for FailureClass {
     }
 }
 
+/// A run's retry settings: how many counted retries it has, and the first back-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Counted retries per run.
+    pub max: u64,
+    /// First back-off of a counted retry; each further one doubles it (capped at 5 minutes).
+    pub backoff_base: Duration,
+}
+
+/// The decision after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryDecision {
+    /// `queued` (retry) or `failed` (final).
+    pub next: RunState,
+    /// Wait this long before launching again.
+    pub delay: Duration,
+    /// Whether this retry spends one of the run's retries.
+    pub spend_retry: bool,
+}
+
+/// Longest back-off of a counted retry.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Decides whether and when to retry a run whose attempt failed with `class`, having already
+/// spent `retries_used` of its retries: a pure function of the class and the budget. Counted
+/// retries back off exponentially from `retries.backoff_base`, capped at [`MAX_BACKOFF`].
+pub fn after_failure(class: FailureClass, retries_used: u64, retries: Retries) -> RetryDecision {
+    match class.retry_policy() {
+        RetryPolicy::Free => RetryDecision { next: RunState::Queued, delay: Duration::ZERO, spend_retry: false },
+        RetryPolicy::Counted if retries_used < retries.max => {
+            let factor = 1u32 << retries_used.min(16) as u32;
+            let delay = retries.backoff_base.saturating_mul(factor).min(MAX_BACKOFF);
+            RetryDecision { next: RunState::Queued, delay, spend_retry: true }
+        }
+        RetryPolicy::Counted | RetryPolicy::Never => {
+            RetryDecision { next: RunState::Failed, delay: Duration::ZERO, spend_retry: false }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_decisions() {
+        let r = |max| Retries { max, backoff_base: Duration::from_secs(2) };
+        for c in [FailureClass::Preempted, FailureClass::NodeLost] {
+            let d = after_failure(c, 99, r(3));
+            assert_eq!((d.next, d.spend_retry, d.delay), (RunState::Queued, false, Duration::ZERO));
+        }
+        let d = after_failure(FailureClass::Unknown, 0, r(3));
+        assert_eq!((d.next, d.spend_retry, d.delay), (RunState::Queued, true, Duration::from_secs(2)));
+        assert_eq!(after_failure(FailureClass::Oom, 2, r(3)).delay, Duration::from_secs(8));
+        assert_eq!(after_failure(FailureClass::Unknown, 3, r(3)).next, RunState::Failed);
+        assert_eq!(after_failure(FailureClass::Unknown, 10, r(30)).delay, MAX_BACKOFF);
+        assert_eq!(after_failure(FailureClass::Diverged, 0, r(3)).next, RunState::Failed);
+        assert_eq!(after_failure(FailureClass::UserError, 0, r(3)).next, RunState::Failed);
+    }
 
     #[test]
     fn names_round_trip_and_policies() {

@@ -3,15 +3,21 @@
 //!
 //! Nothing here touches the network, a database or libtorch; every other crate builds on it.
 
+pub mod clock;
 pub mod config;
+pub mod device;
 pub mod failure;
 pub mod flops;
 pub mod kubernetes;
 pub mod plan;
 pub mod spec;
 pub mod state;
+pub mod tokenizer;
 
-pub use config::{DataRef, EvalRef, ModelShape, Recipe, RopeScaling, RunConfig, RunId};
-pub use failure::FailureClass;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{DataRef, EvalRef, InvalidRun, ModelShape, Recipe, RopeScaling, RunConfig, RunId};
+pub use device::Device;
+pub use failure::{FailureClass, Retries, RetryDecision, after_failure};
 pub use spec::Precision;
 pub use state::{RunState, TransitionError};
+pub use tokenizer::Tokenizer;

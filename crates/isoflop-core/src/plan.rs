@@ -6,15 +6,17 @@
 //! `lr_max`; candidates with a batch under `min_batch` or whose achieved FLOPs miss the
 //! budget by more than `flop_tolerance` are skipped. All arithmetic is f64.
 
-use crate::config::{DataRef, EvalRef, ModelShape, Recipe, RunConfig, RunId};
+use crate::config::{DataRef, EvalRef, Recipe, RunConfig, RunId};
 use crate::flops;
-use crate::spec::{Family, SweepSpec, tokenizer_vocab};
+use crate::spec::{SpecError, SweepSpec};
+use crate::tokenizer::Tokenizer;
 use serde::Serialize;
+use std::path::Path;
 
 /// The data a sweep's runs read, resolved from the spec (digests known).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedData {
-    pub tokenizer: String,
+    pub tokenizer: Tokenizer,
     pub vocab_size: u64,
     /// Per corpus in the spec: its name and training shard.
     pub corpora: Vec<(String, EvalRef)>,
@@ -35,8 +37,8 @@ impl ResolvedData {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(ResolvedData {
-            tokenizer: spec.data.tokenizer.clone(),
-            vocab_size: spec.model.vocab_size.or_else(|| tokenizer_vocab(&spec.data.tokenizer))?,
+            tokenizer: spec.data.tokenizer,
+            vocab_size: spec.model.vocab_size.unwrap_or(spec.data.tokenizer.vocab_size()),
             corpora,
             evals: Vec::new(),
         })
@@ -86,8 +88,27 @@ pub fn budget_label(b: f64) -> String {
     format!("{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
 }
 
-/// Plans every run of a sweep, in budget, corpus, width order.
-pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Vec<PlannedRun> {
+/// Why a spec plans no usable run: the spec key responsible and what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct PlanError {
+    /// The spec key (`grid.heads.fixed`, `grid`, ...).
+    pub key: String,
+    pub message: String,
+}
+
+impl PlanError {
+    /// The error as a [`SpecError`] of the spec file `file`.
+    pub fn in_file(self, file: &Path) -> SpecError {
+        SpecError::at(file, self.key, self.message)
+    }
+}
+
+/// Plans every run of a sweep, in budget, corpus, width order. Every planned run's
+/// configuration is checked as the trainer would check it ([`RunConfig::validate`]), so a run
+/// no worker could train is refused here, naming the spec key that produced it; a spec that
+/// plans no run at all is refused too.
+pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Result<Vec<PlannedRun>, PlanError> {
     let g = &spec.grid;
     let m = &spec.model;
     let seq = m.seq_len;
@@ -95,23 +116,8 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Vec<PlannedRun> {
     for &budget in &spec.budgets {
         for (corpus, train) in &data.corpora {
             for h in g.widths(budget) {
-                let layers = g.layers_for(h);
-                let heads = g.heads_for(h);
-                let shape = ModelShape {
-                    vocab_size: m.vocab_size.unwrap_or(data.vocab_size),
-                    hidden: h,
-                    layers,
-                    heads,
-                    kv_heads: heads,
-                    ffn_hidden: (g.ffn_multiplier * h as f64).round() as u64,
-                    seq_len: seq,
-                    rope_theta: m.rope_theta,
-                    rope_scaling: m.rope_scaling.clone(),
-                    qk_norm: m.qk_norm.unwrap_or(m.family == Family::Qwen3),
-                    tie_embeddings: m.tie_embeddings,
-                    norm_eps: m.norm_eps,
-                    init_std: m.init_std,
-                };
+                let shape = spec.shape_for(h, m.vocab_size.unwrap_or(data.vocab_size));
+                let (layers, heads) = (shape.layers, shape.heads);
                 let cost = spec.budget_convention.flops_per_token(&shape);
                 let lr_of = |b: u64| g.lr_constant * (b as f64).sqrt() / h as f64;
                 let (batch, lr) = match (g.fixed_batch, g.target_steps) {
@@ -158,13 +164,17 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Vec<PlannedRun> {
                         decay_norms: r.decay_norms,
                     },
                     data: DataRef {
-                        tokenizer: data.tokenizer.clone(),
+                        tokenizer: data.tokenizer,
                         train: train.clone(),
                         evals: data.evals.clone(),
                         eval_tokens: spec.data.eval_tokens,
                     },
                     seed: spec.seed,
                 };
+                config.validate().map_err(|e| PlanError {
+                    key: spec.key_of(e.field),
+                    message: format!("budget {} width {h}: {}", budget_label(budget), e.message),
+                })?;
                 let fpt = flops::forward_flops_per_token(&shape);
                 let params = flops::params(&shape);
                 runs.push(PlannedRun {
@@ -194,7 +204,13 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Vec<PlannedRun> {
             }
         }
     }
-    runs
+    if runs.is_empty() {
+        return Err(PlanError {
+            key: "grid".into(),
+            message: "no candidate fits any budget (check target_steps, lr_max, min_batch)".into(),
+        });
+    }
+    Ok(runs)
 }
 
 #[cfg(test)]
@@ -218,7 +234,7 @@ mod tests {
     fn marin_grid_matches_the_published_suite() {
         let spec = SweepSpec::parse(Path::new("marin-2025.yaml"), MARIN).unwrap();
         let data = ResolvedData::external(&spec).unwrap();
-        let runs = plan(&spec, &data);
+        let runs = plan(&spec, &data).unwrap();
         assert_eq!(runs.len(), 3 * 85);
         let per_budget: Vec<usize> = spec
             .budgets

@@ -4,8 +4,11 @@
 //!
 //! Relative paths in a spec resolve against the directory of the spec file.
 
+use crate::config::ModelShape;
+use crate::device::Device;
 use crate::flops::BudgetConvention;
 use crate::kubernetes::KubernetesSpec;
+use crate::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -147,7 +150,7 @@ fn default_tolerance() -> f64 {
 }
 
 /// Candidate widths.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum HiddenSpec {
     /// Explicit widths.
@@ -162,6 +165,38 @@ pub enum HiddenSpec {
     },
 }
 
+/// `grid.hidden` as a range: exactly these keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HiddenRange {
+    from: u64,
+    to: u64,
+    step: u64,
+    #[serde(default)]
+    coarse: Option<CoarseStep>,
+}
+
+impl<'de> Deserialize<'de> for HiddenSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HiddenSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of widths or {from: A, to: B, step: S}")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<HiddenSpec, A::Error> {
+                Vec::<u64>::deserialize(SeqAccessDeserializer::new(seq)).map(HiddenSpec::List)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<HiddenSpec, A::Error> {
+                let HiddenRange { from, to, step, coarse } = HiddenRange::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(HiddenSpec::Range { from, to, step, coarse })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A coarser width step for large budgets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,8 +206,8 @@ pub struct CoarseStep {
 }
 
 /// Depth as a function of width: `marin`, `{width_per_layer: R}` or `{fixed: L}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged, expecting = "`marin`, {width_per_layer: R} or {fixed: L}")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum LayersRule {
     /// `marin`: `round(h / (64 + 4 log2 h - 9))`, the Marin suite's rule.
     Named(NamedLayers),
@@ -180,6 +215,57 @@ pub enum LayersRule {
     WidthPerLayer { width_per_layer: f64 },
     /// The same depth for every width.
     Fixed { fixed: u64 },
+}
+
+/// Reads a rule written as a map with exactly one key of `keys`: `{key: value}`. A map with
+/// two of them, or another key, is an error (not silently read as one of the rules).
+fn one_key<'de, A, T>(
+    mut map: A,
+    keys: &'static [&'static str],
+    read: impl Fn(&str, &mut A) -> Result<T, A::Error>,
+) -> Result<T, A::Error>
+where
+    A: serde::de::MapAccess<'de>,
+{
+    use serde::de::Error;
+    let mut out = None;
+    while let Some(key) = map.next_key::<String>()? {
+        if !keys.contains(&key.as_str()) {
+            return Err(A::Error::unknown_field(&key, keys));
+        }
+        if out.is_some() {
+            return Err(A::Error::custom(format!("expected one of `{}`, not several", keys.join("`, `"))));
+        }
+        out = Some(read(&key, &mut map)?);
+    }
+    out.ok_or_else(|| A::Error::custom(format!("expected one of `{}`", keys.join("`, `"))))
+}
+
+impl<'de> Deserialize<'de> for LayersRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LayersRule;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`marin`, {width_per_layer: R} or {fixed: L}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LayersRule, E> {
+                match v {
+                    "marin" => Ok(LayersRule::Named(NamedLayers::Marin)),
+                    other => Err(E::custom(format!(
+                        "unknown rule `{other}`: expected `marin`, {{width_per_layer: R}} or {{fixed: L}}"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<LayersRule, A::Error> {
+                one_key(map, &["width_per_layer", "fixed"], |key, map| match key {
+                    "width_per_layer" => Ok(LayersRule::WidthPerLayer { width_per_layer: map.next_value()? }),
+                    _ => Ok(LayersRule::Fixed { fixed: map.next_value()? }),
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Depth rules known by name.
@@ -190,13 +276,32 @@ pub enum NamedLayers {
 }
 
 /// Attention heads as a function of width: `{head_size: S}` or `{fixed: H}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged, expecting = "{head_size: S} or {fixed: H}")]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum HeadsRule {
     /// `max(1, floor(h / head_size))`.
     HeadSize { head_size: u64 },
     /// The same number of heads for every width (must divide every width).
     Fixed { fixed: u64 },
+}
+
+impl<'de> Deserialize<'de> for HeadsRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HeadsRule;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{head_size: S} or {fixed: H}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<HeadsRule, A::Error> {
+                one_key(map, &["head_size", "fixed"], |key, map| match key {
+                    "head_size" => Ok(HeadsRule::HeadSize { head_size: map.next_value()? }),
+                    _ => Ok(HeadsRule::Fixed { fixed: map.next_value()? }),
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Optimiser and schedule shared by every run of the sweep.
@@ -227,11 +332,44 @@ pub struct RecipeSpec {
 }
 
 /// Adam's beta2: a constant, or `base^(batch/128)`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Beta2Spec {
     Constant(f64),
     Scaled { batch_scaled: f64 },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Beta2Scaled {
+    batch_scaled: f64,
+}
+
+impl<'de> Deserialize<'de> for Beta2Spec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::MapAccessDeserializer;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Beta2Spec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or {batch_scaled: B}")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Beta2Spec, E> {
+                Ok(Beta2Spec::Constant(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Beta2Spec, E> {
+                Ok(Beta2Spec::Constant(v as f64))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Beta2Spec, E> {
+                Ok(Beta2Spec::Constant(v as f64))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Beta2Spec, A::Error> {
+                let Beta2Scaled { batch_scaled } = Beta2Scaled::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Beta2Spec::Scaled { batch_scaled })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Beta2Spec {
@@ -249,7 +387,7 @@ impl Beta2Spec {
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     /// `byte`, `gpt2` or `llama3` (the last only for external corpora).
-    pub tokenizer: String,
+    pub tokenizer: Tokenizer,
     /// `manifest.json` written by `isoflop data prepare`.
     #[serde(default)]
     pub manifest: Option<PathBuf>,
@@ -387,8 +525,8 @@ pub struct RuntimeSpec {
     pub checkpoint_every: u64,
     /// Steps between progress reports.
     pub progress_every: u64,
-    /// `cpu` or `cuda`.
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: Device,
     /// Sequences per forward/backward pass (gradient accumulation); `None`: the whole batch.
     /// When it does not divide the batch, the last micro-batch of a step is smaller.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,7 +542,7 @@ impl Default for RuntimeSpec {
         RuntimeSpec {
             checkpoint_every: 200,
             progress_every: 10,
-            device: "cpu".into(),
+            device: Device::Cpu,
             micro_batch: None,
             precision: Precision::Fp32,
         }
@@ -483,16 +621,6 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Re
         };
         SpecError { file: file.to_path_buf(), location, message }
     })
-}
-
-/// Vocabulary size of a tokenizer isoflop knows by name.
-pub fn tokenizer_vocab(name: &str) -> Option<u64> {
-    match name {
-        "byte" => Some(259),
-        "gpt2" => Some(50_257),
-        "llama3" => Some(128_256),
-        _ => None,
-    }
 }
 
 /// A parsed, validated spec with the file it came from.
@@ -581,9 +709,6 @@ impl SweepSpec {
         if m.vocab_size == Some(0) {
             return err("model.vocab_size", "expected a positive vocabulary size".into());
         }
-        if m.vocab_size.is_none() && tokenizer_vocab(&self.data.tokenizer).is_none() {
-            return err("data.tokenizer", format!("unknown tokenizer `{}`; expected byte, gpt2 or llama3", self.data.tokenizer));
-        }
         for (key, v) in [("model.rope_theta", m.rope_theta), ("model.norm_eps", m.norm_eps), ("model.init_std", m.init_std)] {
             if !(v.is_finite() && v > 0.0) {
                 return err(key, format!("expected a positive number, got {v}"));
@@ -622,18 +747,6 @@ impl SweepSpec {
             HeadsRule::HeadSize { head_size: 0 } => return err("grid.heads.head_size", "expected a positive head size".into()),
             HeadsRule::Fixed { fixed: 0 } => return err("grid.heads.fixed", "expected at least one head".into()),
             _ => {}
-        }
-        for b in &self.budgets {
-            for h in self.grid.widths(*b) {
-                let heads = self.grid.heads_for(h);
-                if h % heads != 0 {
-                    let key = match g.heads {
-                        HeadsRule::HeadSize { .. } => "grid.heads.head_size",
-                        HeadsRule::Fixed { .. } => "grid.heads.fixed",
-                    };
-                    return err(key, format!("width {h} is not divisible by its {heads} heads"));
-                }
-            }
         }
         if !(g.ffn_multiplier.is_finite() && g.ffn_multiplier > 0.0) {
             return err("grid.ffn_multiplier", format!("expected a positive number, got {}", g.ffn_multiplier));
@@ -733,10 +846,59 @@ impl SweepSpec {
         if self.runtime.micro_batch == Some(0) {
             return err("runtime.micro_batch", "expected at least 1 sequence".into());
         }
-        if !matches!(self.runtime.device.as_str(), "cpu" | "cuda") && !self.runtime.device.starts_with("cuda:") {
-            return err("runtime.device", format!("expected cpu, cuda or cuda:N, got `{}`", self.runtime.device));
+        // Every candidate shape must be one the trainer can build (the planner checks each
+        // planned run again, with the data's vocabulary and the run's recipe).
+        let vocab = self.model.vocab_size.unwrap_or(self.data.tokenizer.vocab_size());
+        for b in &self.budgets {
+            for h in self.grid.widths(*b) {
+                if let Err(e) = self.shape_for(h, vocab).validate() {
+                    return Err(SpecError::at(file, self.key_of(e.field), e.message));
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The model shape of a candidate of width `h`, by the grid's rules.
+    pub fn shape_for(&self, h: u64, vocab_size: u64) -> ModelShape {
+        let (g, m) = (&self.grid, &self.model);
+        let heads = g.heads_for(h);
+        ModelShape {
+            vocab_size,
+            hidden: h,
+            layers: g.layers_for(h),
+            heads,
+            kv_heads: heads,
+            ffn_hidden: (g.ffn_multiplier * h as f64).round() as u64,
+            seq_len: m.seq_len,
+            rope_theta: m.rope_theta,
+            rope_scaling: m.rope_scaling.clone(),
+            qk_norm: m.qk_norm.unwrap_or(m.family == Family::Qwen3),
+            tie_embeddings: m.tie_embeddings,
+            norm_eps: m.norm_eps,
+            init_std: m.init_std,
+        }
+    }
+
+    /// The spec key that decides a [`RunConfig`](crate::RunConfig) field (`model.heads` comes
+    /// from `grid.heads.fixed` or `grid.heads.head_size`, `recipe.batch` from the batch rule);
+    /// errors about a planned run name it.
+    pub fn key_of(&self, field: &str) -> String {
+        let g = &self.grid;
+        match field {
+            "model.hidden" | "model.heads" | "model.kv_heads" => match g.heads {
+                HeadsRule::HeadSize { .. } => "grid.heads.head_size",
+                HeadsRule::Fixed { .. } => "grid.heads.fixed",
+            }
+            .into(),
+            "model.layers" => "grid.layers".into(),
+            "model.ffn_hidden" => "grid.ffn_multiplier".into(),
+            "recipe.batch" if g.fixed_batch.is_some() => "grid.fixed_batch".into(),
+            "recipe.batch" => "grid.min_batch".into(),
+            "recipe.steps" => "grid.target_steps".into(),
+            "recipe.lr" => "grid.lr_constant".into(),
+            other => other.into(),
+        }
     }
 }
 
@@ -921,6 +1083,63 @@ data:
         assert!(e.contains("executor.max_parallel: expected at least 1"), "{e}");
         let e = err(&format!("{MINIMAL}executor: {{kind: slurm}}\n"));
         assert!(e.contains("unknown variant `slurm`"), "{e}");
+    }
+
+    #[test]
+    fn shapes_the_trainer_would_refuse_are_refused_naming_the_grid_key() {
+        // Width 36 with 4 heads: head dimension 9, which RoPE cannot rotate.
+        let e = err(&MINIMAL.replace("hidden: [32, 64]", "hidden: [36]").replace("heads: {head_size: 16}", "heads: {fixed: 4}"));
+        assert_eq!(
+            e,
+            "spec.yaml: grid.heads.fixed: width 36 with 4 heads has head dimension 9; RoPE needs an even head \
+             dimension (at least 2)"
+        );
+        let e = err(&MINIMAL.replace("heads: {head_size: 16}", "heads: {head_size: 1}"));
+        assert!(e.starts_with("spec.yaml: grid.heads.head_size: width 32 with 32 heads has head dimension 1"), "{e}");
+        let e = err(&MINIMAL
+            .replace("hidden: [32, 64]", "hidden: [2]")
+            .replace("  lr_max: 0.01", "  lr_max: 0.01\n  ffn_multiplier: 0.1"));
+        assert!(e.starts_with("spec.yaml: grid.ffn_multiplier: expected a positive SwiGLU width, got 0"), "{e}");
+    }
+
+    #[test]
+    fn rule_maps_with_mixed_keys_are_refused() {
+        let e = err(&MINIMAL.replace("layers: {fixed: 2}", "layers: {fixed: 2, width_per_layer: 64}"));
+        assert!(e.contains("grid.layers: expected one of `width_per_layer`, `fixed`, not several"), "{e}");
+        let e = err(&MINIMAL.replace("layers: {fixed: 2}", "layers: {fixed: 2, depth: 3}"));
+        assert!(e.contains("grid.layers: unknown field `depth`, expected `width_per_layer` or `fixed`"), "{e}");
+        let e = err(&MINIMAL.replace("layers: {fixed: 2}", "layers: {}"));
+        assert!(e.contains("grid.layers: expected one of `width_per_layer`, `fixed`"), "{e}");
+        let e = err(&MINIMAL.replace("heads: {head_size: 16}", "heads: {head_size: 16, fixed: 2}"));
+        assert!(e.contains("grid.heads: expected one of `head_size`, `fixed`, not several"), "{e}");
+        let e = err(&MINIMAL.replace("heads: {head_size: 16}", "heads: {head_sise: 16}"));
+        assert!(e.contains("grid.heads: unknown field `head_sise`"), "{e}");
+        let e = err(&MINIMAL.replace("heads: {head_size: 16}", "heads: 4"));
+        assert!(e.contains("grid.heads: invalid type: integer `4`, expected {head_size: S} or {fixed: H}"), "{e}");
+        let e = err(&MINIMAL.replace("hidden: [32, 64]", "hidden: {from: 32, to: 64, step: 32, stride: 2}"));
+        assert!(e.contains("grid.hidden: unknown field `stride`"), "{e}");
+        let e = err(&MINIMAL.replace("beta2: 0.95", "beta2: {batch_scaled: 0.98, base: 0.9}"));
+        assert!(e.contains("recipe.beta2: unknown field `base`"), "{e}");
+        // The well-formed spellings still parse.
+        let s = parse(&MINIMAL.replace("layers: {fixed: 2}", "layers: {width_per_layer: 32}")).unwrap();
+        assert_eq!(s.grid.layers, LayersRule::WidthPerLayer { width_per_layer: 32.0 });
+        let s = parse(&MINIMAL.replace("layers: {fixed: 2}", "layers: marin")).unwrap();
+        assert_eq!(s.grid.layers, LayersRule::Named(NamedLayers::Marin));
+        let s = parse(&MINIMAL.replace("hidden: [32, 64]", "hidden: {from: 32, to: 64, step: 32}")).unwrap();
+        assert_eq!(s.grid.widths(1e12), vec![32, 64]);
+        let s = parse(&MINIMAL.replace("beta2: 0.95", "beta2: {batch_scaled: 0.98}")).unwrap();
+        assert_eq!(s.recipe.beta2, Beta2Spec::Scaled { batch_scaled: 0.98 });
+    }
+
+    #[test]
+    fn device_and_tokenizer_are_typed() {
+        let s = parse(&format!("{MINIMAL}runtime: {{device: cuda}}\n")).unwrap();
+        assert_eq!(s.runtime.device, Device::Cuda(0));
+        let e = err(&format!("{MINIMAL}runtime: {{device: gpu}}\n"));
+        assert!(e.contains("runtime.device: expected cpu, cuda or cuda:N, got `gpu`"), "{e}");
+        let e = err(&MINIMAL.replace("tokenizer: byte", "tokenizer: llama"));
+        assert!(e.contains("data.tokenizer: unknown variant `llama`"), "{e}");
+        assert_eq!(parse(MINIMAL).unwrap().data.tokenizer, Tokenizer::Byte);
     }
 
     #[test]

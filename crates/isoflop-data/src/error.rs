@@ -18,8 +18,8 @@ pub enum DataError {
     /// A manifest has no shard of the requested name.
     #[error("manifest {path}: no shard named {name:?} (it has: {valid})")]
     UnknownShard { path: PathBuf, name: String, valid: String },
-    /// No tokenizer of that name exists.
-    #[error("unknown tokenizer {name:?}: valid names are {valid}")]
+    /// The tokenizer cannot prepare corpora here.
+    #[error("tokenizer {name:?} cannot prepare corpora: use one of {valid}")]
     UnknownTokenizer { name: String, valid: String },
     /// A tokenizer could not be built.
     #[error("tokenizer {name}: {reason}")]

@@ -12,4 +12,4 @@ pub use corpus::{Document, SOURCE_NAMES, Source, SourcePaths};
 pub use error::DataError;
 pub use prepare::{Manifest, PrepareOptions, Prepared, ShardEntry, SourceEntry, prepare, prepare_detailed};
 pub use shard::{Shard, ShardError, ShardHeader, ShardWriter, TokenDtype};
-pub use tokenizer::{ByteTokenizer, Gpt2Tokenizer, TOKENIZER_NAMES, Tokenizer, tokenizer_by_name};
+pub use tokenizer::{ByteTokenizer, Gpt2Tokenizer, PREPARABLE, Tokenizer, TokenizerKind, tokenizer_for};

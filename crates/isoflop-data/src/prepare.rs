@@ -9,7 +9,7 @@
 use crate::corpus::{self, Document, Source, SourcePaths};
 use crate::error::DataError;
 use crate::shard::{Shard, ShardHeader, ShardWriter};
-use crate::tokenizer::{Tokenizer, tokenizer_by_name};
+use crate::tokenizer::{Tokenizer, TokenizerKind, tokenizer_for};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -39,8 +39,8 @@ pub const DEFAULT_MAX_EVAL_BYTES: u64 = 1_000_000;
 pub struct PrepareOptions {
     /// Output directory (created if needed).
     pub out_dir: PathBuf,
-    /// Tokenizer name (`byte` or `gpt2`).
-    pub tokenizer: String,
+    /// The tokenizer (`byte` or `gpt2`).
+    pub tokenizer: TokenizerKind,
     /// Cap on the training shard's text bytes.
     pub max_train_bytes: u64,
     /// Largest share of `max_train_bytes` one source may take.
@@ -61,7 +61,7 @@ impl PrepareOptions {
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
         Self {
             out_dir: out_dir.into(),
-            tokenizer: "byte".into(),
+            tokenizer: TokenizerKind::Byte,
             max_train_bytes: DEFAULT_MAX_TRAIN_BYTES,
             max_source_fraction: DEFAULT_MAX_SOURCE_FRACTION,
             holdout_fraction: DEFAULT_HOLDOUT_FRACTION,
@@ -130,7 +130,7 @@ pub struct SourceEntry {
 pub struct Manifest {
     /// Always [`MANIFEST_FORMAT`].
     pub format: u32,
-    pub tokenizer: String,
+    pub tokenizer: TokenizerKind,
     pub vocab_size: u32,
     pub train: ShardEntry,
     pub evals: Vec<ShardEntry>,
@@ -249,7 +249,7 @@ pub fn prepare(opts: &PrepareOptions) -> Result<Manifest, DataError> {
 /// [`prepare`], also telling whether an existing corpus was reused.
 pub fn prepare_detailed(opts: &PrepareOptions) -> Result<Prepared, DataError> {
     opts.validate()?;
-    let tokenizer = tokenizer_by_name(&opts.tokenizer)?;
+    let tokenizer = tokenizer_for(opts.tokenizer)?;
     let sources = corpus::load_sources(&opts.sources)?;
     let fingerprint = fingerprint(opts, tokenizer.as_ref(), &sources);
     let manifest_path = Manifest::path_in(&opts.out_dir);
@@ -294,7 +294,7 @@ pub fn prepare_detailed(opts: &PrepareOptions) -> Result<Prepared, DataError> {
         .collect();
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
-        tokenizer: tokenizer.name().to_string(),
+        tokenizer: opts.tokenizer,
         vocab_size: tokenizer.vocab_size(),
         train,
         evals,

@@ -5,7 +5,7 @@ use crate::error::DataError;
 
 /// Turns text into token ids and back.
 pub trait Tokenizer: Send + Sync {
-    /// Stable name, as accepted by [`tokenizer_by_name`] and written to manifests.
+    /// Stable name, as written to manifests (the [`TokenizerKind`] spelling).
     fn name(&self) -> &'static str;
     /// Number of ids; every id the tokenizer produces is below it.
     fn vocab_size(&self) -> u32;
@@ -20,15 +20,20 @@ pub trait Tokenizer: Send + Sync {
     fn decode(&self, tokens: &[u32]) -> Vec<u8>;
 }
 
-/// Names accepted by [`tokenizer_by_name`].
-pub const TOKENIZER_NAMES: [&str; 2] = ["byte", "gpt2"];
+pub use isoflop_core::Tokenizer as TokenizerKind;
 
-/// Builds a tokenizer from its name: `byte` or `gpt2`.
-pub fn tokenizer_by_name(name: &str) -> Result<Box<dyn Tokenizer>, DataError> {
-    match name {
-        "byte" => Ok(Box::new(ByteTokenizer)),
-        "gpt2" => Ok(Box::new(Gpt2Tokenizer::new()?)),
-        _ => Err(DataError::UnknownTokenizer { name: name.to_string(), valid: TOKENIZER_NAMES.join(", ") }),
+/// The tokenizers isoflop can prepare corpora with.
+pub const PREPARABLE: [TokenizerKind; 2] = [TokenizerKind::Byte, TokenizerKind::Gpt2];
+
+/// Builds a tokenizer: `byte` or `gpt2` (`llama3` is known for planning external corpora
+/// only; isoflop does not ship its vocabulary).
+pub fn tokenizer_for(kind: TokenizerKind) -> Result<Box<dyn Tokenizer>, DataError> {
+    match kind {
+        TokenizerKind::Byte => Ok(Box::new(ByteTokenizer)),
+        TokenizerKind::Gpt2 => Ok(Box::new(Gpt2Tokenizer::new()?)),
+        TokenizerKind::Llama3 => {
+            Err(DataError::UnknownTokenizer { name: kind.to_string(), valid: PREPARABLE.map(|k| k.as_str()).join(", ") })
+        }
     }
 }
 
@@ -184,9 +189,13 @@ mod tests {
 
     #[test]
     fn by_name() {
-        assert_eq!(tokenizer_by_name("byte").unwrap().vocab_size(), 259);
-        assert_eq!(tokenizer_by_name("gpt2").unwrap().eot(), 50256);
-        let err = tokenizer_by_name("llama").err().unwrap().to_string();
-        assert!(err.contains("llama") && err.contains("byte") && err.contains("gpt2"), "{err}");
+        assert_eq!(tokenizer_for(TokenizerKind::Byte).unwrap().vocab_size(), 259);
+        assert_eq!(tokenizer_for(TokenizerKind::Gpt2).unwrap().eot(), 50256);
+        for kind in PREPARABLE {
+            let t = tokenizer_for(kind).unwrap();
+            assert_eq!((t.name(), u64::from(t.vocab_size())), (kind.as_str(), kind.vocab_size()));
+        }
+        let err = tokenizer_for(TokenizerKind::Llama3).err().unwrap().to_string();
+        assert!(err.contains("llama3") && err.contains("byte, gpt2"), "{err}");
     }
 }

@@ -1,7 +1,9 @@
 //! `prepare` on a small synthetic source tree (no network, no installed packages).
 
 use isoflop_data::corpus::SourcePaths;
-use isoflop_data::{DataError, Manifest, PrepareOptions, Shard, Tokenizer, prepare, prepare_detailed, tokenizer_by_name};
+use isoflop_data::{
+    DataError, Manifest, PrepareOptions, Shard, Tokenizer, TokenizerKind, prepare, prepare_detailed, tokenizer_for,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -124,7 +126,7 @@ fn b64(mut v: u64) -> String {
 
 fn options(root: &Path, out: &Path, tokenizer: &str) -> PrepareOptions {
     PrepareOptions {
-        tokenizer: tokenizer.into(),
+        tokenizer: tokenizer.parse().unwrap(),
         max_train_bytes: 40_000,
         min_eval_bytes: 1_000,
         max_eval_bytes: 5_000,
@@ -189,7 +191,7 @@ fn prepares_consistent_shards_with_byte_and_gpt2_tokenizers() {
     for name in ["byte", "gpt2"] {
         let out = root.path().join(format!("out-{name}"));
         let m = prepare(&options(&root.path().join("src"), &out, name)).unwrap();
-        check_corpus(&out, &m, tokenizer_by_name(name).unwrap().as_ref());
+        check_corpus(&out, &m, tokenizer_for(name.parse().unwrap()).unwrap().as_ref());
     }
     let m = Manifest::load_dir(root.path().join("out-byte")).unwrap();
     let by_name = |n: &str| m.sources.iter().find(|s| s.name == n).unwrap().clone();
@@ -202,7 +204,7 @@ fn prepares_consistent_shards_with_byte_and_gpt2_tokenizers() {
     let train = std::fs::read_to_string(root.path().join("out-byte/manifest.json")).unwrap();
     assert!(train.contains("\"path\": \"train.bin\"") && train.contains("\"path\": \"eval-bible.bin\""));
     // No source text, no roff or Markdown markup, no dictionary headers leak into the shards.
-    let tok = tokenizer_by_name("byte").unwrap();
+    let tok = tokenizer_for(TokenizerKind::Byte).unwrap();
     let all: String = std::iter::once("train")
         .chain(m.eval_names())
         .flat_map(|n| documents(&m.open_shard(root.path().join("out-byte"), n).unwrap(), tok.as_ref()))
@@ -279,10 +281,10 @@ fn missing_sources_say_what_to_install() {
     assert!(!out.join("manifest.json").exists());
 
     let mut opts = options(&root.path().join("src"), &out, "byte");
-    opts.tokenizer = "nope".into();
+    opts.tokenizer = TokenizerKind::Llama3;
     let msg = prepare(&opts).unwrap_err().to_string();
-    assert!(msg.contains("nope") && msg.contains("byte, gpt2"), "{msg}");
-    opts.tokenizer = "byte".into();
+    assert!(msg.contains("llama3") && msg.contains("byte, gpt2"), "{msg}");
+    opts.tokenizer = TokenizerKind::Byte;
     opts.holdout_fraction = 1.5;
     assert!(prepare(&opts).unwrap_err().to_string().contains("holdout_fraction"));
 }

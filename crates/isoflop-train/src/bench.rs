@@ -129,7 +129,7 @@ pub fn bench_tokens(seed: u64, batch: u64, seq_len: u64, vocab: u64) -> Vec<i64>
 /// Runs the benchmark.
 pub fn bench_train(model: &BenchModel, opts: &BenchOptions) -> Result<BenchResult, TchError> {
     let shape = model.shape();
-    crate::model::validate_shape(&shape).map_err(TchError::Shape)?;
+    shape.validate().map_err(|e| TchError::Shape(e.to_string()))?;
     if opts.batch == 0 || opts.steps == 0 {
         return Err(TchError::Shape("batch and steps must be positive".into()));
     }

@@ -27,3 +27,11 @@ pub use model::{Param, ParamKind, Transformer};
 pub use optim::{AdamW, AdamWConfig, DecayScope};
 pub use schedule::Schedule;
 pub use trainer::{CheckpointInfo, Control, NoHooks, Progress, TrainError, TrainHooks, TrainJob, TrainOutcome, train};
+
+/// The libtorch device of an isoflop [`Device`](isoflop_core::Device).
+pub fn tch_device(d: isoflop_core::Device) -> tch::Device {
+    match d {
+        isoflop_core::Device::Cpu => tch::Device::Cpu,
+        isoflop_core::Device::Cuda(i) => tch::Device::Cuda(i as usize),
+    }
+}

@@ -79,50 +79,6 @@ impl std::fmt::Debug for Transformer {
     }
 }
 
-/// Checks that a shape describes a buildable model; the error says what is wrong.
-pub fn validate_shape(s: &ModelShape) -> Result<(), String> {
-    let positive = [
-        ("vocab_size", s.vocab_size),
-        ("hidden", s.hidden),
-        ("layers", s.layers),
-        ("heads", s.heads),
-        ("kv_heads", s.kv_heads),
-        ("ffn_hidden", s.ffn_hidden),
-        ("seq_len", s.seq_len),
-    ];
-    for (name, v) in positive {
-        if v == 0 {
-            return Err(format!("model.{name} must be positive"));
-        }
-    }
-    if !s.hidden.is_multiple_of(s.heads) {
-        return Err(format!("model.hidden {} is not a multiple of model.heads {}", s.hidden, s.heads));
-    }
-    if !s.heads.is_multiple_of(s.kv_heads) {
-        return Err(format!("model.heads {} is not a multiple of model.kv_heads {}", s.heads, s.kv_heads));
-    }
-    if !s.head_dim().is_multiple_of(2) {
-        return Err(format!("head dimension {} must be even for RoPE", s.head_dim()));
-    }
-    if !(s.rope_theta.is_finite() && s.rope_theta > 0.0) {
-        return Err(format!("model.rope_theta {} must be positive", s.rope_theta));
-    }
-    if let Some(r) = &s.rope_scaling
-        && !(r.factor > 0.0 && r.low_freq_factor > 0.0 && r.high_freq_factor > r.low_freq_factor && r.original_context > 0)
-    {
-        return Err("model.rope_scaling needs factor > 0, 0 < low_freq_factor < high_freq_factor \
-                    and original_context > 0"
-            .into());
-    }
-    if !(s.norm_eps.is_finite() && s.norm_eps > 0.0) {
-        return Err(format!("model.norm_eps {} must be positive", s.norm_eps));
-    }
-    if !(s.init_std.is_finite() && s.init_std >= 0.0) {
-        return Err(format!("model.init_std {} must be non-negative", s.init_std));
-    }
-    Ok(())
-}
-
 /// Number of parameters of a model of this shape, by formula.
 ///
 /// With `kv_heads == heads`, untied embeddings and QK-norm this is
@@ -200,7 +156,7 @@ impl Transformer {
 
     /// Builds a freshly initialised model under `p` (which fixes the device).
     pub fn new(p: &nn::Path, shape: &ModelShape) -> Result<Self, TchError> {
-        validate_shape(shape).map_err(TchError::Shape)?;
+        shape.validate().map_err(|e| TchError::Shape(e.to_string()))?;
         let device = p.device();
         let (h, v, i) = (shape.hidden as i64, shape.vocab_size as i64, shape.ffn_hidden as i64);
         let (heads, kv_heads, hd) = (shape.heads as i64, shape.kv_heads as i64, shape.head_dim() as i64);

@@ -3,7 +3,7 @@
 use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::data::BatchSampler;
 use crate::eval::{EvalResult, eval_windows, evaluate};
-use crate::model::{Transformer, validate_shape};
+use crate::model::Transformer;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::Schedule;
 use isoflop_core::{EvalRef, Precision, RunConfig};
@@ -168,28 +168,6 @@ impl TrainError {
     }
 }
 
-fn validate(cfg: &RunConfig) -> Result<(), TrainError> {
-    validate_shape(&cfg.model).map_err(TrainError::Config)?;
-    let r = &cfg.recipe;
-    let checks = [
-        (r.batch > 0, "recipe.batch must be positive"),
-        (r.steps > 0, "recipe.steps must be positive"),
-        (r.lr.is_finite() && r.lr >= 0.0, "recipe.lr must be finite and non-negative"),
-        ((0.0..=1.0).contains(&r.warmup_frac), "recipe.warmup_frac must be in [0, 1]"),
-        ((0.0..=1.0).contains(&r.decay_frac), "recipe.decay_frac must be in [0, 1]"),
-        (r.min_lr_frac.is_finite() && r.min_lr_frac >= 0.0, "recipe.min_lr_frac must be non-negative"),
-        (r.weight_decay.is_finite() && r.weight_decay >= 0.0, "recipe.weight_decay must be non-negative"),
-        ((0.0..1.0).contains(&r.beta1), "recipe.beta1 must be in [0, 1)"),
-        ((0.0..1.0).contains(&r.beta2), "recipe.beta2 must be in [0, 1)"),
-        (r.eps.is_finite() && r.eps > 0.0, "recipe.eps must be positive"),
-        (r.grad_clip.is_finite(), "recipe.grad_clip must be finite"),
-    ];
-    match checks.iter().find(|(ok, _)| !ok) {
-        Some((_, msg)) => Err(TrainError::Config(msg.to_string())),
-        None => Ok(()),
-    }
-}
-
 /// Opens a shard and checks it against the run's reference and model.
 fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
     if r.path.is_empty() {
@@ -225,7 +203,7 @@ fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
 /// allocator is tuned to keep freed memory ([`crate::alloc::keep_freed_memory`]).
 pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> Result<TrainOutcome, TrainError> {
     let cfg = &job.config;
-    validate(cfg)?;
+    cfg.validate().map_err(|e| TrainError::Config(e.to_string()))?;
     if job.threads > 0 {
         tch::set_num_threads(job.threads.min(i32::MAX as usize) as i32);
     }
@@ -264,7 +242,7 @@ pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> R
         hooks,
         model: &model,
         opt,
-        tokens_per_step: (batch * seq_len) as u64,
+        tokens_per_step: cfg.tokens_per_step(),
         last_saved: job.resume_from.clone().map(|p| (start, p)),
         excluded: Duration::ZERO,
         micro_batch: if job.micro_batch == 0 { batch } else { job.micro_batch.min(batch) },
@@ -654,7 +632,7 @@ mod tests {
                 decay_norms: false,
             },
             data: DataRef {
-                tokenizer: "byte".into(),
+                tokenizer: isoflop_core::Tokenizer::Byte,
                 train: write_shard(dir, "train", 200),
                 evals: vec![write_shard(dir, "heldout", 20)],
                 eval_tokens: 256,

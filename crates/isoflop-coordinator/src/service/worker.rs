@@ -79,7 +79,7 @@ impl WorkerService for WorkerApi {
             checkpoint_every: rt.runtime.checkpoint_every,
             progress_every: rt.runtime.progress_every,
             threads: rt.threads as u32,
-            device: rt.runtime.device,
+            device: rt.runtime.device.to_string(),
             lease_seconds: self.coord.inner.cfg.lease.as_secs(),
             micro_batch: rt.runtime.micro_batch.unwrap_or(0),
             precision: rt.runtime.precision.as_str().into(),
