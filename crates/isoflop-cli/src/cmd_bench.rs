@@ -5,6 +5,7 @@
 //! side of bench/train), printed as one JSON line.
 
 use crate::exit::{CliResult, input};
+use isoflop_core::{Device, Precision};
 use isoflop_fit::parametric::{LseData, ParametricOptions, fit_parametric};
 use isoflop_fit::read_csv;
 use isoflop_train::bench::{BenchModel, BenchOptions};
@@ -44,13 +45,14 @@ pub enum BenchCommand {
         warmup: u64,
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
-        device: String,
+        device: Device,
         /// bf16 mixed precision: bf16 forward and backward, fp32 master weights, clipping and
         /// AdamW (as `runtime.precision: bf16` trains; bench/train/torch_train.py --bf16 uses
         /// torch.autocast with fp32 parameters).
         #[arg(long)]
         bf16: bool,
-        /// Peak FLOP/s of the device for MFU (default: 989e12, H100 SXM bf16 dense, on CUDA; 0 on CPU).
+        /// Peak FLOP/s of the device for MFU (default: looked up by the accelerator's name and
+        /// the precision, e.g. 989.4e12 for an H100 or H200 in bf16; 0 on the CPU).
         #[arg(long)]
         peak_flops: Option<f64>,
         /// Seed of the tokens and of the initialization.
@@ -62,24 +64,13 @@ pub enum BenchCommand {
     },
 }
 
-fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
-    match s {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        _ => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
-            Some(i) => Ok(tch::Device::Cuda(i)),
-            None => Err(anyhow::anyhow!("unknown device {s:?} (cpu, cuda or cuda:N)")),
-        },
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn bench_train(
     model_json: PathBuf,
     batch: u64,
     steps: u64,
     warmup: u64,
-    device: String,
+    device: Device,
     bf16: bool,
     peak_flops: Option<f64>,
     seed: u64,
@@ -87,14 +78,15 @@ fn bench_train(
 ) -> CliResult {
     let text = std::fs::read_to_string(&model_json).map_err(|e| input(anyhow::anyhow!("{}: {e}", model_json.display())))?;
     let model: BenchModel = serde_json::from_str(&text).map_err(|e| input(anyhow::anyhow!("{}: {e}", model_json.display())))?;
-    let device = parse_device(&device).map_err(input)?;
     if device.is_cuda() && !tch::Cuda::is_available() {
         return Err(input(anyhow::anyhow!("CUDA is not available")));
     }
     if threads > 0 {
         tch::set_num_threads(threads.min(i32::MAX as usize) as i32);
     }
-    let peak_flops = peak_flops.unwrap_or(if device.is_cuda() { 989e12 } else { 0.0 });
+    let precision = if bf16 { Precision::Bf16 } else { Precision::Fp32 };
+    let peak_flops = peak_flops.or_else(|| isoflop_worker::device::peak_flops_of(device, precision)).unwrap_or(0.0);
+    let device = isoflop_train::tch_device(device);
     let opts = BenchOptions { batch, steps, warmup, device, bf16, peak_flops, seed, ..BenchOptions::default() };
     let r = isoflop_train::bench::bench_train(&model, &opts)?;
     println!("{}", serde_json::to_string(&r)?);

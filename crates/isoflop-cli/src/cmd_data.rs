@@ -1,7 +1,7 @@
 //! `isoflop data prepare`: real text from installed packages -> token shards + manifest.
 
 use crate::exit::{CliResult, input};
-use crate::table::{Table, count};
+use crate::render::table::{Table, count};
 use clap::Subcommand;
 use isoflop_data::prepare::{PrepareOptions, prepare_detailed};
 use std::path::PathBuf;

@@ -1,8 +1,8 @@
 //! `isoflop plan SPEC`: the runs a spec plans, with FLOP accounting.
 
-use crate::Format;
+use crate::args::Format;
 use crate::exit::{CliResult, input};
-use crate::table::{Table, count, sci};
+use crate::render::table::{Table, count, sci};
 use isoflop_coordinator::resolve::resolve_data;
 use isoflop_core::plan::{ResolvedData, plan as plan_runs};
 use isoflop_core::spec::SweepSpec;

@@ -50,3 +50,14 @@ pub fn input(e: impl Into<anyhow::Error>) -> CliError {
 
 /// Result of a command.
 pub type CliResult = Result<(), CliError>;
+
+/// A hosting error at the edge: the user's mistakes (no store, a store in use) exit 2.
+pub fn server(e: isoflop_server::ServerError) -> CliError {
+    if e.is_input() { CliError::Input(e.into()) } else { CliError::Failure(e.into()) }
+}
+
+/// A control call's error at the edge: the user's mistakes (unknown sweep or run, bad spec,
+/// wrong token) exit 2.
+pub fn client(e: isoflop_server::ClientError) -> CliError {
+    if e.is_input() { CliError::Input(e.into()) } else { CliError::Failure(e.into()) }
+}

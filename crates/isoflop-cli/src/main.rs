@@ -1,43 +1,33 @@
-//! `isoflop`: plan, run, watch, store and resume IsoFLOP sweeps. One binary for every role:
-//! the CLI, the in-process coordinator of `isoflop run`, and `isoflop worker`.
+//! `isoflop`: plan, run, watch, store and resume IsoFLOP sweeps. One binary for every role; it
+//! parses arguments, calls the role's library (`isoflop_server` for `run` and `serve` and the
+//! control path, `isoflop_worker` for `worker`, the planner, the fitter) and renders.
 
+mod args;
 mod cmd_bench;
+mod cmd_control;
 mod cmd_data;
 mod cmd_fit;
 mod cmd_plan;
-mod cmd_report;
 mod cmd_run;
 mod cmd_serve;
-mod cmd_status;
+mod cmd_worker;
+mod control;
 mod exit;
-mod remote;
-mod table;
-mod worker;
+mod render;
 
+use args::{Format, LogFormat, RemoteArgs, StoreArgs};
 use clap::{Parser, Subcommand};
-
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(name = "isoflop", version, about = "Plan, run, watch, resume and store IsoFLOP sweeps of small language models")]
 struct Cli {
+    /// Log format on stderr. The level is `ISOFLOP_LOG` (a tracing filter, e.g. `debug` or
+    /// `isoflop_coordinator=debug`); default `info` for `serve` and `worker`, `warn` otherwise.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "ISOFLOP_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Output format of listing commands.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    Table,
-    Json,
-}
-
-/// Where to find the store when no spec is given.
-#[derive(clap::Args, Debug, Clone)]
-pub struct StoreArgs {
-    /// SQLite store file.
-    #[arg(long, env = "ISOFLOP_STORE", default_value = ".isoflop/isoflop.db")]
-    store: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -67,25 +57,25 @@ enum Command {
     Submit {
         spec: PathBuf,
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        remote: RemoteArgs,
     },
     /// Follow a sweep on an `isoflop serve` coordinator, one line per event, until it finishes.
     Watch {
         sweep: String,
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        remote: RemoteArgs,
     },
-    /// Show the state of a sweep's runs from the store (during or after a run), or from a
+    /// Show the state of a sweep's runs (during or after a run), from the local store or from a
     /// coordinator with --coordinator.
     Status {
-        /// Sweep name (default: the newest sweep; required with --coordinator).
+        /// Sweep name (default: the newest sweep).
         sweep: Option<String>,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        remote: RemoteArgs,
     },
     /// Print the worker logs of a run (every attempt, or one).
     Logs {
@@ -96,7 +86,7 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        remote: RemoteArgs,
     },
     /// Requeue the runs of a sweep that ended failed or cancelled, and run them.
     Resume {
@@ -113,7 +103,7 @@ enum Command {
         store: StoreArgs,
         /// With --coordinator: requeue there; the coordinator runs them.
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        remote: RemoteArgs,
     },
     /// Cancel a sweep's unfinished runs (or one run); live workers are stopped.
     Cancel {
@@ -124,7 +114,7 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
-        remote: remote::RemoteArgs,
+        remote: RemoteArgs,
     },
     /// Fit scaling laws (IsoFLOP, parametric, relative) to a sweep or a CSV table.
     Fit {
@@ -160,7 +150,7 @@ enum Command {
         command: cmd_data::DataCommand,
     },
     /// Train one attempt for a coordinator (started by executors, not by hand).
-    Worker(worker::WorkerArgs),
+    Worker(cmd_worker::WorkerArgs),
 }
 
 /// Printing commands die quietly on a closed pipe (`isoflop plan ... | head`), as Unix tools
@@ -171,8 +161,21 @@ fn default_sigpipe() {
     // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL installs
     // no handler code.
     #[allow(unsafe_code)]
-    unsafe {
-        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    let r = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    if let Err(e) = r {
+        eprintln!("warning: cannot restore the default SIGPIPE action: {e}");
+    }
+}
+
+/// Logs to stderr: `ISOFLOP_LOG` or the role's default level, as text or JSON lines.
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ISOFLOP_LOG").unwrap_or_else(|_| default_level.into());
+    // Colour only on a terminal: worker logs go to files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).init(),
     }
 }
 
@@ -184,33 +187,26 @@ fn main() {
     ) {
         default_sigpipe();
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ISOFLOP_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // The long-lived roles say what they do at info; commands only warn.
+    let level = if matches!(cli.command, Command::Serve { .. } | Command::Worker(_)) { "info" } else { "warn" };
+    init_logging(cli.log_format, level);
     let result = match cli.command {
         Command::Plan { spec, format } => cmd_plan::plan(&spec, format),
         Command::Run { spec, plain } => cmd_run::run(&spec, plain),
         Command::Serve { config } => cmd_serve::serve(&config),
-        Command::Submit { spec, remote } => remote::submit(&spec, &remote),
-        Command::Watch { sweep, remote } => remote::watch(&sweep, &remote),
-        Command::Status { sweep, format, remote, .. } if remote.coordinator.is_some() => {
-            remote::status(sweep.as_deref(), format, &remote)
+        Command::Submit { spec, remote } => cmd_control::submit(&spec, &remote),
+        Command::Watch { sweep, remote } => cmd_control::watch(&sweep, &remote),
+        Command::Status { sweep, format, store, remote } => cmd_control::status(sweep.as_deref(), format, &store, &remote),
+        Command::Logs { run, attempt, store, remote } => cmd_control::logs(&run, attempt, &store, &remote),
+        Command::Resume { sweep, include_diverged, no_run, plain, store, remote } => {
+            cmd_run::resume(&sweep, include_diverged, no_run, plain, &store, &remote)
         }
-        Command::Status { sweep, format, store, .. } => cmd_status::status(&store.store, sweep.as_deref(), format),
-        Command::Logs { run, attempt, remote, .. } if remote.coordinator.is_some() => remote::logs(&run, attempt, &remote),
-        Command::Logs { run, attempt, store, .. } => cmd_status::logs(&store.store, &run, attempt),
-        Command::Resume { sweep, include_diverged, remote, .. } if remote.coordinator.is_some() => {
-            remote::resume(&sweep, include_diverged, &remote)
-        }
-        Command::Resume { sweep, include_diverged, no_run, plain, store, .. } => {
-            cmd_run::resume(&store.store, &sweep, include_diverged, no_run, plain)
-        }
-        Command::Cancel { target, run, remote, .. } if remote.coordinator.is_some() => remote::cancel(&target, run, &remote),
-        Command::Cancel { target, run, store, .. } => cmd_status::cancel(&store.store, &target, run),
+        Command::Cancel { target, run, store, remote } => cmd_control::cancel(&target, run, &store, &remote),
         Command::Fit { sweep, args, format, store } => cmd_fit::fit(&args.source(sweep, &store.store), &args, format),
-        Command::Report { sweep, out, args, store } => cmd_report::report(&args.source(sweep, &store.store), &args, &out),
+        Command::Report { sweep, out, args, store } => cmd_fit::report(&args.source(sweep, &store.store), &args, &out),
         Command::Bench { command } => cmd_bench::bench(command),
         Command::Data { command } => cmd_data::data(command),
-        Command::Worker(args) => worker::main(args),
+        Command::Worker(args) => cmd_worker::main(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -2,25 +2,24 @@
 //! watches leases and process exits, classifies failures and retries.
 //!
 //! It is shared by the gRPC services (`service::worker`, `service::control`) and the
-//! scheduler loop ([`Coordinator::run_scheduler`]). Every state change goes through the
-//! store, which checks it against the state machine and records an event.
+//! scheduler loop ([`Coordinator::run_scheduler`], in `scheduler.rs`). Every state change is a
+//! store lifecycle verb, which decides inside its transaction and returns the event it
+//! recorded; the coordinator broadcasts exactly that event.
 
-use crate::auth;
-use crate::executor::{Executor, ExecutorEvent, ExitReport, LaunchSpec};
+use crate::executor::Executor;
 use crate::resolve::PlannedSweep;
-use crate::retry::after_failure;
-use isoflop_core::spec::{ExecutorSpec, LoadedSpec, RuntimeSpec, SpecError, SweepSpec};
-use isoflop_core::{FailureClass, RunState};
+use crate::runtime::{self, RunRuntime, Runtimes};
+use isoflop_core::spec::{ExecutorSpec, LoadedSpec, SpecError, SweepSpec};
+use isoflop_core::{Clock, Retries, SystemClock};
 use isoflop_proto::v1 as pb;
-use isoflop_store::{AttemptEnd, AttemptOutcome, Change, Store, StoreError, SubmitResult, now_ms};
-use std::collections::{HashMap, HashSet};
+use isoflop_store::{Ending, EventRow, RunRow, Store, StoreError, SubmitResult, SweepRow};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, broadcast, mpsc};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tokio::sync::{Notify, broadcast};
+use tracing::info;
 
 /// Settings of a coordinator.
 #[derive(Debug, Clone)]
@@ -29,21 +28,21 @@ pub struct CoordinatorConfig {
     pub worker_url: String,
     /// Root of per-run checkpoints and logs.
     pub artifacts_dir: PathBuf,
-    /// Counted retries per run.
-    pub max_retries: u64,
+    /// Counted retries per run and their first back-off.
+    pub retries: Retries,
     /// A worker that does not report for this long is presumed lost.
     pub lease: Duration,
     /// Extra time a launched worker gets to attach (process start, libtorch loading).
     pub launch_grace: Duration,
-    /// First back-off of a counted retry.
-    pub backoff_base: Duration,
     /// Scheduler period.
     pub tick: Duration,
     /// How long a drain waits for workers to checkpoint before killing them.
     pub drain_grace: Duration,
     /// CPU threads of every worker, whatever a sweep's spec says (`isoflop serve`: the
-    /// daemon's executor section wins); `None` takes each spec's `executor.threads_per_run`.
+    /// daemon's executor section wins); `None` takes the owning spec's `executor.threads_per_run`.
     pub threads_per_run: Option<u64>,
+    /// Where time comes from (leases, back-off, event times): the system's, or a test's.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl CoordinatorConfig {
@@ -61,13 +60,13 @@ impl CoordinatorConfig {
         CoordinatorConfig {
             worker_url,
             artifacts_dir,
-            max_retries: executor.max_retries(),
+            retries: Retries { max: executor.max_retries(), backoff_base: Duration::from_secs(2) },
             lease: Duration::from_secs(executor.lease_seconds()),
             launch_grace: Duration::from_secs(launch_grace),
-            backoff_base: Duration::from_secs(2),
             tick: Duration::from_millis(250),
             drain_grace: Duration::from_secs(120),
             threads_per_run: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -81,30 +80,23 @@ pub enum CoordinatorError {
     Store(#[from] StoreError),
     #[error("sweep `{0}` not found")]
     UnknownSweep(String),
-    #[error("run `{0}` not found")]
+    #[error("no run matches `{0}`")]
     UnknownRun(String),
-}
-
-/// What a worker needs to run, besides its run's configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunRuntime {
-    pub runtime: RuntimeSpec,
-    pub threads: u64,
-    /// The first sweep that holds the run (labels its Kubernetes Jobs).
-    pub sweep: String,
+    #[error("`{key}` matches {matches} runs; give more of the run id")]
+    AmbiguousRun { key: String, matches: usize },
 }
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) cfg: CoordinatorConfig,
-    /// Runtime settings per run, from the spec of a sweep that holds it.
-    runtimes: Mutex<HashMap<String, RunRuntime>>,
+    /// Runtime settings per run (see [`crate::runtime`]), re-derived from the store.
+    runtimes: Mutex<Runtimes>,
     /// Runs whose workers are asked to stop at their next report.
-    stopping: Mutex<HashSet<String>>,
-    draining: AtomicBool,
-    pub(crate) events: broadcast::Sender<pb::RunEvent>,
-    wake: Notify,
+    pub(crate) stopping: Mutex<HashSet<String>>,
+    pub(crate) draining: AtomicBool,
+    events: broadcast::Sender<pb::RunEvent>,
+    pub(crate) wake: Notify,
 }
 
 /// A handle to the coordinator; cheap to clone.
@@ -117,49 +109,6 @@ impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coordinator").field("cfg", &self.inner.cfg).finish()
     }
-}
-
-fn pb_state(s: RunState) -> i32 {
-    (match s {
-        RunState::Planned => pb::RunState::Planned,
-        RunState::Queued => pb::RunState::Queued,
-        RunState::Blocked => pb::RunState::Blocked,
-        RunState::Launching => pb::RunState::Launching,
-        RunState::Running => pb::RunState::Running,
-        RunState::Succeeded => pb::RunState::Succeeded,
-        RunState::Failed => pb::RunState::Failed,
-        RunState::Cancelled => pb::RunState::Cancelled,
-    }) as i32
-}
-
-/// Proto enum value of a failure class.
-pub fn pb_class(c: Option<FailureClass>) -> i32 {
-    (match c {
-        None => pb::FailureClass::Unspecified,
-        Some(FailureClass::Preempted) => pb::FailureClass::Preempted,
-        Some(FailureClass::NodeLost) => pb::FailureClass::NodeLost,
-        Some(FailureClass::Oom) => pb::FailureClass::Oom,
-        Some(FailureClass::Diverged) => pb::FailureClass::Diverged,
-        Some(FailureClass::UserError) => pb::FailureClass::UserError,
-        Some(FailureClass::Unknown) => pb::FailureClass::Unknown,
-    }) as i32
-}
-
-/// Failure class of a proto enum value (`unspecified` reads as `unknown`).
-pub fn class_from_pb(v: i32) -> FailureClass {
-    match pb::FailureClass::try_from(v).unwrap_or(pb::FailureClass::Unknown) {
-        pb::FailureClass::Preempted => FailureClass::Preempted,
-        pb::FailureClass::NodeLost => FailureClass::NodeLost,
-        pb::FailureClass::Oom => FailureClass::Oom,
-        pb::FailureClass::Diverged => FailureClass::Diverged,
-        pb::FailureClass::UserError => FailureClass::UserError,
-        pb::FailureClass::Unknown | pb::FailureClass::Unspecified => FailureClass::Unknown,
-    }
-}
-
-/// Proto enum value of a run state.
-pub fn pb_run_state(s: RunState) -> i32 {
-    pb_state(s)
 }
 
 impl Coordinator {
@@ -185,6 +134,21 @@ impl Coordinator {
         &self.inner.store
     }
 
+    /// The executor.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.inner.executor
+    }
+
+    /// The coordinator's settings.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.inner.cfg
+    }
+
+    /// Now, by the coordinator's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.cfg.clock.now_ms()
+    }
+
     /// Live events (state changes, progress, evals) of all runs.
     pub fn subscribe(&self) -> broadcast::Receiver<pb::RunEvent> {
         self.inner.events.subscribe()
@@ -195,11 +159,6 @@ impl Coordinator {
         self.inner.cfg.artifacts_dir.join(run_id).join("checkpoints")
     }
 
-    /// The coordinator's settings.
-    pub fn config(&self) -> &CoordinatorConfig {
-        &self.inner.cfg
-    }
-
     /// Log file of an attempt.
     pub fn log_path(&self, run_id: &str, attempt: u64) -> PathBuf {
         log_path(&self.inner.cfg.artifacts_dir, run_id, attempt)
@@ -207,118 +166,107 @@ impl Coordinator {
 
     /// Plans and records a sweep; runs it shares with other sweeps are not trained again.
     pub fn submit(&self, loaded: &LoadedSpec) -> Result<SubmitResult, CoordinatorError> {
-        self.submit_planned(&loaded.spec, &PlannedSweep::from_spec(loaded)?)
+        self.submit_planned(&PlannedSweep::from_spec(loaded)?)
     }
 
     /// Records an already planned sweep (see [`Coordinator::submit`]).
-    pub fn submit_planned(&self, spec: &SweepSpec, planned: &PlannedSweep) -> Result<SubmitResult, CoordinatorError> {
+    pub fn submit_planned(&self, planned: &PlannedSweep) -> Result<SubmitResult, CoordinatorError> {
         let result = self.inner.store.submit_sweep(&planned.sweep, &planned.new_runs())?;
-        self.register_runtime(&planned.sweep.name, spec, planned.runs.iter().map(|r| r.run_id.0.clone()));
+        self.reload_runtimes()?;
         self.inner.wake.notify_one();
         Ok(result)
     }
 
-    fn register_runtime(&self, sweep: &str, spec: &SweepSpec, runs: impl Iterator<Item = String>) {
-        let rt = RunRuntime {
-            runtime: spec.runtime.clone(),
-            threads: self.inner.cfg.threads_per_run.unwrap_or(spec.executor.threads_per_run()),
-            sweep: sweep.into(),
-        };
-        let mut map = self.inner.runtimes.lock().unwrap_or_else(|p| p.into_inner());
-        for r in runs {
-            map.entry(r).or_insert_with(|| rt.clone());
+    /// Re-derives every run's runtime settings from the stored sweeps (see [`crate::runtime`]).
+    pub(crate) fn reload_runtimes(&self) -> Result<(), CoordinatorError> {
+        let derived = runtime::derive(self.inner.store.as_ref(), self.inner.cfg.threads_per_run)?;
+        *self.inner.runtimes.lock().unwrap_or_else(|p| p.into_inner()) = derived;
+        Ok(())
+    }
+
+    /// Runtime settings of a run, or why it has none (see [`crate::runtime`]).
+    pub fn runtime_of(&self, run_id: &str) -> Result<RunRuntime, String> {
+        match self.inner.runtimes.lock().unwrap_or_else(|p| p.into_inner()).get(run_id) {
+            Some(r) => r.clone(),
+            None => Err(format!("run {run_id} belongs to no stored sweep")),
         }
     }
 
-    /// Runtime settings of a run (defaults if no stored sweep says otherwise).
-    pub fn runtime_of(&self, run_id: &str) -> RunRuntime {
-        self.inner.runtimes.lock().unwrap_or_else(|p| p.into_inner()).get(run_id).cloned().unwrap_or(RunRuntime {
-            runtime: RuntimeSpec::default(),
-            threads: 1,
-            sweep: String::new(),
-        })
-    }
-
-    /// Makes the state left by an earlier coordinator consistent: reloads runtime settings of
-    /// stored sweeps, and ends attempts this coordinator cannot adopt (their workers are
-    /// asked to checkpoint and stop; the runs are requeued and resume from a checkpoint).
+    /// Makes the state left by an earlier coordinator consistent: derives runtime settings
+    /// from the stored sweeps, and ends attempts this coordinator cannot adopt (their workers
+    /// are asked to checkpoint and stop; the runs are requeued and resume from a checkpoint).
+    /// Returns how many attempts it ended.
     pub fn recover(&self) -> Result<usize, CoordinatorError> {
+        self.reload_runtimes()?;
         let store = &self.inner.store;
-        for sweep in store.sweeps()? {
-            if let Ok(spec) = SweepSpec::parse(Path::new(&sweep.spec_path), &sweep.spec_yaml) {
-                let runs = store.sweep_runs(&sweep.name)?;
-                self.register_runtime(&sweep.name, &spec, runs.into_iter().map(|r| r.run_id));
-            }
-        }
         let mut ended = 0;
         for a in store.active_attempts()? {
             if self.inner.executor.is_tracking(&a.run_id, a.attempt) {
                 // Adopted: its worker gets a full lease to find the new coordinator.
-                let lease = now_ms() + (self.inner.cfg.lease + self.launch_grace()).as_millis() as i64;
-                let _ = store.renew_lease(&a.run_id, a.attempt, lease);
+                match store.renew_lease(&a.run_id, a.attempt, self.start_lease()) {
+                    Ok(()) | Err(StoreError::StaleAttempt { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                info!(run_id = %a.run_id, attempt = a.attempt, "adopted a running attempt");
                 continue;
             }
             self.inner.executor.stop_orphan(&a.executor_ref, &a.run_id);
-            let end = AttemptEnd {
-                outcome: AttemptOutcome::Interrupted,
-                failure_class: Some(FailureClass::Preempted),
-                message: "coordinator restarted; resuming from the newest checkpoint".into(),
-                not_before_ms: None,
-                spend_retry: false,
-            };
-            self.end_attempt(&a.run_id, a.attempt, &end, RunState::Queued);
-            ended += 1;
+            let message = "coordinator restarted; resuming from the newest checkpoint".to_string();
+            if self.end(&a.run_id, a.attempt, &Ending::Interrupted { checkpoint: None, message })?.is_some() {
+                ended += 1;
+            }
         }
         Ok(ended)
     }
 
-    /// Ends an attempt and moves the run, broadcasting the change; a stale attempt is ignored.
-    pub(crate) fn end_attempt(&self, run_id: &str, attempt: u64, end: &AttemptEnd, to: RunState) -> bool {
-        let from = self.inner.store.run(run_id).ok().flatten().map(|r| r.state);
-        match self.inner.store.end_attempt(run_id, attempt, end, to) {
-            Ok(()) => {
-                info!(run_id, attempt, to = %to, class = ?end.failure_class, "attempt ended: {}", end.message);
-                self.broadcast_state(run_id, from.unwrap_or(to), to, end.failure_class, &end.message);
-                self.inner.wake.notify_one();
-                true
-            }
-            Err(StoreError::StaleAttempt { .. }) => false,
-            Err(e) => {
-                warn!(run_id, attempt, "cannot end attempt: {e}");
-                false
-            }
+    /// The lease a launched (or adopted, or just placed) attempt starts with: the lease plus the
+    /// start-up grace (process start, image pull, libtorch loading).
+    pub(crate) fn start_lease(&self) -> i64 {
+        self.now_ms() + (self.inner.cfg.lease + self.inner.cfg.launch_grace).as_millis() as i64
+    }
+
+    /// Ends an attempt, broadcasting the event the store recorded. `None` when the attempt had
+    /// ended already (the worker's own outcome, or another path, came first).
+    pub(crate) fn end(&self, run_id: &str, attempt: u64, ending: &Ending) -> Result<Option<EventRow>, CoordinatorError> {
+        match self.finish(run_id, attempt, ending) {
+            Ok(ev) => Ok(Some(ev)),
+            Err(CoordinatorError::Store(StoreError::StaleAttempt { .. })) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
-    pub(crate) fn broadcast_state(&self, run_id: &str, from: RunState, to: RunState, class: Option<FailureClass>, msg: &str) {
-        let _ = self.inner.events.send(pb::RunEvent {
-            run_id: run_id.into(),
-            unix_millis: now_ms(),
-            event: Some(pb::run_event::Event::State(pb::StateChanged {
-                from: pb_state(from),
-                to: pb_state(to),
-                failure_class: pb_class(class),
-                message: msg.into(),
-            })),
-        });
+    /// Ends an attempt as its worker says, broadcasting the event; an attempt that has ended
+    /// already is [`StoreError::StaleAttempt`], which the worker sees.
+    pub(crate) fn finish(&self, run_id: &str, attempt: u64, ending: &Ending) -> Result<EventRow, CoordinatorError> {
+        let ev = self.inner.store.end_attempt(run_id, attempt, ending)?;
+        info!(run_id, attempt, from = %ev.from, to = %ev.to, class = ?ev.failure_class, "attempt ended: {}", ev.message);
+        self.publish(&ev);
+        self.inner.wake.notify_one();
+        Ok(ev)
     }
 
+    /// Fails an attempt with `class`; the store applies the retry rule.
+    pub(crate) fn fail(
+        &self,
+        run_id: &str,
+        attempt: u64,
+        class: isoflop_core::FailureClass,
+        message: String,
+    ) -> Result<Option<EventRow>, CoordinatorError> {
+        self.end(run_id, attempt, &Ending::Failed { class, message, retries: self.inner.cfg.retries })
+    }
+
+    /// Broadcasts a recorded state change.
+    pub(crate) fn publish(&self, ev: &EventRow) {
+        // No receiver is not an error: nobody is watching.
+        let _ = self.inner.events.send(ev.into());
+    }
+
+    /// Broadcasts a progress point or an eval result of a run.
     pub(crate) fn broadcast(&self, run_id: &str, event: pb::run_event::Event) {
-        let _ = self.inner.events.send(pb::RunEvent { run_id: run_id.into(), unix_millis: now_ms(), event: Some(event) });
-    }
-
-    /// Ends a failed attempt, deciding by its class whether the run is retried.
-    pub(crate) fn fail_attempt(&self, run_id: &str, attempt: u64, class: FailureClass, message: String) -> bool {
-        let retries_used = self.inner.store.run(run_id).ok().flatten().map(|r| r.retries_used).unwrap_or(0);
-        let d = after_failure(class, retries_used, self.inner.cfg.max_retries, self.inner.cfg.backoff_base);
-        let end = AttemptEnd {
-            outcome: AttemptOutcome::Failed,
-            failure_class: Some(class),
-            message,
-            not_before_ms: (d.next == RunState::Queued).then(|| now_ms() + d.delay.as_millis() as i64),
-            spend_retry: d.spend_retry,
-        };
-        self.end_attempt(run_id, attempt, &end, d.next)
+        let ev = pb::RunEvent { run_id: run_id.into(), unix_millis: self.now_ms(), event: Some(event) };
+        // No receiver is not an error: nobody is watching.
+        let _ = self.inner.events.send(ev);
     }
 
     /// Whether the worker of a run should stop at its next report.
@@ -327,46 +275,43 @@ impl Coordinator {
             || self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).contains(run_id)
     }
 
-    /// Cancels one run: a live worker is stopped, the run ends `cancelled`.
-    pub fn cancel_run(&self, run_id: &str) -> Result<bool, CoordinatorError> {
-        let store = &self.inner.store;
-        let run = store.run(run_id)?.ok_or_else(|| CoordinatorError::UnknownRun(run_id.into()))?;
-        if run.state.is_terminal() {
-            return Ok(false);
-        }
-        let live_attempt = store.attempt(run_id, run.attempts)?.is_some_and(|a| a.outcome == AttemptOutcome::Active);
-        if live_attempt {
-            let end = AttemptEnd {
-                outcome: AttemptOutcome::Cancelled,
-                failure_class: None,
-                message: "cancelled".into(),
-                not_before_ms: None,
-                spend_retry: false,
-            };
+    /// Records a cancellation the store made: a live worker is asked to stop.
+    fn cancelled(&self, run_id: &str, c: &isoflop_store::Cancelled) {
+        self.publish(&c.event);
+        if let Some(a) = c.live_attempt {
             self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id.into());
-            if self.end_attempt(run_id, run.attempts, &end, RunState::Cancelled) {
-                self.inner.executor.stop(run_id, run.attempts);
-                self.inner.executor.forget_run(run_id);
-                return Ok(true);
-            }
-            return Ok(false);
+            self.inner.executor.stop(run_id, a);
         }
-        store.transition(run_id, RunState::Cancelled, &Change { message: "cancelled".into(), ..Change::default() })?;
-        self.broadcast_state(run_id, run.state, RunState::Cancelled, None, "cancelled");
-        self.inner.executor.forget_run(run_id);
+    }
+
+    /// Cancels one run: a live worker is stopped, the run ends `cancelled`, and the executor
+    /// removes what it keeps for it. False when the run had finished already.
+    pub fn cancel_run(&self, run_id: &str) -> Result<bool, CoordinatorError> {
+        let c = match self.inner.store.cancel_run(run_id) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(false),
+            Err(StoreError::NotFound { .. }) => return Err(CoordinatorError::UnknownRun(run_id.into())),
+            Err(e) => return Err(e.into()),
+        };
+        self.cancelled(run_id, &c);
+        self.inner.executor.forget_runs(&[run_id.to_string()]);
         Ok(true)
     }
 
-    /// Cancels every unfinished run of a sweep.
+    /// Cancels every unfinished run of a sweep (the executor removes what it keeps for them
+    /// in one go).
     pub fn cancel_sweep(&self, sweep: &str) -> Result<u32, CoordinatorError> {
-        let runs = self.sweep_runs(sweep)?;
-        let mut n = 0;
-        for r in runs {
-            if self.cancel_run(&r.run_id)? {
-                n += 1;
+        let mut cancelled = Vec::new();
+        for r in self.sweep_runs(sweep)? {
+            if let Some(c) = self.inner.store.cancel_run(&r.run_id)? {
+                self.cancelled(&r.run_id, &c);
+                cancelled.push(r.run_id);
             }
         }
-        Ok(n)
+        if !cancelled.is_empty() {
+            self.inner.executor.forget_runs(&cancelled);
+        }
+        Ok(cancelled.len() as u32)
     }
 
     /// Requeues the runs of a sweep that ended failed or cancelled; diverged runs only when
@@ -374,241 +319,68 @@ impl Coordinator {
     pub fn resume_sweep(&self, sweep: &str, include_diverged: bool) -> Result<u32, CoordinatorError> {
         let mut n = 0;
         for r in self.sweep_runs(sweep)? {
-            let eligible = match r.state {
-                RunState::Failed => include_diverged || r.failure_class != Some(FailureClass::Diverged),
-                RunState::Cancelled => true,
-                _ => false,
-            };
-            if !eligible {
-                continue;
+            if let Some(ev) = self.inner.store.resume_run(&r.run_id, include_diverged)? {
+                self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&r.run_id);
+                self.publish(&ev);
+                n += 1;
             }
-            self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(&r.run_id);
-            let change = Change { message: "resumed".into(), reset_retries: true, not_before_ms: Some(0), ..Change::default() };
-            self.inner.store.transition(&r.run_id, RunState::Queued, &change)?;
-            self.broadcast_state(&r.run_id, r.state, RunState::Queued, None, "resumed");
-            n += 1;
         }
         self.inner.wake.notify_one();
         Ok(n)
     }
 
-    fn sweep_runs(&self, sweep: &str) -> Result<Vec<isoflop_store::RunRow>, CoordinatorError> {
+    /// The runs of an existing sweep, in plan order.
+    pub fn sweep_runs(&self, sweep: &str) -> Result<Vec<RunRow>, CoordinatorError> {
         if self.inner.store.sweep(sweep)?.is_none() {
             return Err(CoordinatorError::UnknownSweep(sweep.into()));
         }
         Ok(self.inner.store.sweep_runs(sweep)?)
     }
 
-    /// The scheduler loop: reaps exits, expires leases, launches queued runs. Returns after
-    /// `shutdown` is cancelled and the drain (workers checkpoint and stop) is over.
-    pub async fn run_scheduler(self, mut exits: mpsc::UnboundedReceiver<ExecutorEvent>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.inner.cfg.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                Some(event) = exits.recv() => self.on_event(event),
-                _ = tick.tick() => {}
-                _ = self.inner.wake.notified() => {}
-            }
-            while let Ok(event) = exits.try_recv() {
-                self.on_event(event);
-            }
-            self.expire_leases();
-            self.launch_ready();
-        }
-        self.drain(&mut exits).await;
-    }
-
-    /// Stops launching and asks every live worker to checkpoint and stop; waits for them
-    /// (killing those that outlive the grace period).
-    async fn drain(&self, exits: &mut mpsc::UnboundedReceiver<ExecutorEvent>) {
-        if self.inner.executor.survives_restart() {
-            // Cluster Jobs keep training; the next coordinator adopts them.
-            info!("leaving running attempts to the next coordinator");
-            return;
-        }
-        self.inner.draining.store(true, Ordering::SeqCst);
-        let active = self.inner.store.active_attempts().unwrap_or_default();
-        for a in &active {
-            self.inner.executor.stop(&a.run_id, a.attempt);
-        }
-        let deadline = tokio::time::Instant::now() + self.inner.cfg.drain_grace;
-        loop {
-            let live: Vec<_> = self
-                .inner
-                .store
-                .active_attempts()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|a| self.inner.executor.is_tracking(&a.run_id, a.attempt))
-                .collect();
-            if live.is_empty() && active.iter().all(|a| !self.inner.executor.is_tracking(&a.run_id, a.attempt)) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                for a in &live {
-                    warn!(run_id = %a.run_id, "worker did not stop in time; killing it");
-                    self.inner.executor.kill(&a.run_id, a.attempt);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                break;
-            }
-            tokio::select! {
-                Some(event) = exits.recv() => self.on_event(event),
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-        while let Ok(event) = exits.try_recv() {
-            self.on_event(event);
-        }
-        // Attempts whose workers never attached or vanished: requeue them.
-        for a in self.inner.store.active_attempts().unwrap_or_default() {
-            let end = AttemptEnd {
-                outcome: AttemptOutcome::Interrupted,
-                failure_class: Some(FailureClass::Preempted),
-                message: "coordinator stopped".into(),
-                not_before_ms: None,
-                spend_retry: false,
-            };
-            self.end_attempt(&a.run_id, a.attempt, &end, RunState::Queued);
-        }
-    }
-
-    fn on_event(&self, event: ExecutorEvent) {
-        match event {
-            ExecutorEvent::Exited(exit) => self.on_exit(exit),
-            ExecutorEvent::Blocked { run_id, attempt, message } => self.on_blocked(&run_id, attempt, &message),
-            ExecutorEvent::Placed { run_id, attempt } => self.on_placed(&run_id, attempt),
-        }
-    }
-
-    /// The live attempt `attempt` of `run_id` and its run's state, if that attempt is live.
-    fn live(&self, run_id: &str, attempt: u64) -> Option<RunState> {
-        let a = self.inner.store.attempt(run_id, attempt).ok().flatten()?;
-        let run = self.inner.store.run(run_id).ok().flatten()?;
-        (a.outcome == AttemptOutcome::Active && run.attempts == attempt).then_some(run.state)
-    }
-
-    /// The executor cannot place the attempt now: the run shows `blocked` with the reason.
-    fn on_blocked(&self, run_id: &str, attempt: u64, message: &str) {
-        // Only a launching attempt becomes blocked; one already blocked keeps the reason it was
-        // blocked with until it is placed or ends (states have no self-loops).
-        if self.live(run_id, attempt) != Some(RunState::Launching) {
-            return;
-        }
-        let from = RunState::Launching;
-        let change = Change { attempt: Some(attempt), message: message.into(), ..Change::default() };
-        match self.inner.store.transition(run_id, RunState::Blocked, &change) {
-            Ok(_) => self.broadcast_state(run_id, from, RunState::Blocked, None, message),
-            Err(e) => warn!(run_id, attempt, "cannot mark run blocked: {e}"),
-        }
-    }
-
-    /// A blocked attempt was placed: its worker is starting, with a fresh start-up lease.
-    fn on_placed(&self, run_id: &str, attempt: u64) {
-        if self.live(run_id, attempt) != Some(RunState::Blocked) {
-            return;
-        }
-        let lease = now_ms() + (self.inner.cfg.lease + self.launch_grace()).as_millis() as i64;
-        let _ = self.inner.store.renew_lease(run_id, attempt, lease);
-        let change = Change { attempt: Some(attempt), message: "placed".into(), ..Change::default() };
-        match self.inner.store.transition(run_id, RunState::Launching, &change) {
-            Ok(_) => self.broadcast_state(run_id, RunState::Blocked, RunState::Launching, None, "placed"),
-            Err(e) => warn!(run_id, attempt, "cannot mark run launching: {e}"),
-        }
-    }
-
-    fn launch_grace(&self) -> Duration {
-        self.inner.cfg.launch_grace
-    }
-
-    /// A worker ended. If it reported its outcome, nothing is left to do; otherwise the
-    /// attempt failed and is classified here (by the executor's class when it has one).
-    fn on_exit(&self, exit: ExitReport) {
-        let Ok(Some(a)) = self.inner.store.attempt(&exit.run_id, exit.attempt) else { return };
-        if a.outcome != AttemptOutcome::Active {
-            return;
-        }
-        let draining = self.inner.draining.load(Ordering::SeqCst);
-        let class = match exit.class {
-            Some(c) => c,
-            None if draining => FailureClass::Preempted,
-            None => FailureClass::Unknown,
-        };
-        let msg = format!("worker {} without reporting an outcome", exit.describe());
-        warn!(run_id = %exit.run_id, attempt = exit.attempt, "{msg}");
-        self.fail_attempt(&exit.run_id, exit.attempt, class, msg);
-    }
-
-    /// Attempts whose lease ran out: the worker is presumed lost.
-    fn expire_leases(&self) {
-        let now = now_ms();
-        for a in self.inner.store.active_attempts().unwrap_or_default() {
-            if a.lease_expires_ms >= now {
-                continue;
-            }
-            // A blocked attempt has no worker yet; its lease starts when it is placed.
-            if self.inner.store.run(&a.run_id).ok().flatten().is_some_and(|r| r.state == RunState::Blocked) {
-                continue;
-            }
-            self.inner.executor.kill(&a.run_id, a.attempt);
-            let msg = format!("no report for {} s: lease expired", self.inner.cfg.lease.as_secs());
-            self.fail_attempt(&a.run_id, a.attempt, FailureClass::NodeLost, msg);
-        }
-    }
-
-    fn launch_ready(&self) {
-        if self.inner.draining.load(Ordering::SeqCst) {
-            return;
-        }
+    /// Every sweep, newest first, with its runs.
+    pub fn sweeps(&self) -> Result<Vec<(SweepRow, Vec<RunRow>)>, CoordinatorError> {
         let store = &self.inner.store;
-        let active = store.active_attempts().map(|a| a.len()).unwrap_or(usize::MAX);
-        let free = self.inner.executor.slots().saturating_sub(active);
-        if free == 0 {
-            return;
+        let mut out = Vec::new();
+        for s in store.sweeps()? {
+            let runs = store.sweep_runs(&s.name)?;
+            out.push((s, runs));
         }
-        let Ok(ready) = store.runs_in_state(RunState::Queued, Some(now_ms())) else { return };
-        for run in ready.into_iter().take(free) {
-            self.launch(&run.run_id);
-        }
+        Ok(out)
     }
 
-    fn launch(&self, run_id: &str) {
-        let store = &self.inner.store;
-        let token = auth::new_token();
-        // The first lease covers process start and libtorch loading.
-        let lease = now_ms() + (self.inner.cfg.lease + self.launch_grace()).as_millis() as i64;
-        let attempt = match store.start_attempt(run_id, &auth::hash_token(&token), lease) {
-            Ok(a) => a,
-            Err(e) => {
-                warn!(run_id, "cannot start attempt: {e}");
-                return;
-            }
-        };
-        self.inner.stopping.lock().unwrap_or_else(|p| p.into_inner()).remove(run_id);
-        self.broadcast_state(run_id, RunState::Queued, RunState::Launching, None, "");
-        let spec = LaunchSpec {
-            run_id: run_id.into(),
-            sweep: self.runtime_of(run_id).sweep,
-            attempt: attempt.attempt,
-            token,
-            coordinator_url: self.inner.cfg.worker_url.clone(),
-            log_path: self.log_path(run_id, attempt.attempt),
-        };
-        match self.inner.executor.launch(&spec) {
-            Ok(r) => {
-                let _ = store.set_executor_ref(run_id, attempt.attempt, &r);
-                info!(run_id, attempt = attempt.attempt, executor_ref = %r, "launched");
-            }
-            Err(e) => {
-                self.fail_attempt(run_id, attempt.attempt, FailureClass::Unknown, e.to_string());
-            }
-        }
+    /// The run a user's key names: its id, a unique prefix of one, or a run name.
+    pub fn find_run(&self, key: &str) -> Result<RunRow, CoordinatorError> {
+        find_run(self.inner.store.as_ref(), key)
     }
+}
+
+/// The run a user's key names in a store: its id, a unique prefix of one, or a run name (in
+/// any sweep). The one implementation of run lookup.
+pub fn find_run(store: &dyn Store, key: &str) -> Result<RunRow, CoordinatorError> {
+    let mut found = store.find_runs(key)?;
+    match found.len() {
+        0 => Err(CoordinatorError::UnknownRun(key.into())),
+        1 => Ok(found.remove(0)),
+        matches => Err(CoordinatorError::AmbiguousRun { key: key.into(), matches }),
+    }
+}
+
+/// A sweep's stored spec as it was submitted.
+pub fn stored_spec(row: &SweepRow) -> Result<LoadedSpec, SpecError> {
+    let path = PathBuf::from(&row.spec_path);
+    let spec = SweepSpec::parse(&path, &row.spec_yaml)?;
+    Ok(LoadedSpec { spec, path, text: row.spec_yaml.clone() })
 }
 
 /// Log file of an attempt under an artifacts directory.
 pub fn log_path(artifacts: &Path, run_id: &str, attempt: u64) -> PathBuf {
     artifacts.join(run_id).join("logs").join(format!("attempt-{attempt}.log"))
+}
+
+/// Logs an error of a background step that has no caller to return it to (the scheduler
+/// loop keeps going; the step is tried again at the next tick).
+pub(crate) fn log_err(what: &str, r: Result<(), CoordinatorError>) {
+    if let Err(e) = r {
+        tracing::error!("{what}: {e}");
+    }
 }

@@ -1,18 +1,21 @@
 //! The isoflop coordinator: durable run state, the scheduler loop, the worker and control
 //! gRPC services, and the executors that start workers.
 //!
-//! [`serve`] binds both services on one listener; [`Coordinator`] is the shared core.
+//! [`Coordinator`] is the shared core; [`serve`] binds both services on one listener (and
+//! [`serve_incoming`] on any stream of connections, such as an in-memory one); the scheduler
+//! loop is [`Coordinator::run_scheduler`].
 
 pub mod auth;
-pub mod convert;
 pub mod coordinator;
 pub mod executor;
 pub mod resolve;
-pub mod retry;
+pub mod runtime;
+mod scheduler;
 pub mod service;
 
-pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, RunRuntime, log_path};
-pub use executor::{Executor, ExecutorEvent, ExitReport, LaunchSpec, LocalExecutor};
+pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, find_run, log_path, stored_spec};
+pub use executor::{Detached, Executor, ExecutorEvent, ExitReport, LaunchSpec, LocalExecutor};
+pub use runtime::RunRuntime;
 
 use isoflop_proto::v1::control_service_server::ControlServiceServer;
 use isoflop_proto::v1::worker_service_server::WorkerServiceServer;
@@ -26,8 +29,23 @@ pub async fn serve(
     admin_token: Option<String>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    serve_incoming(coord, tokio_stream::wrappers::TcpListenerStream::new(listener), admin_token, shutdown).await
+}
+
+/// Serves the worker and control APIs on a stream of connections until `shutdown` is
+/// cancelled. Every call runs in a `grpc` span naming its method.
+pub async fn serve_incoming<S, IO>(
+    coord: Coordinator,
+    incoming: S,
+    admin_token: Option<String>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tokio_stream::Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+{
     tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(WorkerServiceServer::new(service::worker::WorkerApi::new(coord.clone())))
         .add_service(ControlServiceServer::new(service::control::ControlApi::new(coord, admin_token.as_deref())))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

@@ -26,10 +26,8 @@ struct Recorder {
     stopped: Mutex<Vec<(String, u64)>>,
 }
 
+#[async_trait::async_trait]
 impl Executor for Recorder {
-    fn name(&self) -> &'static str {
-        "recorder"
-    }
     fn slots(&self) -> usize {
         2
     }
@@ -86,6 +84,18 @@ data: {tokenizer: byte, manifest: manifest.json, corpora: [{name: mix}]}
 executor: {kind: local, max_parallel: 2, lease_seconds: 2}
 ";
 
+/// Polls `f` every 20 ms until it gives a value; panics after `secs` naming `what`.
+async fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -106,6 +116,8 @@ async fn control_and_worker_apis_over_grpc() {
     let mut cfg = CoordinatorConfig::from_spec(&loaded, url.clone());
     cfg.tick = Duration::from_millis(50);
     cfg.launch_grace = Duration::ZERO;
+    // The recorder's "workers" never exit: the drain at the end waits this long, then kills.
+    cfg.drain_grace = Duration::from_millis(500);
     let coord = Coordinator::new(store.clone(), exec.clone(), cfg);
     let stop = CancellationToken::new();
     tokio::spawn(serve(coord.clone(), listener, Some("admin-secret".into()), stop.clone()));
@@ -137,13 +149,7 @@ async fn control_and_worker_apis_over_grpc() {
     assert_eq!(runs.len(), 4);
 
     // Two slots: two launches.
-    let launched = loop {
-        let l = exec.launched.lock().unwrap().clone();
-        if l.len() == 2 {
-            break l;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let launched = wait_until(10, "two launches", || Some(exec.launched.lock().unwrap().clone()).filter(|l| l.len() == 2)).await;
     let first = &launched[0];
     let mut worker = WorkerServiceClient::connect(url.clone()).await.unwrap();
     let attach = |token: &str, version| {
@@ -216,13 +222,10 @@ async fn control_and_worker_apis_over_grpc() {
     // The second launched run never attaches... its worker is "lost": the lease expires
     // (2 s), the failure is classified node_lost and the run is requeued for free.
     let second = launched[1].clone();
-    let failed = loop {
-        if let Some(a) = store.attempt(&second.run_id, 1).unwrap().filter(|a| a.outcome != isoflop_store::AttemptOutcome::Active)
-        {
-            break a;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let failed = wait_until(10, "the lost worker's lease to expire", || {
+        store.attempt(&second.run_id, 1).unwrap().filter(|a| a.outcome != isoflop_store::AttemptOutcome::Active)
+    })
+    .await;
     assert_eq!(failed.failure_class, Some(isoflop_core::FailureClass::NodeLost), "{}", failed.message);
     assert!(failed.message.contains("lease expired"), "{}", failed.message);
     let r = store.run(&second.run_id).unwrap().unwrap();
@@ -241,5 +244,5 @@ async fn control_and_worker_apis_over_grpc() {
     assert_eq!(err.code(), Code::NotFound);
 
     stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), sched).await;
+    tokio::time::timeout(Duration::from_secs(10), sched).await.expect("the scheduler stops").unwrap();
 }

@@ -29,6 +29,8 @@ pub mod parametric;
 pub mod relative;
 pub mod report;
 pub mod stats;
+#[cfg(feature = "store")]
+pub mod sweep;
 pub mod table;
 
 pub use error::FitError;

@@ -1,7 +1,7 @@
 //! Pure functions from an attempt and the executor settings to Kubernetes objects.
 
-use isoflop_coordinator::executor::local::{ENV_ATTEMPT, ENV_COORDINATOR, ENV_RUN_ID, ENV_TOKEN};
 use isoflop_core::kubernetes::KubernetesSpec;
+use isoflop_proto::env::{ATTEMPT as ENV_ATTEMPT, COORDINATOR as ENV_COORDINATOR, RUN_ID as ENV_RUN_ID, TOKEN as ENV_TOKEN};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
     PodFailurePolicyRule,

@@ -2,6 +2,8 @@
 //! logarithmic axes, a legend. [`Chart::svg`] writes the SVG text directly; [`Chart::png`]
 //! rasterises that SVG (system fonts) so every figure exists in both formats.
 
+pub mod report;
+
 use std::fmt::Write;
 
 /// Errors rendering a chart.

@@ -1,7 +1,13 @@
 //! The behaviour every [`Store`] backend must show. Each backend's tests call [`run_all`]
-//! on a fresh, empty store; a failure panics with what differed.
+//! on a fresh, empty store that reads its time from the given [`ManualClock`]; a failure
+//! panics with what differed.
 
 use crate::*;
+use isoflop_core::{Clock, ManualClock};
+use std::time::Duration;
+
+/// The clock a conformance store starts at.
+pub const T0: i64 = 1_000_000;
 
 fn new_run(id: &str, name: &str) -> NewRun {
     NewRun {
@@ -17,97 +23,10 @@ fn sweep(name: &str, spec: &str) -> NewSweep {
     NewSweep { name: name.into(), spec_yaml: spec.into(), spec_path: format!("/specs/{name}.yaml") }
 }
 
-/// Runs every check below, in order, on one empty store.
-pub fn run_all(store: &dyn Store) {
-    submit_shares_runs_and_is_idempotent(store);
-    transitions_are_checked_and_recorded(store);
-    attempt_lifecycle(store);
-    progress_checkpoints_and_evals(store);
-}
+const RETRIES: Retries = Retries { max: 2, backoff_base: Duration::from_secs(2) };
 
-/// The same run in two sweeps is stored once; resubmitting a sweep changes nothing.
-pub fn submit_shares_runs_and_is_idempotent(store: &dyn Store) {
-    let a = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
-    assert_eq!(a, SubmitResult { runs: 2, reused: 0, existed: false });
-    let b = store.submit_sweep(&sweep("b", "spec-b"), &[new_run("r2", "two-in-b"), new_run("r3", "three")]).unwrap();
-    assert_eq!(b, SubmitResult { runs: 2, reused: 1, existed: false });
-    let again = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
-    assert_eq!(again, SubmitResult { runs: 2, reused: 2, existed: true });
-    let err = store.submit_sweep(&sweep("a", "other"), &[new_run("r9", "nine")]).unwrap_err();
-    assert!(matches!(err, StoreError::SweepConflict { .. }), "{err}");
-    assert!(store.run("r9").unwrap().is_none(), "a rejected submit stores nothing");
-    let runs_b = store.sweep_runs("b").unwrap();
-    assert_eq!(runs_b.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["two-in-b", "three"]);
-    assert!(runs_b.iter().all(|r| r.state == RunState::Queued));
-    assert_eq!(store.sweeps().unwrap().len(), 2);
-    let ev = store.events("r1").unwrap();
-    assert_eq!(ev.len(), 1);
-    assert_eq!((ev[0].from, ev[0].to), (RunState::Planned, RunState::Queued));
-}
-
-/// Illegal edges are refused and leave no trace; legal ones write an event.
-pub fn transitions_are_checked_and_recorded(store: &dyn Store) {
-    let err = store.transition("r1", RunState::Succeeded, &Change::default()).unwrap_err();
-    assert!(matches!(err, StoreError::Transition { .. }), "{err}");
-    assert_eq!(store.run("r1").unwrap().unwrap().state, RunState::Queued);
-    assert_eq!(store.events("r1").unwrap().len(), 1);
-    let from = store.transition("r1", RunState::Blocked, &Change { message: "no capacity".into(), ..Change::default() }).unwrap();
-    assert_eq!(from, RunState::Queued);
-    let r1 = store.run("r1").unwrap().unwrap();
-    assert_eq!((r1.state, r1.message.as_str()), (RunState::Blocked, "no capacity"));
-    store.transition("r1", RunState::Queued, &Change::default()).unwrap();
-    assert!(matches!(store.transition("nope", RunState::Queued, &Change::default()), Err(StoreError::NotFound { .. })));
-}
-
-/// Launch, attach, lease, and end with each outcome.
-pub fn attempt_lifecycle(store: &dyn Store) {
-    let a = store.start_attempt("r1", "h1", 1_000).unwrap();
-    assert_eq!(a.attempt, 1);
-    store.set_executor_ref("r1", 1, "pid:42").unwrap();
-    store.attach("r1", 1, 0, 2_000).unwrap();
-    store.renew_lease("r1", 1, 3_000).unwrap();
-    let active = store.active_attempts().unwrap();
-    assert_eq!(active.len(), 1);
-    assert_eq!((active[0].executor_ref.as_str(), active[0].lease_expires_ms), ("pid:42", 3_000));
-    // Interrupted: back to queued, no retry spent.
-    let end = AttemptEnd {
-        outcome: AttemptOutcome::Interrupted,
-        failure_class: Some(FailureClass::Preempted),
-        message: "SIGTERM".into(),
-        not_before_ms: None,
-        spend_retry: false,
-    };
-    store.end_attempt("r1", 1, &end, RunState::Queued).unwrap();
-    assert!(matches!(store.end_attempt("r1", 1, &end, RunState::Queued), Err(StoreError::StaleAttempt { .. })));
-    assert!(matches!(store.renew_lease("r1", 1, 4_000), Err(StoreError::StaleAttempt { .. })));
-    let r1 = store.run("r1").unwrap().unwrap();
-    assert_eq!((r1.state, r1.attempts, r1.retries_used), (RunState::Queued, 1, 0));
-    // A counted failure with back-off.
-    store.start_attempt("r1", "h2", 1_000).unwrap();
-    store.attach("r1", 2, 100, 2_000).unwrap();
-    let end = AttemptEnd {
-        outcome: AttemptOutcome::Failed,
-        failure_class: Some(FailureClass::Unknown),
-        message: "killed by signal 9".into(),
-        not_before_ms: Some(i64::MAX / 2),
-        spend_retry: true,
-    };
-    store.end_attempt("r1", 2, &end, RunState::Queued).unwrap();
-    let r1 = store.run("r1").unwrap().unwrap();
-    assert_eq!((r1.attempts, r1.retries_used, r1.failure_class), (2, 1, Some(FailureClass::Unknown)));
-    assert!(store.runs_in_state(RunState::Queued, Some(now_ms())).unwrap().iter().all(|r| r.run_id != "r1"));
-    assert!(store.runs_in_state(RunState::Queued, None).unwrap().iter().any(|r| r.run_id == "r1"));
-    let att = store.attempt("r1", 2).unwrap().unwrap();
-    assert_eq!((att.outcome, att.resume_step), (AttemptOutcome::Failed, 100));
-    let to: Vec<_> = store.events("r1").unwrap().iter().map(|e| e.to).collect();
-    use RunState::*;
-    assert_eq!(to, [Queued, Blocked, Queued, Launching, Running, Queued, Launching, Running, Queued]);
-    assert_eq!(store.events_since(0).unwrap().len(), 2 + to.len(), "r1's events plus one each for r2 and r3");
-}
-
-/// Progress, checkpoints and evals round-trip.
-pub fn progress_checkpoints_and_evals(store: &dyn Store) {
-    let p = |attempt, step, loss| ProgressPoint {
+fn point(attempt: u64, step: u64, loss: f64) -> ProgressPoint {
+    ProgressPoint {
         attempt,
         step,
         total_steps: 100,
@@ -120,27 +39,222 @@ pub fn progress_checkpoints_and_evals(store: &dyn Store) {
         elapsed_seconds: 1.0,
         at_ms: 7,
         micro_batch: (step == 20).then_some(4),
+    }
+}
+
+fn ckpt(step: u64, attempt: u64, tokens_seen: u64) -> CheckpointRow {
+    CheckpointRow { step, attempt, path: format!("/c/{step}"), tokens_seen, at_ms: 1 }
+}
+
+fn eval(d: &str, loss: f64) -> EvalRow {
+    EvalRow { distribution: d.into(), loss, bits_per_byte: loss / 2f64.ln(), tokens: 10, bytes: 10 }
+}
+
+/// Runs every check below, in order, on one empty store whose clock is `clock` (at [`T0`]).
+pub fn run_all(store: &dyn Store, clock: &ManualClock) {
+    submit_shares_runs_and_is_idempotent(store);
+    transitions_are_checked_and_recorded(store);
+    attempt_lifecycle(store, clock);
+    reports_are_all_or_nothing(store);
+    success_stores_evals_atomically(store);
+    blocking_and_lease_expiry_decide_from_the_row(store, clock);
+    cancel_and_resume_decide_in_the_transaction(store);
+    runs_are_found_by_id_prefix_or_name(store);
+}
+
+/// The same run in two sweeps is stored once; resubmitting a sweep changes nothing; a run
+/// looked up by id is seen from its owner, the first sweep that submitted it.
+pub fn submit_shares_runs_and_is_idempotent(store: &dyn Store) {
+    let a = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
+    assert_eq!(a, SubmitResult { runs: 2, reused: 0, existed: false });
+    let b = store.submit_sweep(&sweep("b", "spec-b"), &[new_run("r2", "two-in-b"), new_run("r3", "three")]).unwrap();
+    assert_eq!(b, SubmitResult { runs: 2, reused: 1, existed: false });
+    let again = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
+    assert_eq!(again, SubmitResult { runs: 2, reused: 2, existed: true });
+    let err = store.submit_sweep(&sweep("a", "other"), &[new_run("r9", "nine")]).unwrap_err();
+    assert!(matches!(err, StoreError::SweepConflict { .. }), "{err}");
+    assert!(store.run("r9").unwrap().is_none(), "a rejected submit stores nothing");
+    let runs_b = store.sweep_runs("b").unwrap();
+    assert_eq!(
+        runs_b.iter().map(|r| (r.sweep.as_str(), r.name.as_str())).collect::<Vec<_>>(),
+        [("b", "two-in-b"), ("b", "three")]
+    );
+    assert!(runs_b.iter().all(|r| r.state == RunState::Queued));
+    let r2 = store.run("r2").unwrap().unwrap();
+    assert_eq!((r2.sweep.as_str(), r2.name.as_str()), ("a", "two"), "owner: the first sweep to submit it");
+    let sweeps: Vec<String> = store.sweeps().unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(sweeps, ["b", "a"], "newest first, even within one millisecond");
+    let ev = store.events("r1").unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0].from, ev[0].to, ev[0].at_ms), (RunState::Planned, RunState::Queued, T0));
+}
+
+/// Illegal edges are refused and leave no trace; legal ones write the event they return.
+pub fn transitions_are_checked_and_recorded(store: &dyn Store) {
+    let err = store.transition("r1", RunState::Succeeded, &Change::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Transition { .. }), "{err}");
+    assert_eq!(store.run("r1").unwrap().unwrap().state, RunState::Queued);
+    assert_eq!(store.events("r1").unwrap().len(), 1);
+    let ev = store.transition("r1", RunState::Blocked, &Change { message: "no capacity".into(), ..Change::default() }).unwrap();
+    assert_eq!((ev.from, ev.to, ev.message.as_str()), (RunState::Queued, RunState::Blocked, "no capacity"));
+    assert_eq!(store.events("r1").unwrap().last(), Some(&ev), "the returned event is the stored one");
+    let r1 = store.run("r1").unwrap().unwrap();
+    assert_eq!((r1.state, r1.message.as_str()), (RunState::Blocked, "no capacity"));
+    store.transition("r1", RunState::Queued, &Change::default()).unwrap();
+    assert!(matches!(store.transition("nope", RunState::Queued, &Change::default()), Err(StoreError::NotFound { .. })));
+}
+
+/// Launch, attach, and end interrupted, failed (counted, with back-off by the store's clock)
+/// and failed for good once the retries are spent.
+pub fn attempt_lifecycle(store: &dyn Store, clock: &ManualClock) {
+    let (a, ev) = store.start_attempt("r1", "h1", T0 + 1_000).unwrap();
+    assert_eq!((a.attempt, ev.from, ev.to, ev.attempt), (1, RunState::Queued, RunState::Launching, Some(1)));
+    store.set_executor_ref("r1", 1, "pid:42").unwrap();
+    assert!(matches!(store.set_executor_ref("r1", 9, "pid:1"), Err(StoreError::NotFound { .. })), "the row must exist");
+    let ev = store.attach("r1", 1, 0, T0 + 2_000).unwrap();
+    assert_eq!((ev.from, ev.to), (RunState::Launching, RunState::Running));
+    store.renew_lease("r1", 1, T0 + 3_000).unwrap();
+    let active = store.active_attempts().unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!((active[0].executor_ref.as_str(), active[0].lease_expires_ms), ("pid:42", T0 + 3_000));
+    // Interrupted after a checkpoint the worker reported with its tokens: the row keeps them
+    // when the outcome's checkpoint does not say; no retry spent.
+    let report = Report { lease_expires_ms: T0 + 4_000, checkpoints: vec![ckpt(30, 1, 300)], ..Report::default() };
+    store.report("r1", 1, &report).unwrap();
+    let stop = Ending::Interrupted { checkpoint: Some(ckpt(30, 1, 0)), message: "SIGTERM".into() };
+    let ev = store.end_attempt("r1", 1, &stop).unwrap();
+    assert_eq!((ev.from, ev.to, ev.failure_class), (RunState::Running, RunState::Queued, Some(FailureClass::Preempted)));
+    assert_eq!(store.latest_checkpoint("r1").unwrap().unwrap().tokens_seen, 300, "a SIGTERM checkpoint keeps its tokens");
+    assert!(matches!(store.end_attempt("r1", 1, &stop), Err(StoreError::StaleAttempt { .. })));
+    assert!(matches!(store.renew_lease("r1", 1, T0), Err(StoreError::StaleAttempt { .. })));
+    assert!(matches!(store.attach("r1", 1, 0, T0), Err(StoreError::StaleAttempt { .. })));
+    let r1 = store.run("r1").unwrap().unwrap();
+    assert_eq!((r1.state, r1.attempts, r1.retries_used), (RunState::Queued, 1, 0));
+    // A counted failure: the store reads the retries used and backs off from its clock.
+    let fail = |msg: &str| Ending::Failed { class: FailureClass::Unknown, message: msg.into(), retries: RETRIES };
+    for (attempt, backoff) in [(2, 2_000), (3, 4_000)] {
+        store.start_attempt("r1", "h", T0 + 1_000).unwrap();
+        store.attach("r1", attempt, 30, T0 + 2_000).unwrap();
+        let ev = store.end_attempt("r1", attempt, &fail("killed by signal 9")).unwrap();
+        assert_eq!((ev.to, ev.failure_class), (RunState::Queued, Some(FailureClass::Unknown)));
+        let r1 = store.run("r1").unwrap().unwrap();
+        assert_eq!((r1.attempts, r1.retries_used, r1.not_before_ms), (attempt, attempt - 1, clock.now_ms() + backoff));
+        assert!(store.runs_in_state(RunState::Queued, Some(clock.now_ms())).unwrap().iter().all(|r| r.run_id != "r1"));
+        clock.advance(Duration::from_millis(backoff as u64));
+        assert!(store.runs_in_state(RunState::Queued, Some(clock.now_ms())).unwrap().iter().any(|r| r.run_id == "r1"));
+    }
+    // The retries are spent: the next counted failure is final.
+    store.start_attempt("r1", "h", T0).unwrap();
+    let ev = store.end_attempt("r1", 4, &fail("again")).unwrap();
+    assert_eq!((ev.from, ev.to), (RunState::Launching, RunState::Failed));
+    let att = store.attempt("r1", 2).unwrap().unwrap();
+    assert_eq!((att.outcome, att.resume_step), (AttemptOutcome::Failed, 30));
+    let to: Vec<_> = store.events("r1").unwrap().iter().map(|e| e.to).collect();
+    use RunState::*;
+    assert_eq!(
+        to,
+        [
+            Queued, Blocked, Queued, Launching, Running, Queued, Launching, Running, Queued, Launching, Running, Queued,
+            Launching, Failed
+        ]
+    );
+}
+
+/// A report is renewed lease, resume step, progress and checkpoints together, or nothing.
+pub fn reports_are_all_or_nothing(store: &dyn Store) {
+    store.start_attempt("r2", "h", T0 + 1_000).unwrap();
+    store.attach("r2", 1, 0, T0 + 2_000).unwrap();
+    let report = Report {
+        lease_expires_ms: T0 + 5_000,
+        resumed_from: Some(10),
+        progress: vec![point(1, 0, 5.5), point(1, 10, 4.0), point(1, 20, 3.0)],
+        checkpoints: vec![ckpt(10, 1, 100), ckpt(20, 1, 200)],
     };
-    store.add_progress("r2", 1, &[p(1, 0, 5.5), p(1, 10, 4.0)]).unwrap();
-    store.add_progress("r2", 1, &[p(1, 10, 4.0)]).unwrap();
-    store.add_progress("r2", 2, &[p(2, 20, 3.0)]).unwrap();
-    assert_eq!(store.progress("r2").unwrap().len(), 3);
+    store.report("r2", 1, &report).unwrap();
+    store
+        .report("r2", 1, &Report { lease_expires_ms: T0 + 6_000, progress: vec![point(1, 20, 3.0)], ..Report::default() })
+        .unwrap();
+    assert_eq!(store.progress("r2").unwrap().len(), 3, "idempotent per step");
+    let a = store.attempt("r2", 1).unwrap().unwrap();
+    assert_eq!((a.resume_step, a.lease_expires_ms), (10, T0 + 6_000));
     let latest = store.run("r2").unwrap().unwrap().progress.unwrap();
     assert_eq!((latest.step, latest.micro_batch), (20, Some(4)));
     assert_eq!(store.progress("r2").unwrap()[0].micro_batch, None);
-    assert!(store.latest_checkpoint("r2").unwrap().is_none());
-    for step in [10, 30, 20] {
-        store
-            .add_checkpoint("r2", 1, &CheckpointRow { step, attempt: 1, path: format!("/c/{step}"), tokens_seen: step, at_ms: 1 })
-            .unwrap();
-    }
-    assert_eq!(store.latest_checkpoint("r2").unwrap().unwrap().path, "/c/30");
-    assert_eq!(store.checkpoints("r2").unwrap().iter().map(|c| c.step).collect::<Vec<_>>(), [10, 20, 30]);
-    store.set_resume_step("r1", 2, 30).unwrap();
-    assert_eq!(store.attempt("r1", 2).unwrap().unwrap().resume_step, 30);
-    let e = |d: &str, loss| EvalRow { distribution: d.into(), loss, bits_per_byte: loss / 2f64.ln(), tokens: 10, bytes: 10 };
-    store.put_evals("r2", 2, &[e("code", 2.0), e("bible", 1.5)]).unwrap();
-    store.put_evals("r2", 2, &[e("code", 1.9)]).unwrap();
+    assert_eq!(store.checkpoints("r2").unwrap().iter().map(|c| c.step).collect::<Vec<_>>(), [10, 20]);
+    // A report for an ended attempt writes nothing.
+    let err = store.report("r1", 4, &Report { progress: vec![point(4, 50, 1.0)], checkpoints: vec![ckpt(50, 4, 1)], ..report });
+    assert!(matches!(err, Err(StoreError::StaleAttempt { .. })), "{err:?}");
+    assert!(store.progress("r1").unwrap().is_empty() && store.latest_checkpoint("r1").unwrap().unwrap().step == 30);
+}
+
+/// A success writes its evals and ends the attempt in one transaction; a stale one writes none.
+pub fn success_stores_evals_atomically(store: &dyn Store) {
+    let done = Ending::Succeeded { evals: vec![eval("code", 2.0), eval("bible", 1.5)], message: "final loss 1.2".into() };
+    let ev = store.end_attempt("r2", 1, &done).unwrap();
+    assert_eq!((ev.from, ev.to, ev.message.as_str()), (RunState::Running, RunState::Succeeded, "final loss 1.2"));
     let evals = store.evals("r2").unwrap();
-    assert_eq!(evals.iter().map(|e| (e.distribution.as_str(), e.loss)).collect::<Vec<_>>(), [("bible", 1.5), ("code", 1.9)]);
+    assert_eq!(evals.iter().map(|e| (e.distribution.as_str(), e.loss)).collect::<Vec<_>>(), [("bible", 1.5), ("code", 2.0)]);
+    let stale = Ending::Succeeded { evals: vec![eval("code", 0.1)], message: String::new() };
+    assert!(matches!(store.end_attempt("r2", 1, &stale), Err(StoreError::StaleAttempt { .. })));
+    assert_eq!(store.evals("r2").unwrap()[1].loss, 2.0, "a refused success stores nothing");
+    assert_eq!(store.attempt("r2", 1).unwrap().unwrap().outcome, AttemptOutcome::Succeeded);
+}
+
+/// Blocking, placing and lease expiry act only on the live attempt in the right state.
+pub fn blocking_and_lease_expiry_decide_from_the_row(store: &dyn Store, clock: &ManualClock) {
+    let now = clock.now_ms();
+    store.start_attempt("r3", "h", now + 1_000).unwrap();
+    let ev = store.block_attempt("r3", 1, "0/2 nodes have a free GPU").unwrap().unwrap();
+    assert_eq!((ev.from, ev.to), (RunState::Launching, RunState::Blocked));
+    assert_eq!(store.block_attempt("r3", 1, "again").unwrap(), None, "already blocked: no self-loop");
+    assert_eq!(store.block_attempt("r3", 2, "no such attempt").unwrap(), None);
+    // A blocked attempt has no worker: its lease does not expire.
+    assert_eq!(store.expire_lease("r3", 1, now + 60_000, RETRIES).unwrap(), None);
+    let ev = store.place_attempt("r3", 1, now + 90_000).unwrap().unwrap();
+    assert_eq!((ev.from, ev.to, ev.message.as_str()), (RunState::Blocked, RunState::Launching, "placed"));
+    assert_eq!(store.place_attempt("r3", 1, now).unwrap(), None, "not blocked any more");
+    assert_eq!(store.attempt("r3", 1).unwrap().unwrap().lease_expires_ms, now + 90_000, "a fresh start-up lease");
+    // Not expired yet, then expired: node_lost, requeued without spending a retry.
+    assert_eq!(store.expire_lease("r3", 1, now + 90_000, RETRIES).unwrap(), None);
+    let ev = store.expire_lease("r3", 1, now + 95_000, RETRIES).unwrap().unwrap();
+    assert_eq!((ev.to, ev.failure_class), (RunState::Queued, Some(FailureClass::NodeLost)));
+    assert!(ev.message.contains("lease expired 5 s ago"), "{}", ev.message);
+    assert_eq!(store.run("r3").unwrap().unwrap().retries_used, 0);
+    assert_eq!(store.expire_lease("r3", 1, now + 99_000, RETRIES).unwrap(), None, "ended already");
+}
+
+/// Cancel and resume read the run's state in their own transaction.
+pub fn cancel_and_resume_decide_in_the_transaction(store: &dyn Store) {
+    // A run with a live attempt: the attempt ends cancelled with the run.
+    store.start_attempt("r3", "h", T0).unwrap();
+    store.attach("r3", 2, 0, T0).unwrap();
+    let c = store.cancel_run("r3").unwrap().unwrap();
+    assert_eq!((c.event.from, c.event.to, c.live_attempt), (RunState::Running, RunState::Cancelled, Some(2)));
+    assert_eq!(store.attempt("r3", 2).unwrap().unwrap().outcome, AttemptOutcome::Cancelled);
+    assert_eq!(store.cancel_run("r3").unwrap(), None, "finished runs are left alone");
+    assert_eq!(store.cancel_run("r2").unwrap(), None, "a succeeded run is not cancelled");
+    // Resume: cancelled and failed runs; diverged only when asked; never a succeeded one.
+    let ev = store.resume_run("r3", false).unwrap().unwrap();
+    assert_eq!((ev.from, ev.to), (RunState::Cancelled, RunState::Queued));
+    assert_eq!(store.resume_run("r2", true).unwrap(), None);
+    assert_eq!(store.resume_run("r3", true).unwrap(), None, "queued already");
+    store.start_attempt("r3", "h", T0).unwrap();
+    let diverged = Ending::Failed { class: FailureClass::Diverged, message: "loss became NaN".into(), retries: RETRIES };
+    store.end_attempt("r3", 3, &diverged).unwrap();
+    assert_eq!(store.resume_run("r3", false).unwrap(), None);
+    assert!(store.resume_run("r3", true).unwrap().is_some());
+    let r1 = store.resume_run("r1", false).unwrap().unwrap();
+    assert_eq!((r1.from, r1.to), (RunState::Failed, RunState::Queued));
+    assert_eq!(store.run("r1").unwrap().unwrap().retries_used, 0, "a resume starts the retry budget afresh");
+}
+
+/// A user's key: the id, a unique id prefix or a run name in any sweep.
+pub fn runs_are_found_by_id_prefix_or_name(store: &dyn Store) {
+    let ids = |key: &str| store.find_runs(key).unwrap().into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(ids("r2"), ["r2"]);
+    assert_eq!(ids("two-in-b"), ["r2"], "a name in the second sweep finds the shared run");
+    assert_eq!(ids("three"), ["r3"]);
+    assert_eq!(ids("r").len(), 3, "a prefix of several runs finds them all");
+    assert!(ids("x").is_empty());
+    assert_eq!(store.find_runs("two-in-b").unwrap()[0].sweep, "a", "seen from its owner");
 }

@@ -3,9 +3,16 @@
 //!
 //! [`Store`] is the one interface the coordinator and the CLI use; [`SqliteStore`] is the
 //! embedded backend (WAL, foreign keys, versioned migrations). A PostgreSQL backend will
-//! implement the same trait and run the same test suite. Every state change goes through
-//! [`Store::transition`] (or a method built on it), which checks the edge against
-//! [`RunState::can_transition`] and records an event in the same transaction.
+//! implement the same trait and run the same test suite ([`conformance`]).
+//!
+//! Every change of a run's state is a **lifecycle verb** ([`Store::start_attempt`],
+//! [`Store::attach`], [`Store::end_attempt`], [`Store::cancel_run`], ...): one transaction
+//! that reads what it decides from (the attempt still active, the run's retries used, its
+//! current state), checks the edge against [`RunState::can_transition`], writes the change
+//! and its event, and returns the [`EventRow`] it recorded, so a caller broadcasts exactly
+//! what was stored. A verb that is refused (an attempt no longer active, an illegal edge) is
+//! an error the caller sees; a verb whose precondition no longer holds in a way that is not
+//! an error (a lease renewed just in time) returns `None`.
 
 pub mod conformance;
 mod model;
@@ -50,48 +57,65 @@ pub trait Store: Send + Sync {
     fn submit_sweep(&self, sweep: &NewSweep, runs: &[NewRun]) -> Result<SubmitResult>;
     /// A sweep by name.
     fn sweep(&self, name: &str) -> Result<Option<SweepRow>>;
-    /// All sweeps, newest first.
+    /// All sweeps, newest first (ties in submission time: the later submission first).
     fn sweeps(&self) -> Result<Vec<SweepRow>>;
     /// The runs of a sweep in plan order, each with its newest progress point.
     fn sweep_runs(&self, sweep: &str) -> Result<Vec<RunRow>>;
-    /// One run (with the first sweep-scoped name it was given).
+    /// One run, as seen from its owner: the first sweep that submitted it.
     fn run(&self, run_id: &str) -> Result<Option<RunRow>>;
+    /// The runs a user's key names: the run with that id, else every run whose id starts with
+    /// it or whose name (in any sweep) is it; each as seen from its owner sweep.
+    fn find_runs(&self, key: &str) -> Result<Vec<RunRow>>;
     /// Runs in a state, in plan order; `queued` runs whose back-off has not passed are left out
     /// when `ready_at_ms` is given.
     fn runs_in_state(&self, state: RunState, ready_at_ms: Option<i64>) -> Result<Vec<RunRow>>;
 
-    /// Moves a run to `to` if the edge is legal, recording an event.
-    fn transition(&self, run_id: &str, to: RunState, change: &Change) -> Result<RunState>;
+    /// Moves a run to `to` if the edge is legal, recording an event. The lifecycle verbs below
+    /// are what the coordinator uses; this is the primitive they share.
+    fn transition(&self, run_id: &str, to: RunState, change: &Change) -> Result<EventRow>;
     /// `queued|blocked -> launching` and a new attempt with its token hash and lease.
-    fn start_attempt(&self, run_id: &str, token_hash: &str, lease_expires_ms: i64) -> Result<AttemptRow>;
+    fn start_attempt(&self, run_id: &str, token_hash: &str, lease_expires_ms: i64) -> Result<(AttemptRow, EventRow)>;
     /// Records what the executor knows the attempt by (a pid, a Job name).
     fn set_executor_ref(&self, run_id: &str, attempt: u64, executor_ref: &str) -> Result<()>;
     /// An attempt.
     fn attempt(&self, run_id: &str, attempt: u64) -> Result<Option<AttemptRow>>;
     /// Active attempts (outcome `active`) of all runs.
     fn active_attempts(&self) -> Result<Vec<AttemptRow>>;
-    /// `launching -> running` when the worker attaches; records the resume step.
-    fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<()>;
-    /// Records the step an attempt's worker actually resumed from.
-    fn set_resume_step(&self, run_id: &str, attempt: u64, step: u64) -> Result<()>;
-    /// Extends the lease of an active attempt.
+    /// The worker attached: `launching|blocked -> running`, its resume step and a fresh lease.
+    /// [`StoreError::StaleAttempt`] if the attempt has ended.
+    fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<EventRow>;
+    /// A worker's report, all or nothing: the lease renewed, the step it resumed from, its
+    /// progress points (idempotent per step) and its checkpoints. [`StoreError::StaleAttempt`]
+    /// if the attempt has ended (nothing is written).
+    fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<()>;
+    /// Extends the lease of an active attempt (an adopted worker's grace to reconnect).
     fn renew_lease(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<()>;
-    /// Ends an attempt and moves its run, in one transaction: the attempt's outcome is set
-    /// (only if still active, else [`StoreError::StaleAttempt`]) and the run goes to `to`.
-    fn end_attempt(&self, run_id: &str, attempt: u64, end: &AttemptEnd, to: RunState) -> Result<()>;
+    /// The executor cannot place the active, current attempt: `launching -> blocked` with the
+    /// reason. `None` when the attempt is not that (already blocked, placed, ended).
+    fn block_attempt(&self, run_id: &str, attempt: u64, message: &str) -> Result<Option<EventRow>>;
+    /// A blocked attempt was placed: `blocked -> launching` with a fresh start-up lease.
+    /// `None` when the run is not blocked on that attempt.
+    fn place_attempt(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<Option<EventRow>>;
+    /// Ends an active attempt and moves its run, deciding inside the transaction (see
+    /// [`Ending`]). [`StoreError::StaleAttempt`] if it is no longer active.
+    fn end_attempt(&self, run_id: &str, attempt: u64, ending: &Ending) -> Result<EventRow>;
+    /// Fails an active attempt as `node_lost` if its lease ran out before `now_ms` and its run
+    /// is not blocked (a blocked attempt has no worker yet). `None` when the lease was renewed,
+    /// the run is blocked, or the attempt has ended.
+    fn expire_lease(&self, run_id: &str, attempt: u64, now_ms: i64, retries: Retries) -> Result<Option<EventRow>>;
+    /// Cancels an unfinished run (its active attempt, if any, ends `cancelled`). `None` when
+    /// the run has already finished.
+    fn cancel_run(&self, run_id: &str) -> Result<Option<Cancelled>>;
+    /// Requeues a run that ended failed (diverged ones only with `include_diverged`) or
+    /// cancelled, with a fresh retry budget. `None` when it is not eligible.
+    fn resume_run(&self, run_id: &str, include_diverged: bool) -> Result<Option<EventRow>>;
 
-    /// Appends progress points of an attempt (idempotent per step).
-    fn add_progress(&self, run_id: &str, attempt: u64, points: &[ProgressPoint]) -> Result<()>;
     /// All progress points of a run, oldest first.
     fn progress(&self, run_id: &str) -> Result<Vec<ProgressPoint>>;
-    /// Records a checkpoint the worker saved.
-    fn add_checkpoint(&self, run_id: &str, attempt: u64, ckpt: &CheckpointRow) -> Result<()>;
     /// All recorded checkpoints of a run, oldest step first.
     fn checkpoints(&self, run_id: &str) -> Result<Vec<CheckpointRow>>;
     /// The newest checkpoint of a run.
     fn latest_checkpoint(&self, run_id: &str) -> Result<Option<CheckpointRow>>;
-    /// Stores the eval results of a run (replacing older ones per distribution).
-    fn put_evals(&self, run_id: &str, attempt: u64, evals: &[EvalRow]) -> Result<()>;
     /// The eval results of a run.
     fn evals(&self, run_id: &str) -> Result<Vec<EvalRow>>;
     /// The state-transition events of a run, oldest first.
@@ -114,7 +138,4 @@ pub struct Change {
     pub reset_retries: bool,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use isoflop_core::Retries;

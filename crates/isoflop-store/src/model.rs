@@ -44,6 +44,9 @@ pub struct SweepRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
     pub run_id: String,
+    /// The sweep it is seen from: the one asked about, or its owner (the first sweep that
+    /// submitted it) when the run was looked up by id or state.
+    pub sweep: String,
     pub name: String,
     pub corpus: String,
     pub budget: f64,
@@ -101,16 +104,38 @@ pub struct AttemptRow {
     pub ended_ms: Option<i64>,
 }
 
-/// How to end an attempt.
+/// How an active attempt ends; [`crate::Store::end_attempt`] decides the run's next state
+/// from it and from what it reads in the same transaction.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AttemptEnd {
-    pub outcome: AttemptOutcome,
-    pub failure_class: Option<FailureClass>,
-    pub message: String,
-    /// For a run going back to `queued`: not before this time.
-    pub not_before_ms: Option<i64>,
-    /// For a run going back to `queued` after a counted failure.
-    pub spend_retry: bool,
+pub enum Ending {
+    /// The worker finished: its eval results are stored and the run succeeded.
+    Succeeded { evals: Vec<EvalRow>, message: String },
+    /// The attempt failed with `class`. The run's retries used are read in the transaction and
+    /// [`isoflop_core::after_failure`] decides: requeued (after a back-off, maybe spending a
+    /// retry) or failed for good.
+    Failed { class: FailureClass, message: String, retries: crate::Retries },
+    /// The worker stopped after a checkpoint (a stop request, SIGTERM), or its coordinator
+    /// went away: the run is requeued without spending a retry and resumes from its newest
+    /// checkpoint. `checkpoint` is the one the worker wrote on stopping, if it says.
+    Interrupted { checkpoint: Option<CheckpointRow>, message: String },
+}
+
+/// What a worker's report carries.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Report {
+    /// The renewed lease.
+    pub lease_expires_ms: i64,
+    /// The step the worker actually resumed from (its first report only).
+    pub resumed_from: Option<u64>,
+    pub progress: Vec<ProgressPoint>,
+    pub checkpoints: Vec<CheckpointRow>,
+}
+
+/// A cancelled run: the event recorded, and the attempt that was live, if one was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cancelled {
+    pub event: EventRow,
+    pub live_attempt: Option<u64>,
 }
 
 /// One progress point.
@@ -130,6 +155,42 @@ pub struct ProgressPoint {
     /// Sequences per forward/backward pass the worker was using (smaller than requested
     /// after an out-of-memory retry); `None` when the worker did not say.
     pub micro_batch: Option<u64>,
+}
+
+impl ProgressPoint {
+    /// A reported progress point of `attempt`, received at `at_ms`.
+    pub fn new(attempt: u64, at_ms: i64, p: &isoflop_core::Progress) -> Self {
+        ProgressPoint {
+            attempt,
+            step: p.step,
+            total_steps: p.total_steps,
+            loss: p.loss,
+            lr: p.lr,
+            grad_norm: p.grad_norm,
+            tokens_seen: p.tokens_seen,
+            tokens_per_second: p.tokens_per_second,
+            mfu: p.mfu,
+            elapsed_seconds: p.elapsed_seconds,
+            at_ms,
+            micro_batch: p.micro_batch,
+        }
+    }
+
+    /// The point as reported.
+    pub fn progress(&self) -> isoflop_core::Progress {
+        isoflop_core::Progress {
+            step: self.step,
+            total_steps: self.total_steps,
+            loss: self.loss,
+            lr: self.lr,
+            grad_norm: self.grad_norm,
+            tokens_seen: self.tokens_seen,
+            tokens_per_second: self.tokens_per_second,
+            mfu: self.mfu,
+            elapsed_seconds: self.elapsed_seconds,
+            micro_batch: self.micro_batch,
+        }
+    }
 }
 
 /// A saved checkpoint.

@@ -1,9 +1,10 @@
 //! The SQLite backend: one file, WAL journal, foreign keys on, migrations by `user_version`.
 
 use crate::*;
+use isoflop_core::{Clock, SystemClock, after_failure};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Migrations in order; `PRAGMA user_version` holds how many have been applied.
 const MIGRATIONS: &[&str] =
@@ -12,6 +13,7 @@ const MIGRATIONS: &[&str] =
 /// The embedded store.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -27,32 +29,47 @@ fn state_of(s: String) -> Result<RunState> {
     s.parse().map_err(StoreError::Corrupt)
 }
 
-const RUN_COLS: &str = "r.run_id, sr.name, sr.corpus, sr.budget, r.config_json, r.state, r.failure_class, r.message, \
-     r.attempts, r.retries_used, r.not_before_ms, r.updated_ms";
+/// Which runs a run query reads, and from which sweep each is seen.
+#[derive(Debug, Clone, Copy)]
+enum RunScope<'a> {
+    /// The runs of one sweep, with that sweep's names.
+    Sweep(&'a str),
+    /// One run, seen from its owner sweep.
+    Run(&'a str),
+    /// Runs in a state (queued ones ready by a time), seen from their owners.
+    State(RunState, Option<i64>),
+    /// Runs named by a user's key: id prefix or any sweep's name for it.
+    Key(&'a str),
+}
+
+const RUN_COLS: &str = "r.run_id, sr.sweep, sr.name, sr.corpus, sr.budget, r.config_json, r.state, r.failure_class, \
+     r.message, r.attempts, r.retries_used, r.not_before_ms, r.updated_ms";
 const PROGRESS_COLS: &str =
     "attempt, step, total_steps, loss, lr, grad_norm, tokens_seen, tokens_per_second, mfu, elapsed_seconds, at_ms, micro_batch";
 const ATTEMPT_COLS: &str = "run_id, attempt, token_hash, outcome, failure_class, message, executor_ref, resume_step, \
      lease_expires_ms, started_ms, ended_ms";
+const EVENT_COLS: &str = "id, run_id, attempt, at_ms, from_state, to_state, failure_class, message";
 
 fn run_row(r: &Row<'_>) -> rusqlite::Result<(RunRow, String, Option<String>)> {
     Ok((
         RunRow {
             run_id: r.get(0)?,
-            name: r.get(1)?,
-            corpus: r.get(2)?,
-            budget: r.get(3)?,
-            config_json: r.get(4)?,
+            sweep: r.get(1)?,
+            name: r.get(2)?,
+            corpus: r.get(3)?,
+            budget: r.get(4)?,
+            config_json: r.get(5)?,
             state: RunState::Planned,
             failure_class: None,
-            message: r.get(7)?,
-            attempts: r.get::<_, i64>(8)? as u64,
-            retries_used: r.get::<_, i64>(9)? as u64,
-            not_before_ms: r.get(10)?,
-            updated_ms: r.get(11)?,
+            message: r.get(8)?,
+            attempts: r.get::<_, i64>(9)? as u64,
+            retries_used: r.get::<_, i64>(10)? as u64,
+            not_before_ms: r.get(11)?,
+            updated_ms: r.get(12)?,
             progress: None,
         },
-        r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
@@ -109,6 +126,34 @@ fn finish_attempt_row((mut a, outcome, class): (AttemptRow, String, Option<Strin
     Ok(a)
 }
 
+type RawEvent = (i64, String, Option<i64>, i64, String, String, Option<String>, String);
+
+fn raw_event(r: &Row<'_>) -> rusqlite::Result<RawEvent> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
+}
+
+fn event_row((id, run_id, attempt, at_ms, from, to, class, message): RawEvent) -> Result<EventRow> {
+    Ok(EventRow {
+        id,
+        run_id,
+        attempt: attempt.map(|a| a as u64),
+        at_ms,
+        from: state_of(from)?,
+        to: state_of(to)?,
+        failure_class: class_of(class)?,
+        message,
+    })
+}
+
+/// An update that must touch exactly one row; zero rows means `missing`.
+fn one_row(n: usize, missing: impl FnOnce() -> StoreError) -> Result<()> {
+    match n {
+        1 => Ok(()),
+        0 => Err(missing()),
+        n => Err(StoreError::Corrupt(format!("an update meant for one row touched {n}"))),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -131,6 +176,12 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?, ":memory:")
     }
 
+    /// The same store reading time from `clock` (event times, back-off deadlines, ...).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     fn init(mut conn: Connection, path: &str) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -147,7 +198,11 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self { conn: Mutex::new(conn), clock: Arc::new(SystemClock) })
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn with<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
@@ -158,40 +213,166 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn current_state(tx: &Transaction<'_>, run_id: &str) -> Result<RunState> {
-        let s: Option<String> = tx.query_row("SELECT state FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0)).optional()?;
-        state_of(s.ok_or_else(|| StoreError::NotFound { what: "run", key: run_id.into() })?)
+    /// The run's state, retries used and attempts.
+    fn run_state(tx: &Transaction<'_>, run_id: &str) -> Result<(RunState, u64, u64)> {
+        let row: Option<(String, i64, i64)> = tx
+            .query_row("SELECT state, retries_used, attempts FROM runs WHERE run_id = ?1", [run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let (state, retries, attempts) = row.ok_or_else(|| StoreError::NotFound { what: "run", key: run_id.into() })?;
+        Ok((state_of(state)?, retries as u64, attempts as u64))
     }
 
-    fn do_transition(tx: &Transaction<'_>, run_id: &str, to: RunState, c: &Change) -> Result<RunState> {
-        let from = Self::current_state(tx, run_id)?;
+    /// Whether `attempt` is the run's current attempt and still active.
+    fn is_live(tx: &Transaction<'_>, run_id: &str, attempt: u64) -> Result<bool> {
+        let outcome: Option<String> = tx
+            .query_row(
+                "SELECT a.outcome FROM attempts a JOIN runs r ON r.run_id = a.run_id
+                 WHERE a.run_id = ?1 AND a.attempt = ?2 AND r.attempts = ?2",
+                params![run_id, attempt as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(outcome.as_deref() == Some(AttemptOutcome::Active.as_str()))
+    }
+
+    fn do_transition(&self, tx: &Transaction<'_>, run_id: &str, to: RunState, c: &Change) -> Result<EventRow> {
+        let (from, _, _) = Self::run_state(tx, run_id)?;
         from.transition(to).map_err(|source| StoreError::Transition { run_id: run_id.into(), source })?;
-        let now = now_ms();
+        let now = self.now();
         let class = c.failure_class.map(|f| f.as_str());
-        tx.execute(
+        let n = tx.execute(
             "UPDATE runs SET state = ?2, failure_class = ?3, message = ?4, updated_ms = ?5,
                  not_before_ms = COALESCE(?6, not_before_ms),
                  retries_used = CASE WHEN ?8 THEN 0 ELSE retries_used + ?7 END
              WHERE run_id = ?1",
             params![run_id, to.as_str(), class, c.message, now, c.not_before_ms, c.spend_retry as i64, c.reset_retries],
         )?;
+        one_row(n, || StoreError::NotFound { what: "run", key: run_id.into() })?;
         tx.execute(
             "INSERT INTO events (run_id, attempt, at_ms, from_state, to_state, failure_class, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![run_id, c.attempt.map(|a| a as i64), now, from.as_str(), to.as_str(), class, c.message],
         )?;
-        Ok(from)
+        Ok(EventRow {
+            id: tx.last_insert_rowid(),
+            run_id: run_id.into(),
+            attempt: c.attempt,
+            at_ms: now,
+            from,
+            to,
+            failure_class: c.failure_class,
+            message: c.message.clone(),
+        })
     }
 
-    fn runs_where(tx: &Transaction<'_>, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<RunRow>> {
-        let sql = format!(
-            "SELECT {RUN_COLS} FROM runs r
-             JOIN sweep_runs sr ON sr.rowid = (SELECT rowid FROM sweep_runs WHERE run_id = r.run_id {scope} LIMIT 1)
-             WHERE {filter} ORDER BY sr.sweep, sr.ordinal",
-            scope = if filter.contains("sr.sweep") { "AND sweep = ?1" } else { "" },
-        );
+    /// Marks an active attempt ended; [`StoreError::StaleAttempt`] when it is not active.
+    fn close_attempt(
+        &self,
+        tx: &Transaction<'_>,
+        run_id: &str,
+        attempt: u64,
+        outcome: AttemptOutcome,
+        class: Option<FailureClass>,
+        message: &str,
+    ) -> Result<()> {
+        let n = tx.execute(
+            "UPDATE attempts SET outcome = ?3, failure_class = ?4, message = ?5, ended_ms = ?6
+             WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+            params![run_id, attempt as i64, outcome.as_str(), class.map(|c| c.as_str()), message, self.now()],
+        )?;
+        one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })
+    }
+
+    /// Records a checkpoint; a row for the same step keeps its tokens count when the new one
+    /// does not say (0).
+    fn put_checkpoint(tx: &Transaction<'_>, run_id: &str, c: &CheckpointRow) -> Result<()> {
+        tx.execute(
+            "INSERT INTO checkpoints (run_id, step, attempt, path, tokens_seen, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (run_id, step) DO UPDATE SET attempt = excluded.attempt, path = excluded.path,
+                 at_ms = excluded.at_ms,
+                 tokens_seen = CASE WHEN excluded.tokens_seen > 0 THEN excluded.tokens_seen ELSE checkpoints.tokens_seen END",
+            params![run_id, c.step as i64, c.attempt as i64, c.path, c.tokens_seen as i64, c.at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn end_in(&self, tx: &Transaction<'_>, run_id: &str, attempt: u64, ending: &Ending) -> Result<EventRow> {
+        let (_, retries_used, _) = Self::run_state(tx, run_id)?;
+        let now = self.now();
+        let (outcome, to, change) = match ending {
+            Ending::Succeeded { evals, message } => {
+                for e in evals {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO evals (run_id, distribution, attempt, loss, bits_per_byte, tokens, bytes, at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            run_id,
+                            e.distribution,
+                            attempt as i64,
+                            e.loss,
+                            e.bits_per_byte,
+                            e.tokens as i64,
+                            e.bytes as i64,
+                            now
+                        ],
+                    )?;
+                }
+                let change = Change { attempt: Some(attempt), message: message.clone(), ..Change::default() };
+                (AttemptOutcome::Succeeded, RunState::Succeeded, change)
+            }
+            Ending::Failed { class, message, retries } => {
+                let d = after_failure(*class, retries_used, *retries);
+                let change = Change {
+                    attempt: Some(attempt),
+                    failure_class: Some(*class),
+                    message: message.clone(),
+                    not_before_ms: (d.next == RunState::Queued).then(|| now + d.delay.as_millis() as i64),
+                    spend_retry: d.spend_retry,
+                    reset_retries: false,
+                };
+                (AttemptOutcome::Failed, d.next, change)
+            }
+            Ending::Interrupted { checkpoint, message } => {
+                if let Some(c) = checkpoint {
+                    Self::put_checkpoint(tx, run_id, c)?;
+                }
+                let change = Change {
+                    attempt: Some(attempt),
+                    failure_class: Some(FailureClass::Preempted),
+                    message: message.clone(),
+                    not_before_ms: Some(0),
+                    ..Change::default()
+                };
+                (AttemptOutcome::Interrupted, RunState::Queued, change)
+            }
+        };
+        self.close_attempt(tx, run_id, attempt, outcome, change.failure_class, &change.message)?;
+        self.do_transition(tx, run_id, to, &change)
+    }
+
+    fn runs_where(tx: &Transaction<'_>, scope: RunScope<'_>) -> Result<Vec<RunRow>> {
+        // The sweep a run is seen from: the asked sweep, or its owner (the first sweep_runs row).
+        let owner = "sr.rowid = (SELECT rowid FROM sweep_runs WHERE run_id = r.run_id ORDER BY rowid LIMIT 1)";
+        let (join, filter, args): (String, &str, Vec<Box<dyn rusqlite::ToSql>>) = match scope {
+            RunScope::Sweep(s) => ("sr.run_id = r.run_id AND sr.sweep = ?1".into(), "1", vec![Box::new(s.to_string())]),
+            RunScope::Run(id) => (owner.into(), "r.run_id = ?1", vec![Box::new(id.to_string())]),
+            RunScope::State(state, None) => (owner.into(), "r.state = ?1", vec![Box::new(state.as_str())]),
+            RunScope::State(state, Some(t)) => {
+                (owner.into(), "r.state = ?1 AND r.not_before_ms <= ?2", vec![Box::new(state.as_str()), Box::new(t)])
+            }
+            RunScope::Key(key) => (
+                owner.into(),
+                "(substr(r.run_id, 1, length(?1)) = ?1 OR r.run_id IN (SELECT run_id FROM sweep_runs WHERE name = ?1))",
+                vec![Box::new(key.to_string())],
+            ),
+        };
+        let sql =
+            format!("SELECT {RUN_COLS} FROM runs r JOIN sweep_runs sr ON {join} WHERE {filter} ORDER BY sr.sweep, sr.ordinal");
         let mut stmt = tx.prepare_cached(&sql)?;
-        let rows = stmt.query_map(args, run_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
+        let rows = stmt.query_map(params.as_slice(), run_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(rows.len());
         let mut latest = tx.prepare_cached(&format!(
             "SELECT {PROGRESS_COLS} FROM progress WHERE run_id = ?1 ORDER BY attempt DESC, step DESC LIMIT 1"
@@ -203,6 +384,14 @@ impl SqliteStore {
             out.push(row);
         }
         Ok(out)
+    }
+
+    fn events_filtered(&self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<EventRow>> {
+        self.with(|tx| {
+            let mut stmt = tx.prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE {filter} ORDER BY id"))?;
+            let rows = stmt.query_map(args, raw_event)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(event_row).collect()
+        })
     }
 }
 
@@ -217,7 +406,7 @@ impl Store for SqliteStore {
                 None => {
                     tx.execute(
                         "INSERT INTO sweeps (name, spec_yaml, spec_path, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                        params![sweep.name, sweep.spec_yaml, sweep.spec_path, now_ms()],
+                        params![sweep.name, sweep.spec_yaml, sweep.spec_path, self.now()],
                     )?;
                     false
                 }
@@ -229,12 +418,12 @@ impl Store for SqliteStore {
                 if known {
                     reused += 1;
                 } else {
-                    let now = now_ms();
+                    let now = self.now();
                     tx.execute(
                         "INSERT INTO runs (run_id, config_json, state, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
                         params![run.run_id, run.config_json, RunState::Planned.as_str(), now],
                     )?;
-                    Self::do_transition(tx, &run.run_id, RunState::Queued, &Change::default())?;
+                    self.do_transition(tx, &run.run_id, RunState::Queued, &Change::default())?;
                 }
                 tx.execute(
                     "INSERT OR IGNORE INTO sweep_runs (sweep, run_id, ordinal, name, corpus, budget)
@@ -259,7 +448,7 @@ impl Store for SqliteStore {
     fn sweeps(&self) -> Result<Vec<SweepRow>> {
         self.with(|tx| {
             let mut stmt =
-                tx.prepare("SELECT name, spec_yaml, spec_path, created_ms FROM sweeps ORDER BY created_ms DESC, name")?;
+                tx.prepare("SELECT name, spec_yaml, spec_path, created_ms FROM sweeps ORDER BY created_ms DESC, rowid DESC")?;
             let rows = stmt.query_map([], |r| {
                 Ok(SweepRow { name: r.get(0)?, spec_yaml: r.get(1)?, spec_path: r.get(2)?, created_ms: r.get(3)? })
             })?;
@@ -268,40 +457,47 @@ impl Store for SqliteStore {
     }
 
     fn sweep_runs(&self, sweep: &str) -> Result<Vec<RunRow>> {
-        self.with(|tx| Self::runs_where(tx, "sr.sweep = ?1", &[&sweep]))
+        self.with(|tx| Self::runs_where(tx, RunScope::Sweep(sweep)))
     }
 
     fn run(&self, run_id: &str) -> Result<Option<RunRow>> {
-        self.with(|tx| Ok(Self::runs_where(tx, "r.run_id = ?1", &[&run_id])?.into_iter().next()))
+        self.with(|tx| Ok(Self::runs_where(tx, RunScope::Run(run_id))?.into_iter().next()))
     }
 
-    fn runs_in_state(&self, state: RunState, ready_at_ms: Option<i64>) -> Result<Vec<RunRow>> {
-        self.with(|tx| match ready_at_ms {
-            Some(t) => Self::runs_where(tx, "r.state = ?1 AND r.not_before_ms <= ?2", &[&state.as_str(), &t]),
-            None => Self::runs_where(tx, "r.state = ?1", &[&state.as_str()]),
+    fn find_runs(&self, key: &str) -> Result<Vec<RunRow>> {
+        self.with(|tx| {
+            let exact = Self::runs_where(tx, RunScope::Run(key))?;
+            if !exact.is_empty() {
+                return Ok(exact);
+            }
+            Self::runs_where(tx, RunScope::Key(key))
         })
     }
 
-    fn transition(&self, run_id: &str, to: RunState, change: &Change) -> Result<RunState> {
-        self.with(|tx| Self::do_transition(tx, run_id, to, change))
+    fn runs_in_state(&self, state: RunState, ready_at_ms: Option<i64>) -> Result<Vec<RunRow>> {
+        self.with(|tx| Self::runs_where(tx, RunScope::State(state, ready_at_ms)))
     }
 
-    fn start_attempt(&self, run_id: &str, token_hash: &str, lease_expires_ms: i64) -> Result<AttemptRow> {
+    fn transition(&self, run_id: &str, to: RunState, change: &Change) -> Result<EventRow> {
+        self.with(|tx| self.do_transition(tx, run_id, to, change))
+    }
+
+    fn start_attempt(&self, run_id: &str, token_hash: &str, lease_expires_ms: i64) -> Result<(AttemptRow, EventRow)> {
         self.with(|tx| {
-            let attempt: i64 = tx
-                .query_row("SELECT attempts + 1 FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound { what: "run", key: run_id.into() })?;
-            Self::do_transition(tx, run_id, RunState::Launching, &Change { attempt: Some(attempt as u64), ..Change::default() })?;
-            let now = now_ms();
-            tx.execute("UPDATE runs SET attempts = ?2 WHERE run_id = ?1", params![run_id, attempt])?;
+            let (_, _, attempts) = Self::run_state(tx, run_id)?;
+            let attempt = attempts + 1;
+            let event =
+                self.do_transition(tx, run_id, RunState::Launching, &Change { attempt: Some(attempt), ..Change::default() })?;
+            let now = self.now();
+            let n = tx.execute("UPDATE runs SET attempts = ?2 WHERE run_id = ?1", params![run_id, attempt as i64])?;
+            one_row(n, || StoreError::NotFound { what: "run", key: run_id.into() })?;
             tx.execute(
                 "INSERT INTO attempts (run_id, attempt, token_hash, lease_expires_ms, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, attempt, token_hash, lease_expires_ms, now],
+                params![run_id, attempt as i64, token_hash, lease_expires_ms, now],
             )?;
-            Ok(AttemptRow {
+            let row = AttemptRow {
                 run_id: run_id.into(),
-                attempt: attempt as u64,
+                attempt,
                 token_hash: token_hash.into(),
                 outcome: AttemptOutcome::Active,
                 failure_class: None,
@@ -311,17 +507,18 @@ impl Store for SqliteStore {
                 lease_expires_ms,
                 started_ms: now,
                 ended_ms: None,
-            })
+            };
+            Ok((row, event))
         })
     }
 
     fn set_executor_ref(&self, run_id: &str, attempt: u64, executor_ref: &str) -> Result<()> {
         self.with(|tx| {
-            tx.execute(
+            let n = tx.execute(
                 "UPDATE attempts SET executor_ref = ?3 WHERE run_id = ?1 AND attempt = ?2",
                 params![run_id, attempt as i64, executor_ref],
             )?;
-            Ok(())
+            one_row(n, || StoreError::NotFound { what: "attempt", key: format!("{run_id}/{attempt}") })
         })
     }
 
@@ -347,81 +544,31 @@ impl Store for SqliteStore {
         })
     }
 
-    fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<()> {
+    fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<EventRow> {
         self.with(|tx| {
             let n = tx.execute(
                 "UPDATE attempts SET resume_step = ?3, lease_expires_ms = ?4
                  WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
                 params![run_id, attempt as i64, resume_step as i64, lease_expires_ms],
             )?;
-            if n == 0 {
-                return Err(StoreError::StaleAttempt { run_id: run_id.into(), attempt });
-            }
+            one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })?;
             let message = if resume_step > 0 { format!("resuming from step {resume_step}") } else { String::new() };
-            Self::do_transition(tx, run_id, RunState::Running, &Change { attempt: Some(attempt), message, ..Change::default() })?;
-            Ok(())
+            self.do_transition(tx, run_id, RunState::Running, &Change { attempt: Some(attempt), message, ..Change::default() })
         })
     }
 
-    fn set_resume_step(&self, run_id: &str, attempt: u64, step: u64) -> Result<()> {
-        self.with(|tx| {
-            tx.execute(
-                "UPDATE attempts SET resume_step = ?3 WHERE run_id = ?1 AND attempt = ?2",
-                params![run_id, attempt as i64, step as i64],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn renew_lease(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<()> {
+    fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<()> {
         self.with(|tx| {
             let n = tx.execute(
-                "UPDATE attempts SET lease_expires_ms = ?3 WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
-                params![run_id, attempt as i64, lease_expires_ms],
-            )?;
-            if n == 0 {
-                return Err(StoreError::StaleAttempt { run_id: run_id.into(), attempt });
-            }
-            Ok(())
-        })
-    }
-
-    fn end_attempt(&self, run_id: &str, attempt: u64, end: &AttemptEnd, to: RunState) -> Result<()> {
-        self.with(|tx| {
-            let n = tx.execute(
-                "UPDATE attempts SET outcome = ?3, failure_class = ?4, message = ?5, ended_ms = ?6
+                "UPDATE attempts SET lease_expires_ms = ?3, resume_step = COALESCE(?4, resume_step)
                  WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
-                params![
-                    run_id,
-                    attempt as i64,
-                    end.outcome.as_str(),
-                    end.failure_class.map(|c| c.as_str()),
-                    end.message,
-                    now_ms()
-                ],
+                params![run_id, attempt as i64, report.lease_expires_ms, report.resumed_from.map(|s| s as i64)],
             )?;
-            if n == 0 {
-                return Err(StoreError::StaleAttempt { run_id: run_id.into(), attempt });
-            }
-            let change = Change {
-                attempt: Some(attempt),
-                failure_class: end.failure_class,
-                message: end.message.clone(),
-                not_before_ms: end.not_before_ms,
-                spend_retry: end.spend_retry,
-                reset_retries: false,
-            };
-            Self::do_transition(tx, run_id, to, &change)?;
-            Ok(())
-        })
-    }
-
-    fn add_progress(&self, run_id: &str, attempt: u64, points: &[ProgressPoint]) -> Result<()> {
-        self.with(|tx| {
+            one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })?;
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO progress (run_id, {PROGRESS_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?;
-            for p in points {
+            for p in &report.progress {
                 stmt.execute(params![
                     run_id,
                     attempt as i64,
@@ -438,7 +585,107 @@ impl Store for SqliteStore {
                     p.micro_batch.map(|m| m as i64)
                 ])?;
             }
+            for c in &report.checkpoints {
+                Self::put_checkpoint(tx, run_id, c)?;
+            }
             Ok(())
+        })
+    }
+
+    fn renew_lease(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<()> {
+        self.with(|tx| {
+            let n = tx.execute(
+                "UPDATE attempts SET lease_expires_ms = ?3 WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+                params![run_id, attempt as i64, lease_expires_ms],
+            )?;
+            one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })
+        })
+    }
+
+    fn block_attempt(&self, run_id: &str, attempt: u64, message: &str) -> Result<Option<EventRow>> {
+        self.with(|tx| {
+            let (state, _, _) = Self::run_state(tx, run_id)?;
+            if state != RunState::Launching || !Self::is_live(tx, run_id, attempt)? {
+                return Ok(None);
+            }
+            let change = Change { attempt: Some(attempt), message: message.into(), ..Change::default() };
+            self.do_transition(tx, run_id, RunState::Blocked, &change).map(Some)
+        })
+    }
+
+    fn place_attempt(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<Option<EventRow>> {
+        self.with(|tx| {
+            let (state, _, _) = Self::run_state(tx, run_id)?;
+            if state != RunState::Blocked || !Self::is_live(tx, run_id, attempt)? {
+                return Ok(None);
+            }
+            let n = tx.execute(
+                "UPDATE attempts SET lease_expires_ms = ?3 WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+                params![run_id, attempt as i64, lease_expires_ms],
+            )?;
+            one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })?;
+            let change = Change { attempt: Some(attempt), message: "placed".into(), ..Change::default() };
+            self.do_transition(tx, run_id, RunState::Launching, &change).map(Some)
+        })
+    }
+
+    fn end_attempt(&self, run_id: &str, attempt: u64, ending: &Ending) -> Result<EventRow> {
+        self.with(|tx| self.end_in(tx, run_id, attempt, ending))
+    }
+
+    fn expire_lease(&self, run_id: &str, attempt: u64, now_ms: i64, retries: Retries) -> Result<Option<EventRow>> {
+        self.with(|tx| {
+            let (state, _, _) = Self::run_state(tx, run_id)?;
+            let lease: Option<i64> = tx
+                .query_row(
+                    "SELECT lease_expires_ms FROM attempts WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+                    params![run_id, attempt as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match lease {
+                Some(l) if l < now_ms && state != RunState::Blocked => {
+                    let secs = (now_ms - l).max(0) / 1000;
+                    let message = format!("no report from the worker: lease expired {secs} s ago");
+                    let ending = Ending::Failed { class: FailureClass::NodeLost, message, retries };
+                    self.end_in(tx, run_id, attempt, &ending).map(Some)
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn cancel_run(&self, run_id: &str) -> Result<Option<Cancelled>> {
+        self.with(|tx| {
+            let (state, _, attempts) = Self::run_state(tx, run_id)?;
+            if state.is_terminal() {
+                return Ok(None);
+            }
+            let live = (attempts > 0 && Self::is_live(tx, run_id, attempts)?).then_some(attempts);
+            if let Some(a) = live {
+                self.close_attempt(tx, run_id, a, AttemptOutcome::Cancelled, None, "cancelled")?;
+            }
+            let change = Change { attempt: live, message: "cancelled".into(), ..Change::default() };
+            let event = self.do_transition(tx, run_id, RunState::Cancelled, &change)?;
+            Ok(Some(Cancelled { event, live_attempt: live }))
+        })
+    }
+
+    fn resume_run(&self, run_id: &str, include_diverged: bool) -> Result<Option<EventRow>> {
+        self.with(|tx| {
+            let (state, _, _) = Self::run_state(tx, run_id)?;
+            let class: Option<String> =
+                tx.query_row("SELECT failure_class FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0))?;
+            let eligible = match state {
+                RunState::Failed => include_diverged || class_of(class)? != Some(FailureClass::Diverged),
+                RunState::Cancelled => true,
+                _ => false,
+            };
+            if !eligible {
+                return Ok(None);
+            }
+            let change = Change { message: "resumed".into(), reset_retries: true, not_before_ms: Some(0), ..Change::default() };
+            self.do_transition(tx, run_id, RunState::Queued, &change).map(Some)
         })
     }
 
@@ -447,17 +694,6 @@ impl Store for SqliteStore {
             let mut stmt =
                 tx.prepare_cached(&format!("SELECT {PROGRESS_COLS} FROM progress WHERE run_id = ?1 ORDER BY attempt, step"))?;
             Ok(stmt.query_map([run_id], progress_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-    }
-
-    fn add_checkpoint(&self, run_id: &str, attempt: u64, c: &CheckpointRow) -> Result<()> {
-        self.with(|tx| {
-            tx.execute(
-                "INSERT OR REPLACE INTO checkpoints (run_id, step, attempt, path, tokens_seen, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run_id, c.step as i64, attempt as i64, c.path, c.tokens_seen as i64, c.at_ms],
-            )?;
-            Ok(())
         })
     }
 
@@ -479,29 +715,6 @@ impl Store for SqliteStore {
                     checkpoint_row,
                 )
                 .optional()?)
-        })
-    }
-
-    fn put_evals(&self, run_id: &str, attempt: u64, evals: &[EvalRow]) -> Result<()> {
-        self.with(|tx| {
-            let now = now_ms();
-            for e in evals {
-                tx.execute(
-                    "INSERT OR REPLACE INTO evals (run_id, distribution, attempt, loss, bits_per_byte, tokens, bytes, at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        run_id,
-                        e.distribution,
-                        attempt as i64,
-                        e.loss,
-                        e.bits_per_byte,
-                        e.tokens as i64,
-                        e.bytes as i64,
-                        now
-                    ],
-                )?;
-            }
-            Ok(())
         })
     }
 
@@ -529,44 +742,5 @@ impl Store for SqliteStore {
 
     fn events_since(&self, after: i64) -> Result<Vec<EventRow>> {
         self.events_filtered("id > ?1", &[&after])
-    }
-}
-
-impl SqliteStore {
-    fn events_filtered(&self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<EventRow>> {
-        self.with(|tx| {
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT id, run_id, attempt, at_ms, from_state, to_state, failure_class, message FROM events
-                 WHERE {filter} ORDER BY id"
-            ))?;
-            let rows = stmt
-                .query_map(args, |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, String>(7)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter()
-                .map(|(id, run_id, attempt, at_ms, from, to, class, message)| {
-                    Ok(EventRow {
-                        id,
-                        run_id,
-                        attempt: attempt.map(|a| a as u64),
-                        at_ms,
-                        from: state_of(from)?,
-                        to: state_of(to)?,
-                        failure_class: class_of(class)?,
-                        message,
-                    })
-                })
-                .collect()
-        })
     }
 }

@@ -1,17 +1,25 @@
 //! The store conformance suite on SQLite, plus SQLite-specific behaviour.
 
+use isoflop_core::ManualClock;
 use isoflop_store::{SqliteStore, Store, StoreError, conformance};
+use std::sync::Arc;
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::at(conformance::T0))
+}
 
 #[test]
 fn conformance_in_memory() {
-    conformance::run_all(&SqliteStore::in_memory().unwrap());
+    let clock = clock();
+    conformance::run_all(&SqliteStore::in_memory().unwrap().with_clock(clock.clone()), &clock);
 }
 
 #[test]
 fn conformance_on_file_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/isoflop.db");
-    conformance::run_all(&SqliteStore::open(&path).unwrap());
+    let clock = clock();
+    conformance::run_all(&SqliteStore::open(&path).unwrap().with_clock(clock.clone()), &clock);
     let again = SqliteStore::open(&path).unwrap();
     assert_eq!(again.sweeps().unwrap().len(), 2);
     assert_eq!(again.evals("r2").unwrap().len(), 2);

@@ -1,24 +1,9 @@
 //! Evaluation of a model on one held-out shard: mean loss and bits-per-byte.
 
 use crate::model::Transformer;
+pub use isoflop_core::EvalScore;
 use isoflop_data::Shard;
-use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, TchError, Tensor};
-
-/// Loss of a model on one evaluation distribution.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalResult {
-    /// Name of the distribution (the `EvalRef` name).
-    pub name: String,
-    /// Mean cross-entropy in nats per predicted token.
-    pub loss: f64,
-    /// Bits per UTF-8 byte of text (see [`evaluate`] for how bytes are counted).
-    pub bpb: f64,
-    /// Number of predicted (scored) tokens.
-    pub tokens: u64,
-    /// Estimated UTF-8 bytes those tokens encode (not necessarily whole).
-    pub bytes: f64,
-}
 
 /// Bits per byte of `total_nats` of cross-entropy spread over `bytes` bytes of text:
 /// `total_nats / ln 2 / bytes`.
@@ -59,7 +44,7 @@ pub fn evaluate(
     max_tokens: u64,
     batch: usize,
     device: Device,
-) -> Result<EvalResult, TchError> {
+) -> Result<EvalScore, TchError> {
     let seq_len = model.shape().seq_len as usize;
     let Some((count, window)) = eval_windows(shard.len(), seq_len, max_tokens) else {
         return Err(TchError::Shape(format!("{}: too few tokens to evaluate ({})", shard.path().display(), shard.len())));
@@ -86,10 +71,10 @@ pub fn evaluate(
     let tokens = (count * stride) as u64;
     let h = shard.header();
     let bytes = if h.token_count == 0 { 0.0 } else { tokens as f64 * h.byte_count as f64 / h.token_count as f64 };
-    Ok(EvalResult {
-        name: name.to_string(),
+    Ok(EvalScore {
+        distribution: name.to_string(),
         loss: total_nats / tokens as f64,
-        bpb: bits_per_byte(total_nats, bytes),
+        bits_per_byte: bits_per_byte(total_nats, bytes),
         tokens,
         bytes,
     })
@@ -126,9 +111,9 @@ mod tests {
         // seq_len 16: 50 tokens hold three windows of 17 (48 predictions).
         let long = shard("long.bin", 50);
         let r = evaluate(&model, "long", &long, 1 << 20, 2, Device::Cpu).unwrap();
-        assert_eq!((r.name.as_str(), r.tokens, r.bytes), ("long", 48, 96.0));
+        assert_eq!((r.distribution.as_str(), r.tokens, r.bytes), ("long", 48, 96.0));
         assert!((r.loss - 259f64.ln()).abs() < 0.1, "{r:?}");
-        assert!((r.bpb - r.loss * 48.0 / std::f64::consts::LN_2 / 96.0).abs() < 1e-12);
+        assert!((r.bits_per_byte - r.loss * 48.0 / std::f64::consts::LN_2 / 96.0).abs() < 1e-12);
         // The same windows scored one at a time, by hand.
         let mut total = 0.0;
         for w in 0..3 {

@@ -22,7 +22,7 @@ pub mod trainer;
 
 pub use checkpoint::{CheckpointError, Manifest};
 pub use data::{Batch, BatchSampler};
-pub use eval::{EvalResult, bits_per_byte, evaluate};
+pub use eval::{EvalScore, bits_per_byte, evaluate};
 pub use model::{Param, ParamKind, Transformer};
 pub use optim::{AdamW, AdamWConfig, DecayScope};
 pub use schedule::Schedule;

@@ -2,11 +2,11 @@
 
 use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::data::BatchSampler;
-use crate::eval::{EvalResult, eval_windows, evaluate};
+use crate::eval::{EvalScore, eval_windows, evaluate};
 use crate::model::Transformer;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::Schedule;
-use isoflop_core::{EvalRef, Precision, RunConfig};
+use isoflop_core::{EvalRef, FailureClass, Precision, RunConfig};
 use isoflop_data::{Shard, ShardError};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -68,31 +68,10 @@ impl TrainHooks for NoHooks {
     fn checkpoint_saved(&mut self, _: &CheckpointInfo) {}
 }
 
-/// One progress point.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Progress {
-    /// Optimiser steps completed.
-    pub step: u64,
-    /// Steps of the whole run.
-    pub total_steps: u64,
-    /// Mean training loss (nats/token) of the steps since the previous progress point; at
-    /// step 0, the loss of the first batch before any update (the initial loss).
-    pub loss: f64,
-    /// Learning rate of the latest update (at step 0: of the first update).
-    pub lr: f64,
-    /// Global gradient norm, before clipping, of the latest update (at step 0: of the first).
-    pub grad_norm: f64,
-    /// Training tokens consumed (`step · batch · seq_len`).
-    pub tokens_seen: u64,
-    /// Training throughput since the previous progress point (time in hooks and checkpoint
-    /// writes excluded).
-    pub tokens_per_second: f64,
-    /// Wall-clock seconds since this `train` call started its first step.
-    pub elapsed_seconds: f64,
-    /// Sequences per forward/backward pass in use (smaller than requested after an
-    /// out-of-memory retry).
-    pub micro_batch: u64,
-}
+/// A progress point: throughput excludes the time spent in hooks and checkpoint writes;
+/// `elapsed_seconds` counts from this `train` call's first step; `micro_batch` is always set;
+/// `mfu` is left at 0 (the caller knows the device's peak).
+pub use isoflop_core::Progress;
 
 /// What a progress hook wants next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +98,7 @@ pub struct CheckpointInfo {
 pub enum TrainOutcome {
     /// All steps done, final checkpoint written, every eval distribution scored.
     /// `final_loss` is the loss of the last progress point.
-    Completed { final_loss: f64, evals: Vec<EvalResult> },
+    Completed { final_loss: f64, evals: Vec<EvalScore> },
     /// Stopped on request after `step` steps; resume from `checkpoint`.
     Stopped { step: u64, checkpoint: PathBuf },
     /// The training loss became NaN or infinite (detected at progress points and before
@@ -136,9 +115,12 @@ pub enum TrainError {
     /// A shard could not be opened or is malformed.
     #[error(transparent)]
     Shard(#[from] ShardError),
-    /// libtorch failed (including out-of-memory and device errors).
+    /// The device (or host) ran out of memory, even at a micro-batch of one sequence.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// libtorch failed otherwise (device errors, internal errors).
     #[error("libtorch: {0}")]
-    Torch(#[from] TchError),
+    Torch(TchError),
     /// A file-system operation on `path` failed.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -150,7 +132,25 @@ pub enum TrainError {
     Config(String),
 }
 
+impl From<TchError> for TrainError {
+    /// libtorch's errors enter here; an out-of-memory one becomes [`TrainError::OutOfMemory`].
+    fn from(e: TchError) -> Self {
+        if is_oom(&e) { TrainError::OutOfMemory(e.to_string()) } else { TrainError::Torch(e) }
+    }
+}
+
 impl TrainError {
+    /// The failure class of the attempt this error ends: `user_error` for the run's own
+    /// configuration or data ([`TrainError::is_user_error`]), `oom` for
+    /// [`TrainError::OutOfMemory`], `unknown` otherwise.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            TrainError::OutOfMemory(_) => FailureClass::Oom,
+            e if e.is_user_error() => FailureClass::UserError,
+            _ => FailureClass::Unknown,
+        }
+    }
+
     /// True when the error comes from the run's configuration or data (bad config, missing
     /// or malformed shard, digest mismatch, vocabulary too large, missing resume checkpoint)
     /// and retrying the same run cannot help; false for environmental or internal failures.
@@ -163,7 +163,7 @@ impl TrainError {
             }
             TrainError::Shard(_) => true,
             TrainError::Checkpoint(e) => e.is_not_found(),
-            TrainError::Torch(_) | TrainError::Io { .. } => false,
+            TrainError::Torch(_) | TrainError::OutOfMemory(_) | TrainError::Io { .. } => false,
         }
     }
 }
@@ -373,9 +373,13 @@ struct Run<'a> {
     micro_batch: usize,
 }
 
-/// True when a libtorch error is an out-of-memory failure.
+/// True when a libtorch error is an allocation failure. libtorch's C API hands its
+/// exceptions over as their message only (`c10::OutOfMemoryError` says "CUDA out of memory",
+/// the CPU allocator "DefaultCPUAllocator: can't allocate memory"), so this one function reads
+/// the text; everything past it sees [`TrainError::OutOfMemory`].
 pub fn is_oom(e: &TchError) -> bool {
-    e.to_string().contains("out of memory")
+    let msg = e.to_string();
+    msg.contains("out of memory") || msg.contains("DefaultCPUAllocator: can't allocate")
 }
 
 /// Runs `attempt(micro)` and, while it fails with an out-of-memory error and `micro > 1`,
@@ -478,8 +482,9 @@ impl Run<'_> {
                     grad_norm: self.opt.grad_norm()?.f_double_value(&[])?,
                     tokens_seen: 0,
                     tokens_per_second: 0.0,
+                    mfu: 0.0,
                     elapsed_seconds: started.elapsed().as_secs_f64(),
-                    micro_batch: self.micro_batch as u64,
+                    micro_batch: Some(self.micro_batch as u64),
                 };
                 if self.report(&p) == Control::Stop {
                     return self.stop_at(0, &window);
@@ -504,8 +509,9 @@ impl Run<'_> {
                     grad_norm: grad_norm.f_double_value(&[])?,
                     tokens_seen: step * self.tokens_per_step,
                     tokens_per_second: if secs > 0.0 { (window.steps * self.tokens_per_step) as f64 / secs } else { 0.0 },
+                    mfu: 0.0,
                     elapsed_seconds: started.elapsed().as_secs_f64(),
-                    micro_batch: self.micro_batch as u64,
+                    micro_batch: Some(self.micro_batch as u64),
                 };
                 last_loss = Some(mean);
                 window = Window::new();
@@ -718,11 +724,11 @@ mod tests {
         // The held-out text is the training text: the eval loss has dropped too.
         assert_eq!(evals.len(), 1);
         let e = &evals[0];
-        assert_eq!((e.name.as_str(), e.tokens), ("heldout", 256));
+        assert_eq!((e.distribution.as_str(), e.tokens), ("heldout", 256));
         assert!(e.loss < initial - 2.0, "{e:?}");
         let bytes_per_token = (20 * TEXT.len()) as f64 / (20 * (TEXT.len() + 1)) as f64;
         assert!((e.bytes - 256.0 * bytes_per_token).abs() < 1e-9);
-        assert!((e.bpb - e.loss * 256.0 / std::f64::consts::LN_2 / e.bytes).abs() < 1e-9);
+        assert!((e.bits_per_byte - e.loss * 256.0 / std::f64::consts::LN_2 / e.bytes).abs() < 1e-9);
     }
 
     #[test]
@@ -947,8 +953,10 @@ mod tests {
         cfg.model.heads = 5;
         assert!(run(cfg).unwrap_err().is_user_error());
 
-        let torch = TrainError::Torch(TchError::Torch("boom".into()));
+        let torch = TrainError::from(TchError::Torch("boom".into()));
         assert!(!torch.is_user_error());
+        assert_eq!(torch.class(), FailureClass::Unknown);
+        assert_eq!(TrainError::Config("x".into()).class(), FailureClass::UserError);
     }
 
     /// Gradient accumulation over micro-batches computes the whole batch's gradient, and the
@@ -975,10 +983,10 @@ mod tests {
             rec.progress[0].clone()
         };
         let whole_p = progress(0, "whole");
-        assert_eq!(whole_p.micro_batch, 8);
+        assert_eq!(whole_p.micro_batch, Some(8));
         for micro in [4, 3, 1] {
             let p = progress(micro, &format!("micro-{micro}"));
-            assert_eq!(p.micro_batch, micro as u64);
+            assert_eq!(p.micro_batch, Some(micro as u64));
             assert!((p.loss - whole_p.loss).abs() <= 1e-5 * whole_p.loss, "micro-batch {micro}: {p:?} vs {whole_p:?}");
         }
 
@@ -1067,5 +1075,10 @@ mod tests {
         let err = with_oom_retry(&mut micro, |_| -> Result<(), TchError> { Err(TchError::Torch("boom".into())) }, |_, _| {})
             .unwrap_err();
         assert!(!is_oom(&err) && micro == 8);
+        // At the boundary an out-of-memory error becomes a typed error of class `oom`.
+        for msg in ["CUDA out of memory. Tried to allocate 2.00 GiB", "DefaultCPUAllocator: can't allocate memory: you tried"] {
+            let e = TrainError::from(TchError::Torch(msg.into()));
+            assert!(matches!(e, TrainError::OutOfMemory(_)) && e.class() == FailureClass::Oom, "{e}");
+        }
     }
 }

@@ -14,20 +14,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
-/// Environment variable with the coordinator URL.
-pub const ENV_COORDINATOR: &str = "ISOFLOP_COORDINATOR";
-/// Environment variable with the run id.
-pub const ENV_RUN_ID: &str = "ISOFLOP_RUN_ID";
-/// Environment variable with the attempt number.
-pub const ENV_ATTEMPT: &str = "ISOFLOP_ATTEMPT";
-/// Environment variable with the attempt's bearer token.
-pub const ENV_TOKEN: &str = "ISOFLOP_RUN_TOKEN";
+use isoflop_proto::env::{ATTEMPT as ENV_ATTEMPT, COORDINATOR as ENV_COORDINATOR, RUN_ID as ENV_RUN_ID, TOKEN as ENV_TOKEN};
 
 /// Spawns `isoflop worker` processes.
 pub struct LocalExecutor {
     program: PathBuf,
     slots: usize,
-    extra_env: Vec<(String, String)>,
+    /// Live workers by (run, attempt): their process ids (never 0).
     children: Arc<Mutex<HashMap<(String, u64), u32>>>,
     exits: mpsc::UnboundedSender<ExecutorEvent>,
 }
@@ -35,28 +28,27 @@ pub struct LocalExecutor {
 impl LocalExecutor {
     /// `program` is the `isoflop` binary; at most `slots` workers run at once.
     pub fn new(program: PathBuf, slots: usize, exits: mpsc::UnboundedSender<ExecutorEvent>) -> Self {
-        Self { program, slots, extra_env: Vec::new(), children: Arc::default(), exits }
-    }
-
-    /// Adds an environment variable to every worker (tests use it to inject faults).
-    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extra_env.push((key.into(), value.into()));
-        self
+        Self { program, slots, children: Arc::default(), exits }
     }
 
     fn signal(&self, run_id: &str, attempt: u64, sig: Signal) {
         let pid = self.children.lock().unwrap_or_else(|p| p.into_inner()).get(&(run_id.to_string(), attempt)).copied();
         if let Some(pid) = pid {
-            let _ = kill(Pid::from_raw(pid as i32), sig);
+            send(pid as i32, sig);
         }
     }
 }
 
-impl super::Executor for LocalExecutor {
-    fn name(&self) -> &'static str {
-        "local"
+/// Sends a signal; a process that is already gone is not an error.
+fn send(pid: i32, sig: Signal) {
+    match kill(Pid::from_raw(pid), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pid, signal = %sig, "cannot signal the worker: {e}"),
     }
+}
 
+#[async_trait::async_trait]
+impl super::Executor for LocalExecutor {
     fn slots(&self) -> usize {
         self.slots
     }
@@ -77,14 +69,17 @@ impl super::Executor for LocalExecutor {
             .env(ENV_RUN_ID, &spec.run_id)
             .env(ENV_ATTEMPT, spec.attempt.to_string())
             .env(ENV_TOKEN, &spec.token)
-            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .process_group(0)
             .kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|source| ExecutorError::Spawn { run_id: spec.run_id.clone(), source })?;
-        let pid = child.id().unwrap_or(0);
+        // A child without a pid has already been reaped: there is nothing to signal, and a
+        // pid of 0 would signal this whole process group.
+        let Some(pid) = child.id().filter(|p| *p != 0) else {
+            return Err(ExecutorError::NoPid { run_id: spec.run_id.clone() });
+        };
         let key = (spec.run_id.clone(), spec.attempt);
         self.children.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), pid);
         let children = self.children.clone();
@@ -96,6 +91,7 @@ impl super::Executor for LocalExecutor {
                 Ok(s) => (s.code(), s.signal()),
                 Err(_) => (None, None),
             };
+            // The receiver is gone only when the coordinator has stopped; nobody is left to tell.
             let _ = exits.send(ExitReport { run_id: key.0, attempt: key.1, code, signal, ..ExitReport::default() }.into());
         });
         Ok(format!("pid:{pid}"))
@@ -114,12 +110,14 @@ impl super::Executor for LocalExecutor {
     }
 
     fn stop_orphan(&self, executor_ref: &str, run_id: &str) {
-        let Some(pid) = executor_ref.strip_prefix("pid:").and_then(|p| p.parse::<i32>().ok()) else { return };
+        let Some(pid) = executor_ref.strip_prefix("pid:").and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0) else {
+            return;
+        };
         // Only signal the process if it still is a worker of this run (pids are reused).
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let needle = format!("{ENV_RUN_ID}={run_id}");
         if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            send(pid, Signal::SIGTERM);
         }
     }
 }

@@ -1,8 +1,12 @@
 //! Where attempts run. [`Executor`] is the seam between the coordinator's bookkeeping and the
-//! machinery that starts workers; `local` spawns processes on this machine.
+//! machinery that starts workers: [`local`] spawns processes on this machine, the Kubernetes
+//! executor (`isoflop-k8s`) creates Jobs, and [`Detached`] serves a coordinator that only
+//! answers control calls.
 
+pub mod detached;
 pub mod local;
 
+pub use detached::Detached;
 pub use local::LocalExecutor;
 
 use isoflop_core::FailureClass;
@@ -93,23 +97,26 @@ impl ExitReport {
     }
 }
 
-/// Errors starting or signalling workers.
+/// Errors starting workers or reading what they left.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
     #[error("cannot start worker for run {run_id}: {source}")]
     Spawn { run_id: String, source: std::io::Error },
+    #[error("started a worker for run {run_id} but the system gave it no process id")]
+    NoPid { run_id: String },
     #[error("cannot open log file {path}: {source}")]
     Log { path: PathBuf, source: std::io::Error },
-    /// An executor backed by a remote system (Kubernetes) refused or failed the request.
-    #[error("{0}")]
-    Remote(String),
+    #[error("this coordinator only answers control calls; it launches no workers")]
+    Detached,
+    /// The cluster refused or failed a request (the message is the API server's).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Starts and stops workers. Exits (and, for cluster executors, placement) are reported as
 /// [`ExecutorEvent`]s on the channel given at construction.
+#[async_trait::async_trait]
 pub trait Executor: Send + Sync {
-    /// Short name (`local`).
-    fn name(&self) -> &'static str;
     /// How many attempts may run at once.
     fn slots(&self) -> usize;
     /// Starts a worker; returns what the executor knows it by (stored with the attempt).
@@ -123,12 +130,23 @@ pub trait Executor: Send + Sync {
     /// Best effort for attempts of an earlier coordinator: stop a worker known only by the
     /// reference stored with its attempt.
     fn stop_orphan(&self, executor_ref: &str, run_id: &str);
-    /// A run was cancelled: remove whatever the executor keeps for it (Kubernetes: all its
-    /// Jobs, finished or not, and their pods).
-    fn forget_run(&self, _run_id: &str) {}
+    /// Runs were cancelled: remove whatever the executor keeps for them (Kubernetes: all their
+    /// Jobs, finished or not, with their pods and Secrets). This is the one place cluster
+    /// objects of a run are deleted; the work may finish in the background (see
+    /// [`Executor::shutdown`]).
+    fn forget_runs(&self, _run_ids: &[String]) {}
     /// Whether workers outlive the coordinator (cluster Jobs): a stopping coordinator then
     /// leaves them running for the next one to adopt instead of stopping them.
     fn survives_restart(&self) -> bool {
         false
     }
+    /// The log of a running attempt read from where it runs, when its log file is not written
+    /// yet (Kubernetes: its pod's log, copied to the file when the attempt ends). `None` when
+    /// the executor has none to give.
+    async fn live_log(&self, _run_id: &str, _attempt: u64) -> Result<Option<String>, ExecutorError> {
+        Ok(None)
+    }
+    /// Waits for the executor's background work (creates, deletes, log copies) to finish and
+    /// stops its watchers. Called once, after the scheduler has stopped.
+    async fn shutdown(&self) {}
 }

@@ -1,15 +1,16 @@
 //! The worker API: attach, report, finish. Every call must carry the attempt's bearer token
-//! and the protocol version this build speaks.
+//! and the protocol version this build speaks. Each call is one store lifecycle verb; an
+//! attempt that has ended (cancelled, presumed lost, already finished) is `ABORTED`, so the
+//! worker learns that its work was not recorded.
 
 use crate::auth;
-use crate::convert::{eval_row, progress_row};
-use crate::coordinator::{Coordinator, class_from_pb};
+use crate::coordinator::{Coordinator, CoordinatorError};
 use crate::resolve::run_config;
-use isoflop_core::{FailureClass, RunState};
 use isoflop_proto::PROTOCOL_VERSION;
+use isoflop_proto::convert;
 use isoflop_proto::v1 as pb;
 use isoflop_proto::v1::worker_service_server::WorkerService;
-use isoflop_store::{AttemptEnd, AttemptOutcome, AttemptRow, CheckpointRow, EvalRow, ProgressPoint, now_ms};
+use isoflop_store::{AttemptOutcome, AttemptRow, CheckpointRow, Ending, EvalRow, ProgressPoint, Report, StoreError};
 use tonic::{Request, Response, Status};
 
 /// The worker API over a coordinator.
@@ -36,19 +37,19 @@ impl WorkerApi {
             .coord
             .store()
             .attempt(run_id, attempt)
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("run {run_id} attempt {attempt} not found")))?;
         if !auth::same(&row.token_hash, &auth::hash_token(token)) {
             return Err(Status::unauthenticated("token does not match this attempt"));
         }
         if row.outcome != AttemptOutcome::Active {
-            return Err(Status::aborted(format!("run {run_id} attempt {attempt} has ended ({})", row.outcome.as_str())));
+            return Err(ended(run_id, attempt, row.outcome.as_str()));
         }
         Ok(row)
     }
 
     fn lease_deadline(&self) -> i64 {
-        now_ms() + self.coord.inner.cfg.lease.as_millis() as i64
+        self.coord.now_ms() + self.coord.config().lease.as_millis() as i64
     }
 }
 
@@ -56,8 +57,22 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+fn ended(run_id: &str, attempt: u64, how: &str) -> Status {
+    Status::aborted(format!("run {run_id} attempt {attempt} has ended ({how}); this outcome is not recorded"))
+}
+
+/// A store refusal as the worker sees it.
+fn refused(e: CoordinatorError, run_id: &str, attempt: u64) -> Status {
+    match e {
+        CoordinatorError::Store(StoreError::StaleAttempt { .. }) => ended(run_id, attempt, "no longer active"),
+        CoordinatorError::Store(StoreError::Transition { source, .. }) => Status::failed_precondition(source.to_string()),
+        e => internal(e),
+    }
+}
+
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
+    #[tracing::instrument(name = "rpc.attach", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
     async fn attach(&self, req: Request<pb::AttachRequest>) -> Result<Response<pb::AttachResponse>, Status> {
         let m = req.get_ref();
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
@@ -65,11 +80,23 @@ impl WorkerService for WorkerApi {
         let run = store.run(&m.run_id).map_err(internal)?.ok_or_else(|| Status::not_found("run not found"))?;
         run_config(&run.config_json)
             .map_err(|e| Status::internal(format!("stored config of run {} is corrupt: {e}", m.run_id)))?;
+        let rt = match self.coord.runtime_of(&m.run_id) {
+            Ok(rt) => rt,
+            Err(why) => {
+                let message = format!("no runtime settings: {why}");
+                self.coord
+                    .fail(&m.run_id, m.attempt, isoflop_core::FailureClass::UserError, message.clone())
+                    .map_err(internal)?;
+                return Err(Status::failed_precondition(message));
+            }
+        };
         let ckpt = store.latest_checkpoint(&m.run_id).map_err(internal)?;
         let resume_step = ckpt.as_ref().map(|c| c.step).unwrap_or(0);
-        store.attach(&m.run_id, m.attempt, resume_step, self.lease_deadline()).map_err(|e| Status::aborted(e.to_string()))?;
-        self.coord.broadcast_state(&m.run_id, RunState::Launching, RunState::Running, None, "");
-        let rt = self.coord.runtime_of(&m.run_id);
+        let ev = store
+            .attach(&m.run_id, m.attempt, resume_step, self.lease_deadline())
+            .map_err(|e| refused(e.into(), &m.run_id, m.attempt))?;
+        self.coord.publish(&ev);
+        tracing::info!(host = %m.hostname, pid = m.pid, resume_step, "worker attached");
         Ok(Response::new(pb::AttachResponse {
             protocol_version: PROTOCOL_VERSION,
             run_config_json: run.config_json,
@@ -80,80 +107,59 @@ impl WorkerService for WorkerApi {
             progress_every: rt.runtime.progress_every,
             threads: rt.threads as u32,
             device: rt.runtime.device.to_string(),
-            lease_seconds: self.coord.inner.cfg.lease.as_secs(),
+            lease_seconds: self.coord.config().lease.as_secs(),
             micro_batch: rt.runtime.micro_batch.unwrap_or(0),
             precision: rt.runtime.precision.as_str().into(),
         }))
     }
 
+    #[tracing::instrument(name = "rpc.report", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
     async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let m = req.get_ref();
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
-        let store = self.coord.store();
-        store.renew_lease(&m.run_id, m.attempt, self.lease_deadline()).map_err(|e| Status::aborted(e.to_string()))?;
-        if let Some(step) = m.resumed_from {
-            store.set_resume_step(&m.run_id, m.attempt, step).map_err(internal)?;
-        }
-        let now = now_ms();
-        let points: Vec<ProgressPoint> = m.progress.iter().map(|p| progress_row(p, m.attempt, now)).collect();
-        if !points.is_empty() {
-            store.add_progress(&m.run_id, m.attempt, &points).map_err(internal)?;
-        }
-        for c in &m.checkpoints {
-            let row =
-                CheckpointRow { step: c.step, attempt: m.attempt, path: c.path.clone(), tokens_seen: c.tokens_seen, at_ms: now };
-            store.add_checkpoint(&m.run_id, m.attempt, &row).map_err(internal)?;
-        }
+        let now = self.coord.now_ms();
+        let report = Report {
+            lease_expires_ms: self.lease_deadline(),
+            resumed_from: m.resumed_from,
+            progress: m.progress.iter().map(|p| ProgressPoint::new(m.attempt, now, &p.into())).collect(),
+            checkpoints: m.checkpoints.iter().map(|c| CheckpointRow { attempt: m.attempt, at_ms: now, ..c.into() }).collect(),
+        };
+        self.coord.store().report(&m.run_id, m.attempt, &report).map_err(|e| refused(e.into(), &m.run_id, m.attempt))?;
         for p in &m.progress {
             self.coord.broadcast(&m.run_id, pb::run_event::Event::Progress(*p));
         }
         Ok(Response::new(pb::ReportResponse { stop: self.coord.should_stop(&m.run_id) }))
     }
 
+    #[tracing::instrument(name = "rpc.finish", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
     async fn finish(&self, req: Request<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
         let m = req.get_ref();
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
-        let store = self.coord.store();
-        match &m.outcome {
-            Some(pb::finish_request::Outcome::Success(s)) => {
-                let evals: Vec<EvalRow> = s.evals.iter().map(eval_row).collect();
-                store.put_evals(&m.run_id, m.attempt, &evals).map_err(internal)?;
-                for e in &s.evals {
-                    self.coord.broadcast(&m.run_id, pb::run_event::Event::Eval(e.clone()));
-                }
-                let end = AttemptEnd {
-                    outcome: AttemptOutcome::Succeeded,
-                    failure_class: None,
-                    message: format!("final loss {:.4}", s.final_loss),
-                    not_before_ms: None,
-                    spend_retry: false,
-                };
-                self.coord.end_attempt(&m.run_id, m.attempt, &end, RunState::Succeeded);
-            }
-            Some(pb::finish_request::Outcome::Failure(f)) => {
-                self.coord.fail_attempt(&m.run_id, m.attempt, class_from_pb(f.class), f.message.clone());
-            }
-            Some(pb::finish_request::Outcome::Interrupted(i)) => {
-                if !i.checkpoint_path.is_empty() {
-                    let row = CheckpointRow {
-                        step: i.checkpoint_step,
-                        attempt: m.attempt,
-                        path: i.checkpoint_path.clone(),
-                        tokens_seen: 0,
-                        at_ms: now_ms(),
-                    };
-                    store.add_checkpoint(&m.run_id, m.attempt, &row).map_err(internal)?;
-                }
-                let end = AttemptEnd {
-                    outcome: AttemptOutcome::Interrupted,
-                    failure_class: Some(FailureClass::Preempted),
-                    message: format!("stopped at step {} after a checkpoint", i.checkpoint_step),
-                    not_before_ms: None,
-                    spend_retry: false,
-                };
-                self.coord.end_attempt(&m.run_id, m.attempt, &end, RunState::Queued);
-            }
+        let ending = match &m.outcome {
+            Some(pb::finish_request::Outcome::Success(s)) => Ending::Succeeded {
+                evals: s.evals.iter().map(EvalRow::from).collect(),
+                message: format!("final loss {:.4}", s.final_loss),
+            },
+            Some(pb::finish_request::Outcome::Failure(f)) => Ending::Failed {
+                class: convert::failure_class(f.class).unwrap_or(isoflop_core::FailureClass::Unknown),
+                message: f.message.clone(),
+                retries: self.coord.config().retries,
+            },
+            Some(pb::finish_request::Outcome::Interrupted(i)) => Ending::Interrupted {
+                checkpoint: Option::<CheckpointRow>::from(i).map(|c| CheckpointRow {
+                    attempt: m.attempt,
+                    at_ms: self.coord.now_ms(),
+                    ..c
+                }),
+                message: format!("stopped at step {} after a checkpoint", i.checkpoint_step),
+            },
             None => return Err(Status::invalid_argument("finish without an outcome")),
+        };
+        self.coord.finish(&m.run_id, m.attempt, &ending).map_err(|e| refused(e, &m.run_id, m.attempt))?;
+        if let Some(pb::finish_request::Outcome::Success(s)) = &m.outcome {
+            for e in &s.evals {
+                self.coord.broadcast(&m.run_id, pb::run_event::Event::Eval(e.clone()));
+            }
         }
         Ok(Response::new(pb::FinishResponse {}))
     }

@@ -1,15 +1,22 @@
-//! `isoflop report`: the fit as `report.json`, a self-contained `report.html`, and plots as SVG
-//! and PNG (IsoFLOP curves with their parabolas and minima; N* and D* against compute; the loss
-//! of each distribution against compute; the gap G(F) of each target with its interval band).
+//! The scaling-law report as files: `report.json`, each chart as SVG and PNG (IsoFLOP curves
+//! with their parabolas and minima; N* and D* against compute; the loss of each distribution
+//! against compute; the gap G(F) of each target with its interval band), and a self-contained
+//! `report.html`. `isoflop report` and `isoflop run` both write it.
 
-use crate::cmd_fit::{FitArgs, Source, load, render};
-use crate::exit::{CliResult, input};
-use anyhow::Context;
+use crate::{Band, Chart, PlotError, Style};
+use isoflop_fit::Table;
 use isoflop_fit::report::FitReport;
-use isoflop_fit::{Table, fit_all};
-use isoflop_plot::{Band, Chart, Style};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+}
 
 /// Log-spaced points between `a` and `b`.
 fn logspace(a: f64, b: f64, n: usize) -> Vec<f64> {
@@ -41,7 +48,7 @@ pub fn charts(report: &FitReport, table: &Table) -> Vec<(String, Chart)> {
     for (i, (bits, mut v)) in by_budget.into_iter().enumerate() {
         let budget = f64::from_bits(bits);
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
-        c.add(format!("C = {}", isoflop_plot::label(budget)), v.clone(), Style::Points, i);
+        c.add(format!("C = {}", crate::label(budget)), v.clone(), Style::Points, i);
         if let (Some(b), Some((lo, hi))) = (iso.budgets.iter().find(|b| b.optimum.budget == budget), range(v.iter().map(|p| p.0)))
         {
             let curve: Vec<(f64, f64)> =
@@ -64,7 +71,7 @@ pub fn charts(report: &FitReport, table: &Table) -> Vec<(String, Chart)> {
         let xs = logspace(lo, hi, 20);
         if let (Some(k), Some(a)) = (iso.n_opt_coef, iso.n_opt_exponent) {
             c.add(
-                format!("N* = {} C^{a:.3}", isoflop_plot::label(k)),
+                format!("N* = {} C^{a:.3}", crate::label(k)),
                 xs.iter().map(|&x| (x, k * x.powf(a))).collect(),
                 Style::Dashed,
                 0,
@@ -72,7 +79,7 @@ pub fn charts(report: &FitReport, table: &Table) -> Vec<(String, Chart)> {
         }
         if let (Some(k), Some(b)) = (iso.d_opt_coef, iso.d_opt_exponent) {
             c.add(
-                format!("D* = {} C^{b:.3}", isoflop_plot::label(k)),
+                format!("D* = {} C^{b:.3}", crate::label(k)),
                 xs.iter().map(|&x| (x, k * x.powf(b))).collect(),
                 Style::Dashed,
                 1,
@@ -134,13 +141,21 @@ fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Writes the report into `dir`; returns the files written.
-pub fn write_report(report: &FitReport, table: &Table, what: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// Writes the report into `dir`: `report.json`, every chart as SVG and PNG, and a
+/// self-contained `report.html` (titled `what`, with `summary`, the fits as text, and the
+/// charts inline). Returns the files written.
+pub fn write_report(
+    report: &FitReport,
+    table: &Table,
+    what: &str,
+    summary: &str,
+    dir: &Path,
+) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
     let mut written = Vec::new();
-    let mut write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
+    let mut write = |name: &str, bytes: &[u8]| -> Result<(), ReportError> {
         let p = dir.join(name);
-        std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+        std::fs::write(&p, bytes).map_err(|source| ReportError::Io { path: p.clone(), source })?;
         written.push(p);
         Ok(())
     };
@@ -165,19 +180,8 @@ pub fn write_report(report: &FitReport, table: &Table, what: &str, dir: &Path) -
          <h1>Scaling-law report: {title}</h1>\n<h2>Fits</h2>\n<pre>{text}</pre>\n<h2>Figures</h2>\n{figures}\
          <h2>Data</h2><p>Every number above, with its interval, is in <code>report.json</code> beside this page.</p>\n</body></html>\n",
         title = html_escape(what),
-        text = html_escape(&render(report, what)),
+        text = html_escape(summary),
     );
     write("report.html", html.as_bytes())?;
     Ok(written)
-}
-
-/// `isoflop report`.
-pub fn report(source: &Source, args: &FitArgs, out: &Path) -> CliResult {
-    let (table, notes, what) = load(source)?;
-    let mut report = fit_all(&table, &args.options()).map_err(input)?;
-    report.notes.extend(notes);
-    let files = write_report(&report, &table, &what, out)?;
-    print!("{}", render(&report, &what));
-    println!("wrote {} files to {} (open report.html)", files.len(), out.display());
-    Ok(())
 }

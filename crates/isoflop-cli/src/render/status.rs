@@ -1,0 +1,175 @@
+//! A sweep's runs as text: the one-line summary, `isoflop run`'s live display, `isoflop status`
+//! (table or JSON), and the final table of losses.
+
+use crate::render::table::{Table, count, duration};
+use isoflop_core::{RunConfig, RunState};
+use isoflop_store::{EvalRow, RunRow};
+use serde_json::json;
+use std::collections::BTreeSet;
+
+fn config(r: &RunRow) -> Option<RunConfig> {
+    serde_json::from_str(&r.config_json).ok()
+}
+
+/// Seconds left for a running run, from its newest progress point.
+fn eta(r: &RunRow) -> Option<f64> {
+    let p = r.progress.as_ref()?;
+    let c = config(r)?;
+    if p.tokens_per_second <= 0.0 {
+        return None;
+    }
+    let left = p.total_steps.saturating_sub(p.step) as f64 * c.tokens_per_step() as f64;
+    Some(left / p.tokens_per_second)
+}
+
+/// One line of counts: `[sweep] 3/20 done, 2 running, 15 queued, 0 failed, 0 cancelled`.
+pub fn summary_line(sweep: &str, runs: &[RunRow]) -> String {
+    let n = |s: RunState| runs.iter().filter(|r| r.state == s).count();
+    let active = runs.iter().filter(|r| r.state.is_active()).count();
+    format!(
+        "[{sweep}] {}/{} done, {active} running, {} queued, {} failed, {} cancelled",
+        n(RunState::Succeeded),
+        runs.len(),
+        n(RunState::Queued) + n(RunState::Blocked) + n(RunState::Planned),
+        n(RunState::Failed),
+        n(RunState::Cancelled)
+    )
+}
+
+/// The live display: the summary line with the elapsed time, and one line per active run.
+pub fn live_block(sweep: &str, runs: &[RunRow], elapsed: f64) -> String {
+    let mut out = format!("{}  elapsed {}\n", summary_line(sweep, runs), duration(elapsed));
+    let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    for r in runs.iter().filter(|r| r.state.is_active()) {
+        match (&r.progress, r.state) {
+            (Some(p), RunState::Running) => out.push_str(&format!(
+                "  {:width$}  step {:>6}/{:<6} loss {:7.4}  {:>9} tok/s  ETA {}\n",
+                r.name,
+                p.step,
+                p.total_steps,
+                p.loss,
+                count(p.tokens_per_second as u64),
+                eta(r).map(duration).unwrap_or_else(|| "-".into()),
+            )),
+            _ => out.push_str(&format!("  {:width$}  {}\n", r.name, r.state)),
+        }
+    }
+    out
+}
+
+/// The final table: per run, its shape, final training loss, and eval loss (nats/token) per
+/// distribution; `*` marks the lowest mean eval loss of each budget (the IsoFLOP minimum).
+/// `runs` pairs each run with its eval results.
+pub fn final_table(runs: &[(RunRow, Vec<EvalRow>)]) -> String {
+    let dists: BTreeSet<String> = runs.iter().flat_map(|(_, e)| e).map(|e| e.distribution.clone()).collect();
+    let mean = |e: &[EvalRow]| (!e.is_empty()).then(|| e.iter().map(|x| x.loss).sum::<f64>() / e.len() as f64);
+    let mut best: Vec<(f64, f64)> = Vec::new();
+    for (r, e) in runs {
+        if let Some(m) = mean(e) {
+            match best.iter_mut().find(|(b, _)| *b == r.budget) {
+                Some(entry) if m < entry.1 => entry.1 = m,
+                Some(_) => {}
+                None => best.push((r.budget, m)),
+            }
+        }
+    }
+    let mut header = vec!["run".to_string(), "budget".into(), "params".into(), "tokens".into(), "state".into(), "train".into()];
+    header.extend(dists.iter().cloned());
+    header.push("mean".into());
+    let mut t = Table::new(header);
+    for (r, e) in runs {
+        let c = config(r);
+        let mut row = vec![
+            r.name.clone(),
+            format!("{:.1e}", r.budget),
+            c.as_ref().map(|c| count(isoflop_core::flops::params(&c.model))).unwrap_or_default(),
+            c.as_ref().map(|c| count(c.tokens())).unwrap_or_default(),
+            match r.failure_class {
+                Some(fc) if r.state == RunState::Failed => format!("failed({fc})"),
+                _ => r.state.to_string(),
+            },
+            r.progress.as_ref().map(|p| format!("{:.4}", p.loss)).unwrap_or_else(|| "-".into()),
+        ];
+        for d in &dists {
+            row.push(e.iter().find(|x| &x.distribution == d).map(|x| format!("{:.4}", x.loss)).unwrap_or_else(|| "-".into()));
+        }
+        row.push(match mean(e) {
+            Some(m) => {
+                let star = best.iter().any(|(b, v)| *b == r.budget && *v == m);
+                format!("{m:.4}{}", if star { "*" } else { " " })
+            }
+            None => "-".into(),
+        });
+        t.row(row);
+    }
+    let mut out = t.render();
+    out.push_str("losses: mean cross-entropy in nats/token on each held-out distribution; * = lowest mean loss of its budget\n");
+    out
+}
+
+/// `isoflop status --format json`: every run with its shape, progress and evals.
+pub fn status_json(sweep: &str, runs: &[(RunRow, Vec<EvalRow>)]) -> String {
+    let mut arr = Vec::new();
+    for (r, e) in runs {
+        let c = config(r);
+        let evals: serde_json::Map<String, serde_json::Value> = e
+            .iter()
+            .map(|e| {
+                (
+                    e.distribution.clone(),
+                    json!({"loss": e.loss, "bits_per_byte": e.bits_per_byte, "tokens": e.tokens, "bytes": e.bytes}),
+                )
+            })
+            .collect();
+        arr.push(json!({
+            "run_id": r.run_id,
+            "name": r.name,
+            "corpus": r.corpus,
+            "budget": r.budget,
+            "state": r.state.as_str(),
+            "failure_class": r.failure_class.map(|f| f.as_str()),
+            "message": r.message,
+            "attempts": r.attempts,
+            "params": c.as_ref().map(|c| isoflop_core::flops::params(&c.model)),
+            "tokens": c.as_ref().map(|c| c.tokens()),
+            "step": r.progress.as_ref().map(|p| p.step),
+            "total_steps": c.as_ref().map(|c| c.recipe.steps),
+            "loss": r.progress.as_ref().map(|p| p.loss),
+            "tokens_per_second": r.progress.as_ref().map(|p| p.tokens_per_second),
+            "micro_batch": r.progress.as_ref().and_then(|p| p.micro_batch),
+            "eta_seconds": if r.state == RunState::Running { eta(r) } else { None },
+            "evals": evals,
+        }));
+    }
+    format!("{:#}", json!({"sweep": sweep, "runs": arr}))
+}
+
+/// `isoflop status`: the summary, a row per run, and the final table once a run succeeded.
+pub fn status_table(sweep: &str, runs: &[(RunRow, Vec<EvalRow>)]) -> String {
+    let mut t = Table::new(["run_id", "run", "state", "step", "loss", "tok/s", "micro", "ETA", "attempts", "note"]);
+    for (r, _) in runs {
+        let total = config(r).map(|c| c.recipe.steps).unwrap_or(0);
+        t.row([
+            r.run_id.clone(),
+            r.name.clone(),
+            r.state.to_string(),
+            format!("{}/{total}", r.progress.as_ref().map(|p| p.step).unwrap_or(0)),
+            r.progress.as_ref().map(|p| format!("{:.4}", p.loss)).unwrap_or_else(|| "-".into()),
+            r.progress.as_ref().map(|p| count(p.tokens_per_second as u64)).unwrap_or_else(|| "-".into()),
+            r.progress.as_ref().and_then(|p| p.micro_batch).map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            if r.state == RunState::Running { eta(r).map(duration).unwrap_or_else(|| "-".into()) } else { "-".into() },
+            r.attempts.to_string(),
+            match r.failure_class {
+                Some(c) => format!("{c}: {}", r.message),
+                None => r.message.clone(),
+            },
+        ]);
+    }
+    let rows: Vec<RunRow> = runs.iter().map(|(r, _)| r.clone()).collect();
+    let mut out = format!("{}\n{}", summary_line(sweep, &rows), t.render());
+    if runs.iter().any(|(r, _)| r.state == RunState::Succeeded) {
+        out.push('\n');
+        out.push_str(&final_table(runs));
+    }
+    out
+}

@@ -1,0 +1,147 @@
+//! A coordinator hosted: its executor built from an `ExecutorSpec`, bound to a listener,
+//! serving the worker and control APIs and scheduling until it is drained. `isoflop run` hosts
+//! one for its sweep; `isoflop serve` hosts one as a daemon.
+
+use crate::ServerError;
+use isoflop_coordinator::{Coordinator, CoordinatorConfig, Executor, ExecutorEvent, LocalExecutor, serve};
+use isoflop_core::spec::ExecutorSpec;
+use isoflop_k8s::KubernetesExecutor;
+use isoflop_store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where a hosted coordinator listens and how its workers reach it; `None` takes the
+/// executor's defaults (local: loopback on a free port; Kubernetes: `executor.listen` and
+/// `executor.coordinator_url`).
+#[derive(Debug, Default, Clone)]
+pub struct Endpoint {
+    pub listen: Option<String>,
+    pub worker_url: Option<String>,
+}
+
+/// The executor an [`ExecutorSpec`] describes, reporting to `events`; the Kubernetes one is
+/// also returned as itself (its API call counts are reported).
+pub async fn build_executor(
+    spec: &ExecutorSpec,
+    artifacts_dir: PathBuf,
+    events: mpsc::UnboundedSender<ExecutorEvent>,
+) -> Result<(Arc<dyn Executor>, Option<Arc<KubernetesExecutor>>), ServerError> {
+    Ok(match spec {
+        ExecutorSpec::Local { max_parallel, .. } => {
+            let program = std::env::current_exe().map_err(ServerError::Program)?;
+            (Arc::new(LocalExecutor::new(program, *max_parallel as usize, events)), None)
+        }
+        ExecutorSpec::Kubernetes(k) => {
+            let exec = Arc::new(KubernetesExecutor::connect((**k).clone(), artifacts_dir, events).await?);
+            (exec.clone() as Arc<dyn Executor>, Some(exec))
+        }
+    })
+}
+
+/// A coordinator with its executor and a bound listener, not yet serving.
+pub struct Host {
+    pub coord: Coordinator,
+    pub listener: TcpListener,
+    /// The URL workers are given.
+    pub worker_url: String,
+    kube: Option<Arc<KubernetesExecutor>>,
+    events: mpsc::UnboundedReceiver<ExecutorEvent>,
+}
+
+impl Host {
+    /// Binds, builds the executor an [`ExecutorSpec`] describes, and a coordinator over `store`
+    /// that launches through it. `threads_per_run`: see [`CoordinatorConfig::threads_per_run`].
+    pub async fn new(
+        store: Arc<dyn Store>,
+        executor: &ExecutorSpec,
+        endpoint: &Endpoint,
+        artifacts_dir: PathBuf,
+        threads_per_run: Option<u64>,
+    ) -> Result<Host, ServerError> {
+        let listen = endpoint.listen.clone().unwrap_or_else(|| match executor {
+            ExecutorSpec::Local { .. } => "127.0.0.1:0".into(),
+            ExecutorSpec::Kubernetes(k) => k.listen.clone(),
+        });
+        let listener = TcpListener::bind(&listen).await.map_err(|source| ServerError::Bind { addr: listen.clone(), source })?;
+        let worker_url = match (&endpoint.worker_url, executor) {
+            (Some(u), _) => u.clone(),
+            (None, ExecutorSpec::Kubernetes(k)) => k.coordinator_url.clone(),
+            (None, ExecutorSpec::Local { .. }) => {
+                let mut addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: listen.clone(), source })?;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+        };
+        let (tx, events) = mpsc::unbounded_channel();
+        let (exec, kube) = build_executor(executor, artifacts_dir.clone(), tx).await?;
+        let mut cfg = CoordinatorConfig::for_executor(executor, worker_url.clone(), artifacts_dir);
+        cfg.threads_per_run = threads_per_run;
+        let coord = Coordinator::new(store, exec, cfg);
+        Ok(Host { coord, listener, worker_url, kube, events })
+    }
+
+    /// Serves the worker and control APIs and runs the scheduler until [`Serving::stop`].
+    pub fn start(self, admin_token: Option<String>) -> Serving {
+        let server_stop = CancellationToken::new();
+        let server = tokio::spawn(serve(self.coord.clone(), self.listener, admin_token, server_stop.clone()));
+        let sched_stop = CancellationToken::new();
+        let scheduler = tokio::spawn(self.coord.clone().run_scheduler(self.events, sched_stop.clone()));
+        Serving { coord: self.coord, kube: self.kube, server_stop, server, sched_stop, scheduler }
+    }
+}
+
+/// A coordinator serving and scheduling.
+pub struct Serving {
+    coord: Coordinator,
+    kube: Option<Arc<KubernetesExecutor>>,
+    server_stop: CancellationToken,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    sched_stop: CancellationToken,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// The coordinator being served.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coord
+    }
+
+    /// The Kubernetes executor, when that is the executor (for its API call counts).
+    pub fn kubernetes(&self) -> Option<&KubernetesExecutor> {
+        self.kube.as_deref()
+    }
+
+    /// Stops scheduling (live local workers checkpoint and stop; Kubernetes Jobs are left
+    /// running for the next coordinator to adopt), waits for the executor's background work,
+    /// then stops serving.
+    pub async fn stop(self) {
+        self.sched_stop.cancel();
+        if let Err(e) = self.scheduler.await {
+            tracing::error!("the scheduler task failed: {e}");
+        }
+        self.coord.executor().shutdown().await;
+        self.server_stop.cancel();
+        match self.server.await {
+            Ok(Err(e)) => tracing::error!("gRPC server: {e}"),
+            Err(e) => tracing::error!("gRPC server task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// `kubernetes: N API calls for R runs (...)`: what a sweep cost the API server.
+pub fn kube_calls_line(calls: &isoflop_k8s::api::ApiCalls, runs: usize) -> String {
+    let kinds: Vec<String> = calls.by_kind().iter().map(|(k, n)| format!("{k} {n}")).collect();
+    format!(
+        "kubernetes: {} API calls for {} runs ({:.1} per run): {}",
+        calls.total(),
+        runs,
+        calls.total() as f64 / runs.max(1) as f64,
+        kinds.join(", ")
+    )
+}

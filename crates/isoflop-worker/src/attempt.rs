@@ -1,0 +1,365 @@
+//! One attempt: attach, train on a dedicated thread, report, finish.
+
+use crate::client::WorkerClient;
+use crate::device;
+use isoflop_core::flops::mfu_flops_per_token;
+use isoflop_core::{Device, FailureClass, Precision, Progress, RunConfig};
+use isoflop_proto::v1 as pb;
+use isoflop_proto::{PROTOCOL_VERSION, convert};
+use isoflop_train::{CheckpointInfo, Control, TrainHooks, TrainJob, TrainOutcome};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tracing::{Instrument, info, info_span, warn};
+
+/// Which attempt of which run (from the environment an executor sets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub run_id: String,
+    pub attempt: u64,
+}
+
+/// How the worker runs, beyond its assignment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    /// Peak FLOP/s of the device for MFU; `None` looks the device up by name
+    /// ([`isoflop_core::device::peak_flops`]) and reports no MFU for an unknown one.
+    pub peak_flops: Option<f64>,
+}
+
+/// How an attempt ended, as recorded by the coordinator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// Trained to the end and evaluated.
+    Succeeded,
+    /// Checkpointed and stopped on request (it resumes from `step`).
+    Interrupted { step: u64 },
+    /// Failed with a class; the coordinator retries or not by it.
+    Failed { class: FailureClass, message: String },
+}
+
+/// Why a worker could not run or report its attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("cannot reach coordinator at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("attach refused: {0}")]
+    AttachRefused(String),
+    /// The assignment cannot be trained (reported to the coordinator as `user_error`).
+    #[error("{0}")]
+    BadAssignment(String),
+    /// The coordinator ended the attempt (cancelled, or presumed lost); nothing more is sent.
+    #[error("attempt {attempt} of run {run_id} was revoked by the coordinator: {message}")]
+    Revoked { run_id: String, attempt: u64, message: String },
+    /// The coordinator refused the outcome (the attempt had ended), or never heard it.
+    #[error("finish refused: {0}")]
+    FinishRefused(String),
+    #[error("training thread: {0}")]
+    Thread(String),
+}
+
+/// Cancelled on SIGTERM or SIGINT (the worker then checkpoints and stops).
+pub fn interrupt_on_signals() -> std::io::Result<CancellationToken> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CancellationToken::new();
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    let t = token.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(target: "worker", "{name}: checkpointing and stopping");
+        t.cancel();
+    });
+    Ok(token)
+}
+
+enum Msg {
+    Progress(pb::Progress),
+    Checkpoint(pb::CheckpointSaved),
+}
+
+struct Hooks {
+    tx: mpsc::UnboundedSender<Msg>,
+    stop: Arc<AtomicBool>,
+    mfu_flops_per_token: f64,
+    peak_flops: Option<f64>,
+}
+
+impl TrainHooks for Hooks {
+    fn progress(&mut self, p: &Progress) -> Control {
+        let mfu = self.peak_flops.map_or(0.0, |peak| p.tokens_per_second * self.mfu_flops_per_token / peak);
+        // The receiver lives until training ends.
+        let _ = self.tx.send(Msg::Progress(pb::Progress::from(&Progress { mfu, ..p.clone() })));
+        if self.stop.load(Ordering::SeqCst) { Control::Stop } else { Control::Continue }
+    }
+
+    fn notice(&mut self, msg: &str) {
+        warn!(target: "worker", "{msg}");
+    }
+
+    fn checkpoint_saved(&mut self, c: &CheckpointInfo) {
+        // The receiver lives until training ends.
+        let _ = self.tx.send(Msg::Checkpoint(pb::CheckpointSaved {
+            step: c.step,
+            path: c.path.display().to_string(),
+            tokens_seen: c.tokens_seen,
+        }));
+    }
+}
+
+/// What an assignment asks for, checked.
+struct Assignment {
+    config: RunConfig,
+    device: Device,
+    precision: Precision,
+}
+
+fn check_assignment(a: &pb::AttachResponse, run_id: &str) -> Result<Assignment, String> {
+    let config: RunConfig =
+        serde_json::from_str(&a.run_config_json).map_err(|e| format!("assignment is not a valid run configuration: {e}"))?;
+    if config.run_id().0 != run_id {
+        return Err(format!("configuration hashes to {}, not run {run_id}", config.run_id()));
+    }
+    let device = convert::device(&a.device).map_err(|e| e.to_string())?;
+    let precision = convert::precision(&a.precision).map_err(|e| e.to_string())?;
+    Ok(Assignment { config, device, precision })
+}
+
+/// Runs one attempt to its end and tells the coordinator how it ended. `interrupt` asks the
+/// worker to checkpoint and stop (see [`interrupt_on_signals`]).
+pub async fn run_attempt(
+    client: &mut dyn WorkerClient,
+    who: &Attempt,
+    opts: &Options,
+    interrupt: CancellationToken,
+) -> Result<Ended, WorkerError> {
+    let span = info_span!("attempt", run_id = %who.run_id, attempt = who.attempt);
+    attempt(client, who, opts, interrupt).instrument(span).await
+}
+
+async fn attempt(
+    client: &mut dyn WorkerClient,
+    who: &Attempt,
+    opts: &Options,
+    interrupt: CancellationToken,
+) -> Result<Ended, WorkerError> {
+    let (run_id, attempt) = (who.run_id.clone(), who.attempt);
+    let assignment = client
+        .attach(pb::AttachRequest {
+            protocol_version: PROTOCOL_VERSION,
+            run_id: run_id.clone(),
+            attempt,
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+            pid: std::process::id(),
+        })
+        .await
+        .map_err(|s| WorkerError::AttachRefused(s.message().into()))?;
+    let finish = |outcome: pb::finish_request::Outcome| pb::FinishRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: run_id.clone(),
+        attempt,
+        outcome: Some(outcome),
+    };
+    let Assignment { config, device, precision } = match check_assignment(&assignment, &run_id) {
+        Ok(a) => a,
+        Err(msg) => {
+            let failure = pb::Failure { class: pb::FailureClass::UserError as i32, message: msg.clone() };
+            if let Err(s) = client.finish(finish(pb::finish_request::Outcome::Failure(failure))).await {
+                warn!(target: "worker", "the coordinator did not take the failure: {}", s.message());
+            }
+            return Err(WorkerError::BadAssignment(msg));
+        }
+    };
+    // Resume from the newest checkpoint: the one the store knows, or a newer one on disk
+    // (saved while the coordinator was not listening).
+    let checkpoint_dir = PathBuf::from(&assignment.checkpoint_dir);
+    let mut resume = (!assignment.resume_checkpoint.is_empty())
+        .then(|| (assignment.resume_step, PathBuf::from(&assignment.resume_checkpoint)))
+        .filter(|(_, p)| p.is_dir());
+    if let Some((step, path)) = isoflop_train::checkpoint::latest(&checkpoint_dir)
+        && resume.as_ref().is_none_or(|(s, _)| step > *s)
+    {
+        resume = Some((step, path));
+    }
+    let resumed_from = resume.as_ref().map(|(s, _)| *s).unwrap_or(0);
+    info!(
+        target: "worker",
+        "run {run_id} attempt {attempt}: {} steps, {device} {precision}{}",
+        config.recipe.steps,
+        if resumed_from > 0 { format!(", resuming from step {resumed_from}") } else { String::new() }
+    );
+    let peak = opts.peak_flops.or_else(|| device::peak_flops_of(device, precision));
+    match peak {
+        Some(p) => info!(target: "worker", "MFU against a peak of {p:.3e} FLOP/s"),
+        None if device.is_cuda() => {
+            warn!(target: "worker", "MFU not reported: unknown peak FLOP/s of {device}; set ISOFLOP_PEAK_FLOPS")
+        }
+        None => {}
+    }
+    let job = TrainJob {
+        run_id: run_id.clone(),
+        config: config.clone(),
+        checkpoint_dir,
+        resume_from: resume.map(|(_, p)| p),
+        checkpoint_every: assignment.checkpoint_every,
+        progress_every: assignment.progress_every,
+        threads: assignment.threads as usize,
+        device: isoflop_train::tch_device(device),
+        micro_batch: assignment.micro_batch as usize,
+        precision,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (done_tx, mut done_rx) = oneshot::channel();
+    let hooks = Hooks { tx, stop: stop.clone(), mfu_flops_per_token: mfu_flops_per_token(&config.model), peak_flops: peak };
+    let train_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("isoflop-train".into())
+        .spawn(move || {
+            let mut hooks = hooks;
+            let r = isoflop_train::train(&job, &mut hooks, &train_stop);
+            // The receiver waits for it unless the worker gave up first.
+            let _ = done_tx.send(r);
+        })
+        .map_err(|e| WorkerError::Thread(e.to_string()))?;
+
+    let lease = Duration::from_secs(assignment.lease_seconds.max(3));
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(1000).min(lease / 3));
+    let mut pending_progress = Vec::new();
+    let mut pending_ckpts = Vec::new();
+    let mut last_ok = Instant::now();
+    let mut last_log = Instant::now();
+    let mut revoked: Option<String> = None;
+    let mut resumed_from = Some(resumed_from);
+    let result = loop {
+        tokio::select! {
+            r = &mut done_rx => break r.map_err(|_| WorkerError::Thread("ended without a result".into()))?,
+            Some(m) = rx.recv() => {
+                match m {
+                    Msg::Progress(p) => {
+                        if p.step == 0 || p.step == p.total_steps || last_log.elapsed() >= Duration::from_secs(10) {
+                            info!(
+                                target: "worker",
+                                "step {}/{} loss {:.4} lr {:.2e} grad-norm {:.3} {:.0} tok/s",
+                                p.step, p.total_steps, p.loss, p.lr, p.grad_norm, p.tokens_per_second
+                            );
+                            last_log = Instant::now();
+                        }
+                        pending_progress.push(p)
+                    }
+                    Msg::Checkpoint(c) => {
+                        info!(target: "worker", "checkpoint at step {}: {}", c.step, c.path);
+                        pending_ckpts.push(c)
+                    }
+                }
+                continue;
+            }
+            _ = interrupt.cancelled(), if !stop.load(Ordering::SeqCst) => { stop.store(true, Ordering::SeqCst); continue; }
+            _ = heartbeat.tick() => {}
+        }
+        if revoked.is_some() {
+            continue;
+        }
+        let req = pb::ReportRequest {
+            protocol_version: PROTOCOL_VERSION,
+            run_id: run_id.clone(),
+            attempt,
+            progress: std::mem::take(&mut pending_progress),
+            checkpoints: std::mem::take(&mut pending_ckpts),
+            resumed_from,
+        };
+        match client.report(req.clone()).await {
+            Ok(resp) => {
+                last_ok = Instant::now();
+                resumed_from = None;
+                if resp.stop && !stop.swap(true, Ordering::SeqCst) {
+                    info!(target: "worker", "coordinator asked to stop: checkpointing");
+                }
+            }
+            Err(s) if matches!(s.code(), Code::Aborted | Code::Unauthenticated | Code::NotFound) => {
+                // The attempt was ended by the coordinator (cancelled, or presumed lost).
+                warn!(target: "worker", "attempt revoked by the coordinator ({}); stopping", s.message());
+                revoked = Some(s.message().to_string());
+                stop.store(true, Ordering::SeqCst);
+            }
+            Err(s) => {
+                pending_progress = req.progress;
+                pending_ckpts = req.checkpoints;
+                if last_ok.elapsed() > lease && !stop.swap(true, Ordering::SeqCst) {
+                    warn!(target: "worker", "coordinator unreachable for {lease:?} ({}); checkpointing and stopping", s.message());
+                }
+            }
+        }
+    };
+    while let Ok(m) = rx.try_recv() {
+        match m {
+            Msg::Progress(p) => pending_progress.push(p),
+            Msg::Checkpoint(c) => pending_ckpts.push(c),
+        }
+    }
+    if let Some(message) = revoked {
+        return Err(WorkerError::Revoked { run_id, attempt, message });
+    }
+    let last = pb::ReportRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: run_id.clone(),
+        attempt,
+        progress: pending_progress,
+        checkpoints: pending_ckpts,
+        resumed_from,
+    };
+    if let Err(s) = client.report(last).await {
+        warn!(target: "worker", "the last report was not taken ({}); the outcome follows", s.message());
+    }
+    let (outcome, ended) = match result {
+        Ok(TrainOutcome::Completed { final_loss, evals }) => {
+            for e in &evals {
+                info!(target: "worker", "eval {}: loss {:.4} nats/token, {:.4} bits/byte", e.distribution, e.loss, e.bits_per_byte);
+            }
+            let evals = evals.iter().map(pb::EvalResult::from).collect();
+            (pb::finish_request::Outcome::Success(pb::Success { final_loss, evals }), Ended::Succeeded)
+        }
+        Ok(TrainOutcome::Stopped { step, checkpoint }) => (
+            pb::finish_request::Outcome::Interrupted(pb::Interrupted {
+                checkpoint_step: step,
+                checkpoint_path: checkpoint.display().to_string(),
+                tokens_seen: config.tokens_at(step),
+            }),
+            Ended::Interrupted { step },
+        ),
+        Ok(TrainOutcome::Diverged { step, loss }) => failed(FailureClass::Diverged, format!("loss became {loss} at step {step}")),
+        Err(e) => failed(e.class(), e.to_string()),
+    };
+    if let Ended::Failed { class, message } = &ended {
+        warn!(target: "worker", "failed ({class}): {message}");
+    }
+    // A coordinator that is restarting (a cluster deployment, a rolling update) comes back
+    // within the lease; the outcome is worth waiting for.
+    let req = finish(outcome);
+    let deadline = Instant::now() + lease;
+    loop {
+        match client.finish(req.clone()).await {
+            Ok(_) => return Ok(ended),
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                warn!(target: "worker", "coordinator unreachable ({}); retrying the outcome", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => return Err(WorkerError::FinishRefused(s.message().into())),
+        }
+    }
+}
+
+fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome, Ended) {
+    let outcome = pb::finish_request::Outcome::Failure(pb::Failure {
+        class: pb::FailureClass::from(class) as i32,
+        message: message.clone(),
+    });
+    (outcome, Ended::Failed { class, message })
+}

@@ -1,0 +1,227 @@
+//! The attempt loop against a coordinator played by a recording client: real training of a
+//! tiny model on a real shard, no process and no network.
+
+use isoflop_core::{DataRef, EvalRef, ModelShape, Recipe, RunConfig, Tokenizer};
+use isoflop_data::ShardWriter;
+use isoflop_proto::v1 as pb;
+use isoflop_worker::{Attempt, Ended, Options, WorkerClient, WorkerError, run_attempt};
+use std::path::Path;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+const TEXT: &str = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs! ";
+
+fn shard(dir: &Path, name: &str) -> EvalRef {
+    let path = dir.join(format!("{name}.bin"));
+    let mut w = ShardWriter::create(&path, 259).unwrap();
+    for _ in 0..100 {
+        let mut toks: Vec<u32> = TEXT.bytes().map(u32::from).collect();
+        toks.push(256);
+        w.push_document(&toks, TEXT.len() as u64).unwrap();
+    }
+    let h = w.finish().unwrap();
+    EvalRef { name: name.into(), path: path.display().to_string(), digest: h.digest }
+}
+
+fn config(dir: &Path, steps: u64) -> RunConfig {
+    RunConfig {
+        model: ModelShape {
+            vocab_size: 259,
+            hidden: 16,
+            layers: 1,
+            heads: 2,
+            kv_heads: 2,
+            ffn_hidden: 32,
+            seq_len: 16,
+            rope_theta: 10000.0,
+            rope_scaling: None,
+            qk_norm: true,
+            tie_embeddings: false,
+            norm_eps: 1e-5,
+            init_std: 0.02,
+        },
+        recipe: Recipe {
+            batch: 4,
+            steps,
+            lr: 1e-2,
+            warmup_frac: 0.1,
+            decay_frac: 0.2,
+            min_lr_frac: 0.1,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            cautious: false,
+            wd_schedule: false,
+            decay_embeddings: false,
+            decay_norms: false,
+        },
+        data: DataRef {
+            tokenizer: Tokenizer::Byte,
+            train: shard(dir, "train"),
+            evals: vec![shard(dir, "heldout")],
+            eval_tokens: 256,
+        },
+        seed: 3,
+    }
+}
+
+/// The coordinator, played back: it records every call and answers as told.
+#[derive(Default)]
+struct Coordinator {
+    assignment: pb::AttachResponse,
+    reports: Vec<pb::ReportRequest>,
+    finished: Vec<pb::FinishRequest>,
+    /// Ask the worker to stop once a report carried a progress point past step 0.
+    stop_once_training: bool,
+    /// Answer reports with this refusal.
+    revoke: Option<Status>,
+    /// Answer finish with this refusal.
+    refuse_finish: Option<Status>,
+}
+
+#[async_trait::async_trait]
+impl WorkerClient for Coordinator {
+    async fn attach(&mut self, req: pb::AttachRequest) -> Result<pb::AttachResponse, Status> {
+        assert_eq!(req.protocol_version, isoflop_proto::PROTOCOL_VERSION);
+        Ok(self.assignment.clone())
+    }
+    async fn report(&mut self, req: pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
+        if let Some(s) = &self.revoke {
+            return Err(s.clone());
+        }
+        self.reports.push(req);
+        let training = self.reports.iter().flat_map(|r| &r.progress).any(|p| p.step > 0);
+        Ok(pb::ReportResponse { stop: self.stop_once_training && training })
+    }
+    async fn finish(&mut self, req: pb::FinishRequest) -> Result<pb::FinishResponse, Status> {
+        self.finished.push(req);
+        match &self.refuse_finish {
+            Some(s) => Err(s.clone()),
+            None => Ok(pb::FinishResponse {}),
+        }
+    }
+}
+
+fn coordinator(dir: &Path, cfg: &RunConfig) -> Coordinator {
+    Coordinator {
+        assignment: pb::AttachResponse {
+            protocol_version: isoflop_proto::PROTOCOL_VERSION,
+            run_config_json: serde_json::to_string(cfg).unwrap(),
+            checkpoint_dir: dir.join("ckpt").display().to_string(),
+            checkpoint_every: 0,
+            progress_every: 5,
+            threads: 1,
+            device: "cpu".into(),
+            lease_seconds: 3,
+            ..pb::AttachResponse::default()
+        },
+        ..Coordinator::default()
+    }
+}
+
+fn who(cfg: &RunConfig) -> Attempt {
+    Attempt { run_id: cfg.run_id().0, attempt: 1 }
+}
+
+fn outcome(c: &Coordinator) -> &pb::finish_request::Outcome {
+    assert_eq!(c.finished.len(), 1, "one outcome");
+    c.finished[0].outcome.as_ref().unwrap()
+}
+
+#[tokio::test]
+async fn a_completed_attempt_reports_progress_and_finishes_with_its_evals() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 20);
+    let mut c = coordinator(dir.path(), &cfg);
+    let ended = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    let steps: Vec<u64> = c.reports.iter().flat_map(|r| &r.progress).map(|p| p.step).collect();
+    assert_eq!(steps, [0, 5, 10, 15, 20], "every progress point reaches the coordinator once");
+    assert!(c.reports.iter().flat_map(|r| &r.progress).all(|p| p.micro_batch == Some(4) && p.mfu == 0.0));
+    assert_eq!(c.reports[0].resumed_from, Some(0), "the first report says where it resumed from");
+    assert!(c.reports[1..].iter().all(|r| r.resumed_from.is_none()));
+    let ckpts: Vec<u64> = c.reports.iter().flat_map(|r| &r.checkpoints).map(|c| c.step).collect();
+    assert_eq!(ckpts, [20], "the final checkpoint is reported");
+    let pb::finish_request::Outcome::Success(s) = outcome(&c) else { panic!("{:?}", c.finished) };
+    assert_eq!(s.evals.iter().map(|e| e.distribution.as_str()).collect::<Vec<_>>(), ["heldout"]);
+    assert!(s.final_loss < 259f64.ln() && s.evals[0].tokens == 256, "{s:?}");
+}
+
+#[tokio::test]
+async fn a_stop_request_checkpoints_and_finishes_interrupted_with_the_tokens_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1_000_000);
+    let mut c = coordinator(dir.path(), &cfg);
+    c.stop_once_training = true;
+    c.assignment.progress_every = 1;
+    let Ended::Interrupted { step } =
+        run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap()
+    else {
+        panic!("{:?}", c.finished)
+    };
+    assert!(step > 0);
+    let pb::finish_request::Outcome::Interrupted(i) = outcome(&c) else { panic!() };
+    assert_eq!((i.checkpoint_step, i.tokens_seen), (step, step * 4 * 16), "the checkpoint keeps its real token count");
+    assert!(Path::new(&i.checkpoint_path).join("manifest.json").is_file(), "{}", i.checkpoint_path);
+}
+
+#[tokio::test]
+async fn an_interrupt_before_training_checkpoints_step_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1_000_000);
+    let mut c = coordinator(dir.path(), &cfg);
+    let interrupt = CancellationToken::new();
+    interrupt.cancel();
+    let ended = run_attempt(&mut c, &who(&cfg), &Options::default(), interrupt).await.unwrap();
+    assert_eq!(ended, Ended::Interrupted { step: 0 });
+}
+
+#[tokio::test]
+async fn a_revoked_attempt_stops_and_sends_no_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1_000_000);
+    let mut c = coordinator(dir.path(), &cfg);
+    c.revoke = Some(Status::aborted("run x attempt 1 has ended (cancelled)"));
+    let err = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(&err, WorkerError::Revoked { message, .. } if message.contains("cancelled")), "{err}");
+    assert!(c.finished.is_empty(), "a revoked attempt's outcome is not sent");
+}
+
+#[tokio::test]
+async fn a_bad_assignment_is_a_user_error_told_to_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 5);
+    let mut c = coordinator(dir.path(), &cfg);
+    c.assignment.device = "gpu".into();
+    let err = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(&err, WorkerError::BadAssignment(m) if m.contains("expected cpu, cuda or cuda:N")), "{err}");
+    let pb::finish_request::Outcome::Failure(f) = outcome(&c) else { panic!() };
+    assert_eq!(f.class, pb::FailureClass::UserError as i32);
+    // A configuration that is not the run's is refused the same way.
+    let mut c = coordinator(dir.path(), &cfg);
+    let err = run_attempt(
+        &mut c,
+        &Attempt { run_id: "0000000000000000".into(), attempt: 1 },
+        &Options::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not run 0000000000000000"), "{err}");
+}
+
+#[tokio::test]
+async fn a_training_error_is_classified_and_a_refused_outcome_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 5);
+    cfg.data.evals[0].digest = "00".repeat(32);
+    let mut c = coordinator(dir.path(), &cfg);
+    c.refuse_finish = Some(Status::aborted("run x attempt 1 has ended (no longer active)"));
+    let err = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap_err();
+    assert!(matches!(&err, WorkerError::FinishRefused(m) if m.contains("has ended")), "{err}");
+    let pb::finish_request::Outcome::Failure(f) = outcome(&c) else { panic!() };
+    assert_eq!(f.class, pb::FailureClass::UserError as i32, "a digest mismatch is the run's data: {}", f.message);
+    assert!(f.message.contains("heldout.bin"), "{}", f.message);
+}
