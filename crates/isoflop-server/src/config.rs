@@ -34,13 +34,25 @@ pub struct ServeStore {
     pub sqlite: PathBuf,
 }
 
-/// A validated config with its paths resolved against the config file's directory.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated config with its paths resolved against the config file's directory. `Debug`
+/// does not show the admin token.
+#[derive(Clone, PartialEq)]
 pub struct LoadedConfig {
     pub config: ServeConfig,
     pub sqlite: PathBuf,
     pub artifacts: PathBuf,
     pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for LoadedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedConfig")
+            .field("config", &self.config)
+            .field("sqlite", &self.sqlite)
+            .field("artifacts", &self.artifacts)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ServeConfig {
@@ -121,5 +133,7 @@ mod tests {
         assert!(err(&ok.replace("0.0.0.0:7700", "nowhere")).starts_with("/etc/isoflop/serve.yaml: listen: `nowhere`"));
         assert!(err(&ok.replace("max_parallel: 2", "max_parallel: 0")).contains("executor.max_parallel: expected at least 1"));
         assert!(err(&format!("{ok}admin_token_file: /nonexistent/token\n")).contains("admin_token_file: cannot read"));
+        let with_token = LoadedConfig { admin_token: Some("s3cret".into()), ..c };
+        assert!(!format!("{with_token:?}").contains("s3cret"), "the token is not printed");
     }
 }

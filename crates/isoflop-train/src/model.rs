@@ -397,9 +397,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// The full 156M-parameter reference model (slow and ~0.6 GB; run with `--ignored`).
+    /// The full 156M-parameter reference model, built (about 1 s and 0.6 GB).
     #[test]
-    #[ignore]
     fn reference_model_param_count() {
         let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let s =

@@ -169,7 +169,8 @@ async fn attempt(
     let Assignment { config, device, precision } = match check_assignment(&assignment, &run_id) {
         Ok(a) => a,
         Err(msg) => {
-            let failure = pb::Failure { class: pb::FailureClass::UserError as i32, message: msg.clone() };
+            let failure =
+                pb::Failure { class: convert::failure_class_value(Some(FailureClass::UserError)), message: msg.clone() };
             if let Err(s) = client.finish(finish(pb::finish_request::Outcome::Failure(failure))).await {
                 warn!(target: "worker", "the coordinator did not take the failure: {}", s.message());
             }
@@ -358,7 +359,7 @@ async fn attempt(
 
 fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome, Ended) {
     let outcome = pb::finish_request::Outcome::Failure(pb::Failure {
-        class: pb::FailureClass::from(class) as i32,
+        class: convert::failure_class_value(Some(class)),
         message: message.clone(),
     });
     (outcome, Ended::Failed { class, message })
