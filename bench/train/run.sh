@@ -29,6 +29,9 @@ echo "bench/train: $model batch $batch steps $steps device $device, $(nproc) cor
 ours=$("$CARGO_TARGET_DIR/release/isoflop" bench train --model-json "$model" --batch "$batch" --steps "$steps" \
     --device "$device" "${extra[@]}")
 echo "isoflop:       $ours"
+# Both sides measure MFU against the peak isoflop looked up for this device and precision.
+peak=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("peak_flops", 0))' "$ours")
+[ "$peak" != 0 ] && [ "$peak" != 0.0 ] && extra+=(--peak-flops "$peak")
 torch_out=$("$ISOFLOP_VENV/bin/python" bench/train/torch_train.py --model-json "$model" --batch "$batch" \
     --steps "$steps" --device "$device" "${extra[@]}")
 eager=$(grep '"torch-eager"' <<<"$torch_out")

@@ -108,6 +108,8 @@ pub struct BenchResult {
     pub flops_per_token: f64,
     /// `fp32` or `bf16`.
     pub precision: &'static str,
+    /// The peak FLOP/s MFU is measured against (0: none, MFU is 0).
+    pub peak_flops: f64,
 }
 
 /// One step of the splitmix64 generator: advances `state` and returns the next output.
@@ -201,6 +203,7 @@ pub fn bench_train(model: &BenchModel, opts: &BenchOptions) -> Result<BenchResul
         threads: tch::get_num_threads(),
         flops_per_token,
         precision: if opts.bf16 { "bf16" } else { "fp32" },
+        peak_flops: opts.peak_flops,
     })
 }
 
