@@ -153,7 +153,7 @@ impl Manifest {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(bad("not found (prepare the corpus first)".into()));
+                return Err(bad("not found".into()));
             }
             Err(e) => return Err(bad(e.to_string())),
         };
