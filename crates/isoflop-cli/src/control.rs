@@ -59,8 +59,8 @@ impl RemoteArgs {
     }
 }
 
-/// The requeue of `isoflop resume SWEEP`; how many runs it requeued.
-pub fn requeue(sweep: &str, include_diverged: bool, store: &StoreArgs, remote: &RemoteArgs) -> Result<u32, CliError> {
+/// The requeue of `isoflop resume SWEEP`.
+pub fn requeue(sweep: &str, include_diverged: bool, store: &StoreArgs, remote: &RemoteArgs) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let mut control = Control::open(store, remote, Scope::Sweep(sweep), false).await?;
         let n = control.client().resume(sweep, include_diverged).await.map_err(client);
@@ -71,7 +71,7 @@ pub fn requeue(sweep: &str, include_diverged: bool, store: &StoreArgs, remote: &
             Some(_) => println!("requeued {n} run(s) of sweep {sweep}; the coordinator at {url} runs them"),
             None => println!("requeued {n} run(s) of sweep {sweep}"),
         }
-        Ok(n)
+        Ok(())
     })
 }
 

@@ -145,6 +145,14 @@ fn event_row((id, run_id, attempt, at_ms, from, to, class, message): RawEvent) -
     })
 }
 
+/// A run's row as a lifecycle verb reads it in its transaction.
+struct RunNow {
+    state: RunState,
+    failure_class: Option<FailureClass>,
+    retries_used: u64,
+    attempts: u64,
+}
+
 /// An update that must touch exactly one row; zero rows means `missing`.
 fn one_row(n: usize, missing: impl FnOnce() -> StoreError) -> Result<()> {
     match n {
@@ -213,15 +221,20 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The run's state, retries used and attempts.
-    fn run_state(tx: &Transaction<'_>, run_id: &str) -> Result<(RunState, u64, u64)> {
-        let row: Option<(String, i64, i64)> = tx
-            .query_row("SELECT state, retries_used, attempts FROM runs WHERE run_id = ?1", [run_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    /// What a verb decides from: the run's state, failure class, retries used and attempts.
+    fn run_now(tx: &Transaction<'_>, run_id: &str) -> Result<RunNow> {
+        let row: Option<(String, Option<String>, i64, i64)> = tx
+            .query_row("SELECT state, failure_class, retries_used, attempts FROM runs WHERE run_id = ?1", [run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?;
-        let (state, retries, attempts) = row.ok_or_else(|| StoreError::NotFound { what: "run", key: run_id.into() })?;
-        Ok((state_of(state)?, retries as u64, attempts as u64))
+        let (state, class, retries, attempts) = row.ok_or_else(|| StoreError::NotFound { what: "run", key: run_id.into() })?;
+        Ok(RunNow {
+            state: state_of(state)?,
+            failure_class: class_of(class)?,
+            retries_used: retries as u64,
+            attempts: attempts as u64,
+        })
     }
 
     /// Whether `attempt` is the run's current attempt and still active.
@@ -238,7 +251,7 @@ impl SqliteStore {
     }
 
     fn do_transition(&self, tx: &Transaction<'_>, run_id: &str, to: RunState, c: &Change) -> Result<EventRow> {
-        let (from, _, _) = Self::run_state(tx, run_id)?;
+        let from = Self::run_now(tx, run_id)?.state;
         from.transition(to).map_err(|source| StoreError::Transition { run_id: run_id.into(), source })?;
         let now = self.now();
         let class = c.failure_class.map(|f| f.as_str());
@@ -299,7 +312,7 @@ impl SqliteStore {
     }
 
     fn end_in(&self, tx: &Transaction<'_>, run_id: &str, attempt: u64, ending: &Ending) -> Result<EventRow> {
-        let (_, retries_used, _) = Self::run_state(tx, run_id)?;
+        let retries_used = Self::run_now(tx, run_id)?.retries_used;
         let now = self.now();
         let (outcome, to, change) = match ending {
             Ending::Succeeded { evals, message } => {
@@ -484,7 +497,7 @@ impl Store for SqliteStore {
 
     fn start_attempt(&self, run_id: &str, token_hash: &str, lease_expires_ms: i64) -> Result<(AttemptRow, EventRow)> {
         self.with(|tx| {
-            let (_, _, attempts) = Self::run_state(tx, run_id)?;
+            let attempts = Self::run_now(tx, run_id)?.attempts;
             let attempt = attempts + 1;
             let event =
                 self.do_transition(tx, run_id, RunState::Launching, &Change { attempt: Some(attempt), ..Change::default() })?;
@@ -604,7 +617,7 @@ impl Store for SqliteStore {
 
     fn block_attempt(&self, run_id: &str, attempt: u64, message: &str) -> Result<Option<EventRow>> {
         self.with(|tx| {
-            let (state, _, _) = Self::run_state(tx, run_id)?;
+            let state = Self::run_now(tx, run_id)?.state;
             if state != RunState::Launching || !Self::is_live(tx, run_id, attempt)? {
                 return Ok(None);
             }
@@ -615,7 +628,7 @@ impl Store for SqliteStore {
 
     fn place_attempt(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<Option<EventRow>> {
         self.with(|tx| {
-            let (state, _, _) = Self::run_state(tx, run_id)?;
+            let state = Self::run_now(tx, run_id)?.state;
             if state != RunState::Blocked || !Self::is_live(tx, run_id, attempt)? {
                 return Ok(None);
             }
@@ -635,7 +648,7 @@ impl Store for SqliteStore {
 
     fn expire_lease(&self, run_id: &str, attempt: u64, now_ms: i64, retries: Retries) -> Result<Option<EventRow>> {
         self.with(|tx| {
-            let (state, _, _) = Self::run_state(tx, run_id)?;
+            let state = Self::run_now(tx, run_id)?.state;
             let lease: Option<i64> = tx
                 .query_row(
                     "SELECT lease_expires_ms FROM attempts WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
@@ -657,7 +670,7 @@ impl Store for SqliteStore {
 
     fn cancel_run(&self, run_id: &str) -> Result<Option<Cancelled>> {
         self.with(|tx| {
-            let (state, _, attempts) = Self::run_state(tx, run_id)?;
+            let RunNow { state, attempts, .. } = Self::run_now(tx, run_id)?;
             if state.is_terminal() {
                 return Ok(None);
             }
@@ -673,11 +686,9 @@ impl Store for SqliteStore {
 
     fn resume_run(&self, run_id: &str, include_diverged: bool) -> Result<Option<EventRow>> {
         self.with(|tx| {
-            let (state, _, _) = Self::run_state(tx, run_id)?;
-            let class: Option<String> =
-                tx.query_row("SELECT failure_class FROM runs WHERE run_id = ?1", [run_id], |r| r.get(0))?;
-            let eligible = match state {
-                RunState::Failed => include_diverged || class_of(class)? != Some(FailureClass::Diverged),
+            let run = Self::run_now(tx, run_id)?;
+            let eligible = match run.state {
+                RunState::Failed => include_diverged || run.failure_class != Some(FailureClass::Diverged),
                 RunState::Cancelled => true,
                 _ => false,
             };

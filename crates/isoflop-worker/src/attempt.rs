@@ -160,6 +160,14 @@ async fn attempt(
         })
         .await
         .map_err(|s| WorkerError::AttachRefused(s.message().into()))?;
+    let report = |progress, checkpoints, resumed_from| pb::ReportRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: run_id.clone(),
+        attempt,
+        progress,
+        checkpoints,
+        resumed_from,
+    };
     let finish = |outcome: pb::finish_request::Outcome| pb::FinishRequest {
         protocol_version: PROTOCOL_VERSION,
         run_id: run_id.clone(),
@@ -268,14 +276,7 @@ async fn attempt(
         if revoked.is_some() {
             continue;
         }
-        let req = pb::ReportRequest {
-            protocol_version: PROTOCOL_VERSION,
-            run_id: run_id.clone(),
-            attempt,
-            progress: std::mem::take(&mut pending_progress),
-            checkpoints: std::mem::take(&mut pending_ckpts),
-            resumed_from,
-        };
+        let req = report(std::mem::take(&mut pending_progress), std::mem::take(&mut pending_ckpts), resumed_from);
         match client.report(req.clone()).await {
             Ok(resp) => {
                 last_ok = Instant::now();
@@ -308,15 +309,7 @@ async fn attempt(
     if let Some(message) = revoked {
         return Err(WorkerError::Revoked { run_id, attempt, message });
     }
-    let last = pb::ReportRequest {
-        protocol_version: PROTOCOL_VERSION,
-        run_id: run_id.clone(),
-        attempt,
-        progress: pending_progress,
-        checkpoints: pending_ckpts,
-        resumed_from,
-    };
-    if let Err(s) = client.report(last).await {
+    if let Err(s) = client.report(report(pending_progress, pending_ckpts, resumed_from)).await {
         warn!(target: "worker", "the last report was not taken ({}); the outcome follows", s.message());
     }
     let (outcome, ended) = match result {

@@ -91,9 +91,10 @@ impl ControlService for ControlApi {
     async fn get_sweep(&self, req: Request<pb::GetSweepRequest>) -> Result<Response<pb::SweepStatus>, Status> {
         self.check(&req)?;
         let name = req.into_inner().sweep;
-        let row = self.coord.store().sweep(&name).map_err(|e| status(e.into()))?;
+        let store = self.coord.store();
+        let row = store.sweep(&name).map_err(|e| status(e.into()))?;
         let row = row.ok_or_else(|| status(CoordinatorError::UnknownSweep(name.clone())))?;
-        let runs = self.coord.sweep_runs(&name).map_err(status)?;
+        let runs = store.sweep_runs(&name).map_err(|e| status(e.into()))?;
         Ok(Response::new((&row, runs.as_slice()).into()))
     }
 
