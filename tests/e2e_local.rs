@@ -17,7 +17,7 @@ fn tiny_sweep_trains_every_run_and_stores_every_loss() {
     assert!(stdout.contains("isoflop-1.5e+09-d16-L1-B8-mix") && stdout.contains("* = lowest mean loss"), "{stdout}");
 
     let store = SqliteStore::open(dir.path().join("state/isoflop.db")).unwrap();
-    let runs = store.sweep_runs("tiny").unwrap();
+    let runs = common::training(&store, "tiny");
     assert_eq!(runs.len(), 4, "2 budgets x 2 widths");
     let dists = ["bible", "dictionary", "manpages", "python", "shakespeare"];
     for r in &runs {
@@ -53,15 +53,18 @@ fn tiny_sweep_trains_every_run_and_stores_every_loss() {
     assert_eq!(v["runs"].as_array().unwrap().len(), 4);
     assert!(v["runs"][0]["evals"]["python"]["bits_per_byte"].as_f64().unwrap() > 0.0);
 
-    // Logs of a run's attempt.
-    let out = isoflop(&["logs", &runs[0].run_id[..8], "--store", dir.path().join("state/isoflop.db").to_str().unwrap()]);
+    // Logs of a run's attempt, and of the evaluation job that scored it.
+    let db = dir.path().join("state/isoflop.db");
+    let out = isoflop(&["logs", &runs[0].run_id[..8], "--store", db.to_str().unwrap()]);
     assert!(out.status.success(), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("worker: eval python"), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checkpoint at step"), "{}", show(&out));
+    let out = isoflop(&["logs", &format!("{}/heldout", runs[0].name), "--store", db.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("worker: eval python bpb"), "{}", show(&out));
 
     // The same command again retrains nothing.
     let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert!(store.sweep_runs("tiny").unwrap().iter().all(|r| r.attempts == 1));
+    assert!(common::training(&store, "tiny").iter().all(|r| r.attempts == 1));
 
     // A second sweep sharing runs trains only what is new: here, nothing.
     let other =
@@ -69,7 +72,7 @@ fn tiny_sweep_trains_every_run_and_stores_every_loss() {
     let out = isoflop(&["run", other.to_str().unwrap(), "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 runs (2 already succeeded"), "{}", show(&out));
-    assert!(store.sweep_runs("tiny-subset").unwrap().iter().all(|r| r.attempts == 1 && r.state == RunState::Succeeded));
+    assert!(common::training(&store, "tiny-subset").iter().all(|r| r.attempts == 1 && r.state == RunState::Succeeded));
 }
 
 /// `runtime.precision: bf16` reaches the worker: the runs train in bf16 mixed precision (the
@@ -86,7 +89,7 @@ fn bf16_sweep_trains_with_micro_batches() {
     assert!(out.status.success(), "{}", show(&out));
     let db = dir.path().join("state/isoflop.db");
     let store = SqliteStore::open(&db).unwrap();
-    let runs = store.sweep_runs("tiny-bf16").unwrap();
+    let runs = common::training(&store, "tiny-bf16");
     assert_eq!(runs.len(), 2);
     for r in &runs {
         assert_eq!(r.state, RunState::Succeeded, "{}: {}", r.name, r.message);
@@ -126,7 +129,7 @@ fn killed_worker_and_interrupted_sweep_resume_from_checkpoints() {
     let store = wait_for(&SqliteStore::in_memory().unwrap(), 60, "the store", |_| {
         SqliteStore::open(&db).ok().filter(|s| !s.sweeps().unwrap().is_empty())
     });
-    let run_id = store.sweep_runs("long").unwrap()[0].run_id.clone();
+    let run_id = common::training(&store, "long")[0].run_id.clone();
     let planned =
         serde_json::from_str::<isoflop_core::RunConfig>(&store.run(&run_id).unwrap().unwrap().config_json).unwrap().recipe.steps;
     assert!(planned >= 300, "the run is long enough to interrupt twice ({planned} steps)");
@@ -215,7 +218,7 @@ fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
     std::fs::write(&train, b"not a shard").unwrap();
     let out = isoflop(&["resume", "tiny", "--store", db_arg, "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    let r = &store.sweep_runs("tiny").unwrap()[0];
+    let r = &common::training(&store, "tiny")[0];
     assert_eq!(
         (r.state, r.failure_class, r.attempts),
         (RunState::Failed, Some(isoflop_core::FailureClass::UserError), 1),
@@ -229,7 +232,7 @@ fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
     let out = isoflop(&["resume", "tiny", "--store", db_arg, "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 1 run(s)"), "{}", show(&out));
-    let r = &store.sweep_runs("tiny").unwrap()[0];
+    let r = &common::training(&store, "tiny")[0];
     assert_eq!((r.state, r.attempts), (RunState::Succeeded, 2));
     assert_eq!(store.evals(&r.run_id).unwrap().len(), 5);
 
@@ -254,12 +257,12 @@ fn diverged_runs_fail_and_resume_only_with_include_diverged() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("failed(diverged)"), "{}", show(&out));
     let db = dir.path().join("state/isoflop.db");
     let store = SqliteStore::open(&db).unwrap();
-    let r = &store.sweep_runs("boom").unwrap()[0];
+    let r = &common::training(&store, "boom")[0];
     assert_eq!((r.state, r.failure_class, r.attempts), (RunState::Failed, Some(isoflop_core::FailureClass::Diverged), 1));
     let db_arg = db.to_str().unwrap();
     let out = isoflop(&["resume", "boom", "--store", db_arg, "--no-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 0 run(s)"), "{}", show(&out));
     let out = isoflop(&["resume", "boom", "--store", db_arg, "--no-run", "--include-diverged"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 1 run(s)"), "{}", show(&out));
-    assert_eq!(store.sweep_runs("boom").unwrap()[0].state, RunState::Queued);
+    assert_eq!(common::training(&store, "boom")[0].state, RunState::Queued);
 }

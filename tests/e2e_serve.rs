@@ -93,15 +93,15 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     let finished = t0.elapsed();
     assert!(out.status.success(), "{}", show(&out));
     let s = stdout(&out);
-    assert!(s.contains("-> succeeded") && s.contains("4/4 done"), "{s}");
+    assert!(s.contains("-> succeeded") && s.contains("8/8 done"), "{s}");
     eprintln!("tiny sweep: submit to finished (watch returned) in {:.1} s", finished.as_secs_f64());
 
     // Status over the control API: the same table as local status.
     let out = with(&["status", "tiny"]);
     assert!(out.status.success(), "{}", show(&out));
     let s = stdout(&out);
-    assert!(s.contains("[tiny] 4/4 done") && s.contains("* = lowest mean loss"), "{s}");
-    assert_eq!(s.matches(" succeeded ").count(), 8, "every run succeeded, in both tables:\n{s}");
+    assert!(s.contains("[tiny] 8/8 done") && s.contains("* = lowest mean loss"), "{s}");
+    assert_eq!(s.matches(" succeeded ").count(), 12, "every run and evaluation job succeeded, in the three tables:\n{s}");
     // The daemon's store and artifacts hold it, not the spec's `store` section.
     assert!(dir.path().join("daemon/isoflop.db").is_file());
     assert!(!dir.path().join("state/isoflop.db").exists());
@@ -110,11 +110,15 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     assert_eq!(v["runs"].as_array().unwrap().len(), 4);
     assert!(v["runs"][0]["evals"]["python"]["loss"].as_f64().unwrap() > 0.0);
     let run_id = v["runs"][0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(v["eval_jobs"].as_array().unwrap().len(), 4, "one held-out evaluation job per run");
 
     // Logs, read by the coordinator from its artifacts directory.
     let out = with(&["logs", &run_id[..8]]);
     assert!(out.status.success(), "{}", show(&out));
-    assert!(stdout(&out).contains("worker: eval python") && stdout(&out).contains("daemon/runs"), "{}", show(&out));
+    assert!(stdout(&out).contains("checkpoint at step") && stdout(&out).contains("daemon/runs"), "{}", show(&out));
+    let job = v["eval_jobs"].as_array().unwrap().iter().find(|j| j["run_id"] == run_id.as_str()).unwrap();
+    let out = with(&["logs", job["job_id"].as_str().unwrap()]);
+    assert!(stdout(&out).contains("worker: eval python bpb"), "{}", show(&out));
 
     // A second sweep with runs of its own: cancel it, resume it, watch it finish.
     let other = write_spec(dir.path(), &TINY_SWEEP.replace("name: tiny", "name: other").replace("lr_max: 0.01", "lr_max: 0.02"));
@@ -123,13 +127,13 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     let out = with(&["cancel", "other"]);
     assert!(out.status.success(), "{}", show(&out));
     let out = with(&["status", "other"]);
-    assert!(stdout(&out).contains("4 cancelled") || stdout(&out).contains("done, 0 running, 0 queued"), "{}", show(&out));
+    assert!(stdout(&out).contains("8 cancelled") || stdout(&out).contains("done, 0 running, 0 queued"), "{}", show(&out));
     let out = with(&["resume", "other"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(stdout(&out).contains("requeued"), "{}", show(&out));
     let out = with(&["watch", "other"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert!(stdout(&out).contains("4/4 done"), "{}", show(&out));
+    assert!(stdout(&out).contains("8/8 done"), "{}", show(&out));
 
     // Unknown sweeps are bad input.
     let out = with(&["status", "nope"]);

@@ -133,7 +133,7 @@ fn open_store(spec: &Path, name: &str) -> SqliteStore {
     })
 }
 
-/// The line `kubernetes: N API calls for R runs (...)` of `isoflop run`.
+/// The line `kubernetes: N API calls for J jobs (...)` of `isoflop run`.
 fn api_calls_line(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with("kubernetes: ")).unwrap_or_default().to_string()
 }
@@ -149,7 +149,7 @@ fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
     let child = c.spawn_run(&spec);
     let store = open_store(&spec, "tiny");
     wait_for(&store, 60, "every run to be blocked", |s| {
-        s.sweep_runs("tiny").unwrap().iter().all(|r| r.state == RunState::Blocked).then_some(())
+        common::training(s, "tiny").iter().all(|r| r.state == RunState::Blocked).then_some(())
     });
     let db = spec.parent().unwrap().join("state/tiny.db");
     let status = c.isoflop(&["status", "tiny", "--store", db.to_str().unwrap()]);
@@ -160,7 +160,7 @@ fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     eprintln!("tiny sweep through Kubernetes: {:.1} s; {}", t0.elapsed().as_secs_f64(), api_calls_line(&out));
-    let runs = store.sweep_runs("tiny").unwrap();
+    let runs = common::training(&store, "tiny");
     assert_eq!(runs.len(), 4);
     let mut blocked = Vec::new();
     for r in &runs {
@@ -171,13 +171,17 @@ fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
     }
     assert_eq!(blocked.len(), 4, "every run waited blocked, once: {blocked:?}");
     assert!(blocked.iter().all(|m| m.contains("nvidia.com/gpu")), "the scheduler's reason is kept: {blocked:?}");
-    // The worker's log, copied from the pod through the API server's pods/log.
+    // The worker's log, copied from the pod through the API server's pods/log; the held-out
+    // losses come from evaluation jobs, which ran as Jobs too.
     let logs = c.isoflop(&["logs", &runs[0].run_id, "--store", db.to_str().unwrap()]);
     assert!(logs.status.success(), "{}", show(&logs));
-    assert!(String::from_utf8_lossy(&logs.stdout).contains("worker: eval"), "{}", show(&logs));
-    // One Job per run: nothing was created twice.
-    assert_eq!(c.jobs("isoflop.dev/sweep=tiny").len(), 4);
-    assert!(api_calls_line(&out).contains("API calls for 4 runs"), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("checkpoint at step"), "{}", show(&logs));
+    let job = store.sweep_runs("tiny").unwrap().into_iter().find(|j| j.eval.as_ref().is_some_and(|e| e.parent == runs[0].run_id));
+    let logs = c.isoflop(&["logs", &job.unwrap().run_id, "--store", db.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("worker: eval python bpb"), "{}", show(&logs));
+    // One Job per run and per evaluation job: nothing was created twice.
+    assert_eq!(c.jobs("isoflop.dev/sweep=tiny").len(), 8);
+    assert!(api_calls_line(&out).contains("API calls for 8 jobs"), "{}", show(&out));
 }
 
 /// A pod OOMKilled → `oom`; its node deleted mid-run → `node_lost`, rescheduled on another node
@@ -190,7 +194,7 @@ fn failures_restarts_and_cancel_on_a_real_control_plane() {
     let spec = c.spec(&long, "faults", 1);
     let mut child = c.spawn_run(&spec);
     let store = open_store(&spec, "faults");
-    let runs = store.sweep_runs("faults").unwrap();
+    let runs = common::training(&store, "faults");
     assert_eq!(runs.len(), 2);
     let (a, b) = (runs[0].run_id.clone(), runs[1].run_id.clone());
     let pod_of = |run: &str, attempt: u64| -> Pod {
@@ -243,7 +247,7 @@ fn failures_restarts_and_cancel_on_a_real_control_plane() {
     assert!(!running_before.is_empty(), "the coordinator was killed while attempts were live");
     let out = c.isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
-    for r in store.sweep_runs("faults").unwrap() {
+    for r in common::training(&store, "faults") {
         assert_eq!(r.state, RunState::Succeeded, "{r:?}");
         assert_eq!(store.evals(&r.run_id).unwrap().len(), 5);
         // Adopted attempts finished in place: no attempt beyond those running at the kill.
@@ -263,7 +267,7 @@ fn failures_restarts_and_cancel_on_a_real_control_plane() {
     let spec2 = c.spec(&long.replace("hidden: [16, 32]", "hidden: [24]"), "doomed", 1);
     let child = c.spawn_run(&spec2);
     let store2 = open_store(&spec2, "doomed");
-    let run = store2.sweep_runs("doomed").unwrap()[0].run_id.clone();
+    let run = common::training(&store2, "doomed")[0].run_id.clone();
     wait_for(&store2, 120, "the doomed run to train", |s| s.run(&run).unwrap().filter(|r| r.state == RunState::Running));
     let out = c.isoflop(&["cancel", "doomed", "--store", spec2.parent().unwrap().join("state/doomed.db").to_str().unwrap()]);
     assert!(out.status.success(), "{}", show(&out));

@@ -33,6 +33,12 @@ runtime: {checkpoint_every: 20, progress_every: 5}
 store: {sqlite: state/isoflop.db}
 ";
 
+/// The training runs of a sweep (its evaluation jobs left out), in plan order.
+pub fn training(store: &SqliteStore, sweep: &str) -> Vec<isoflop_store::RunRow> {
+    use isoflop_store::Store;
+    store.sweep_runs(sweep).unwrap().into_iter().filter(|r| r.is_training()).collect()
+}
+
 /// The `isoflop` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_isoflop")

@@ -13,7 +13,6 @@ use isoflop_core::spec::SweepSpec;
 use isoflop_proto::convert;
 use isoflop_proto::v1 as pb;
 use isoflop_server::{ControlClient, Scope};
-use isoflop_store::RunRow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -83,14 +82,18 @@ pub fn submit(spec_path: &Path, remote: &RemoteArgs) -> CliResult {
         let mut c = ControlClient::connect(remote.url()?, remote.token()?).await.map_err(client)?;
         let r = c.submit(loaded.text.clone(), path.display().to_string()).await.map_err(client)?;
         let runs = c.runs(&r.sweep).await.map_err(client)?;
-        let done = runs.iter().filter(|(r, _)| r.state == RunState::Succeeded).count();
+        let done = runs.iter().filter(|x| x.run.is_training() && x.run.state == RunState::Succeeded).count();
         println!(
-            "submitted sweep {} to {}: {} runs ({} already succeeded, {} shared with earlier sweeps)",
+            "submitted sweep {} to {}: {} runs ({} already succeeded, {} shared with earlier sweeps), {} evaluation jobs \
+             ({} new){}",
             r.sweep,
             c.url(),
             r.runs,
             done,
-            r.reused_runs
+            r.reused_runs,
+            r.evals,
+            r.evals - r.reused_evals,
+            if r.updated { "; the stored spec was updated (same training runs)" } else { "" }
         );
         if !r.note.is_empty() {
             println!("{}", r.note);
@@ -136,7 +139,7 @@ pub fn watch(sweep: &str, remote: &RemoteArgs) -> CliResult {
     runtime()?.block_on(async {
         let mut c = ControlClient::connect(remote.url()?, remote.token()?).await.map_err(client)?;
         let started = Instant::now();
-        let rows = |runs: Vec<(RunRow, Vec<isoflop_store::EvalRow>)>| runs.into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+        let rows = |runs: Vec<isoflop_store::RunResults>| runs.into_iter().map(|x| x.run).collect::<Vec<_>>();
         loop {
             // Subscribe first, then read the current state: no event falls in between.
             let mut stream = c.watch(sweep).await.map_err(client)?;
@@ -145,7 +148,7 @@ pub fn watch(sweep: &str, remote: &RemoteArgs) -> CliResult {
             println!("{}", summary_line(sweep, &runs));
             let mut resync = tokio::time::interval(Duration::from_secs(5));
             let lost = loop {
-                if runs.iter().all(|r| r.state.is_terminal()) {
+                if isoflop_coordinator::sweep_settled(&runs) {
                     let failed = runs.iter().filter(|r| r.state != RunState::Succeeded).count();
                     println!("{}  elapsed {}", summary_line(sweep, &runs), duration(started.elapsed().as_secs_f64()));
                     return if failed == 0 {

@@ -8,12 +8,12 @@ use crate::render::status::{final_table, live_block, summary_line};
 use crate::render::table::duration;
 use anyhow::{Context, anyhow};
 use isoflop_coordinator::resolve::PlannedSweep;
-use isoflop_coordinator::{CoordinatorError, stored_spec};
+use isoflop_coordinator::{CoordinatorError, stored_spec, sweep_settled};
 use isoflop_core::RunState;
 use isoflop_core::spec::{LoadedSpec, SweepSpec};
 use isoflop_server::host::kube_calls_line;
 use isoflop_server::{Endpoint, Host, StoreLock};
-use isoflop_store::{SqliteStore, Store, StoreError};
+use isoflop_store::{RunResults, SqliteStore, Store, StoreError};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,9 +72,11 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
     };
     let recovered = coord.recover()?;
     let runs = coord.sweep_runs(&sweep)?;
-    let done = runs.iter().filter(|r| r.state == RunState::Succeeded).count();
+    let done = runs.iter().filter(|r| r.is_training() && r.state == RunState::Succeeded).count();
+    let evals_done = runs.iter().filter(|r| !r.is_training() && r.state == RunState::Succeeded).count();
     println!(
-        "sweep {sweep}: {} runs ({} already succeeded{}{}), store {}, up to {max_parallel} in parallel",
+        "sweep {sweep}: {} runs ({} already succeeded{}{}), {} evaluation jobs ({evals_done} already succeeded{}), store {}, \
+         up to {max_parallel} in parallel",
         submitted.runs,
         done,
         if submitted.existed { ", continuing" } else { "" },
@@ -83,6 +85,8 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
         } else {
             String::new()
         },
+        submitted.evals,
+        if submitted.updated { "; the evaluation section changed, the stored spec is updated" } else { "" },
         store_path.display()
     );
     if recovered > 0 {
@@ -123,7 +127,7 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
             }
         }
         let _ = out.flush();
-        if runs.iter().all(|r| r.state.is_terminal()) {
+        if sweep_settled(&runs) {
             break false;
         }
     };
@@ -141,7 +145,11 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
     serving.stop().await;
 
     let runs = coord.sweep_runs(&sweep)?;
-    let with_evals = runs.iter().map(|r| Ok((r.clone(), store.evals(&r.run_id)?))).collect::<Result<Vec<_>, StoreError>>()?;
+    let with_evals = runs
+        .iter()
+        .filter(|r| r.is_training())
+        .map(|r| Ok(RunResults { run: r.clone(), evals: store.evals(&r.run_id)?, metrics: Vec::new() }))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     println!();
     print!("{}", final_table(&with_evals));
     if let Some(calls) = kube_line {

@@ -9,10 +9,11 @@
 use crate::executor::Executor;
 use crate::resolve::PlannedSweep;
 use crate::runtime::{self, RunRuntime, Runtimes};
+use isoflop_core::RunState;
 use isoflop_core::spec::{ExecutorSpec, LoadedSpec, SpecError, SweepSpec};
 use isoflop_core::{Clock, Retries, SystemClock};
 use isoflop_proto::v1 as pb;
-use isoflop_store::{Ending, EventRow, RunRow, Store, StoreError, SubmitResult, SweepRow};
+use isoflop_store::{Change, Ending, EventRow, RunRow, Store, StoreError, SubmitResult, SweepRow};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,14 +155,14 @@ impl Coordinator {
         self.inner.events.subscribe()
     }
 
-    /// Checkpoint directory of a run.
-    pub fn checkpoint_dir(&self, run_id: &str) -> PathBuf {
-        self.inner.cfg.artifacts_dir.join(run_id).join("checkpoints")
+    /// Checkpoint directory of a run, by its artifacts key ([`RunRow::artifacts_key`]).
+    pub fn checkpoint_dir(&self, artifacts_key: &str) -> PathBuf {
+        self.inner.cfg.artifacts_dir.join(artifacts_key).join("checkpoints")
     }
 
-    /// Log file of an attempt.
-    pub fn log_path(&self, run_id: &str, attempt: u64) -> PathBuf {
-        log_path(&self.inner.cfg.artifacts_dir, run_id, attempt)
+    /// Log file of an attempt of a run, by its artifacts key ([`RunRow::artifacts_key`]).
+    pub fn log_path(&self, artifacts_key: &str, attempt: u64) -> PathBuf {
+        log_path(&self.inner.cfg.artifacts_dir, artifacts_key, attempt)
     }
 
     /// Plans and records a sweep; runs it shares with other sweeps are not trained again.
@@ -171,7 +172,28 @@ impl Coordinator {
 
     /// Records an already planned sweep (see [`Coordinator::submit`]).
     pub fn submit_planned(&self, planned: &PlannedSweep) -> Result<SubmitResult, CoordinatorError> {
-        let result = self.inner.store.submit_sweep(&planned.sweep, &planned.new_runs())?;
+        let store = &self.inner.store;
+        let result = store.submit_sweep(&planned.sweep, &planned.new_runs())?;
+        // An evaluation at a fraction of training added after the run finished without that
+        // checkpoint can never start: it ends cancelled, saying why.
+        for e in &planned.evals {
+            let Some(job) = store.run(&e.job_id.0)? else { continue };
+            if job.state != RunState::Queued {
+                continue;
+            }
+            let parent = store.run(&e.run_id.0)?;
+            if parent.is_some_and(|p| p.state == RunState::Succeeded)
+                && !store.checkpoints(&e.run_id.0)?.iter().any(|c| c.step == e.step)
+            {
+                let message = format!(
+                    "run {} finished without a checkpoint at step {}: evaluations at fractions of training must be \
+                     asked for before the run trains",
+                    e.run_id, e.step
+                );
+                let ev = store.transition(&e.job_id.0, RunState::Cancelled, &Change { message, ..Change::default() })?;
+                self.publish(&ev);
+            }
+        }
         self.reload_runtimes()?;
         self.inner.wake.notify_one();
         Ok(result)
@@ -363,6 +385,21 @@ pub fn find_run(store: &dyn Store, key: &str) -> Result<RunRow, CoordinatorError
         1 => Ok(found.remove(0)),
         matches => Err(CoordinatorError::AmbiguousRun { key: key.into(), matches }),
     }
+}
+
+/// Whether nothing more will happen to these jobs of a sweep without a user's action: every
+/// job has finished, except evaluation jobs waiting for the checkpoint of a run that has
+/// finished without it (failed, cancelled; `isoflop resume` brings both back).
+pub fn sweep_settled(runs: &[RunRow]) -> bool {
+    runs.iter().all(|r| {
+        r.state.is_terminal()
+            || r.eval.as_ref().is_some_and(|of| {
+                r.state == isoflop_core::RunState::Queued
+                    && runs
+                        .iter()
+                        .any(|p| p.run_id == of.parent && p.state.is_terminal() && p.state != isoflop_core::RunState::Succeeded)
+            })
+    })
 }
 
 /// A sweep's stored spec as it was submitted.

@@ -1,11 +1,12 @@
 //! From a spec to stored runs: resolve its data against the prepared manifest, plan it, and
 //! build the rows the store records.
 
-use isoflop_core::plan::{PlannedRun, ResolvedData, plan};
+use isoflop_core::eval::{EvalTask, HELDOUT_TASK, TaskKind, TextTask};
+use isoflop_core::plan::{PlannedEval, PlannedRun, ResolvedData, plan, plan_evals};
 use isoflop_core::spec::{LoadedSpec, SpecError};
 use isoflop_core::{EvalRef, config::RunConfig};
 use isoflop_data::Manifest;
-use isoflop_store::{NewRun, NewSweep};
+use isoflop_store::{EvalOf, NewRun, NewSweep};
 
 /// Resolves a spec's corpora and eval distributions to shards with digests. Every error
 /// names the spec file and the key it comes from (`data.manifest`, `data.corpora[i]`, ...).
@@ -75,9 +76,24 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
         Some(list) => list.clone(),
         None => manifest.eval_names().into_iter().map(String::from).collect(),
     };
-    let mut evals = Vec::new();
-    for (i, n) in names.iter().enumerate() {
-        evals.push(shard_ref(format!("data.evals[{i}]"), n, 2)?);
+    let mut tasks = Vec::new();
+    if spec.eval.heldout && !names.is_empty() {
+        let mut distributions = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            distributions.push(shard_ref(format!("data.evals[{i}]"), n, 2)?);
+        }
+        let text = TextTask { distributions, tokens: spec.data.eval_tokens, skip_tokens: spec.eval.skip_tokens };
+        tasks.push(EvalTask { name: HELDOUT_TASK.into(), kind: TaskKind::Text(text) });
+    }
+    for (i, t) in spec.eval.tasks.iter().enumerate() {
+        if let Some(x) = &t.text {
+            let mut distributions = Vec::new();
+            for (j, n) in x.shards.iter().enumerate() {
+                distributions.push(shard_ref(format!("eval.tasks[{i}].text.shards[{j}]"), n, 2)?);
+            }
+            let text = TextTask { distributions, tokens: x.tokens.unwrap_or(spec.data.eval_tokens), skip_tokens: x.skip_tokens };
+            tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::Text(text) });
+        }
     }
     let vocab = spec.model.vocab_size.unwrap_or(u64::from(manifest.vocab_size));
     if vocab < manifest.vocab_size as u64 {
@@ -87,7 +103,7 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
             format!("{vocab} is smaller than the tokenizer's {}", manifest.vocab_size),
         ));
     }
-    Ok(ResolvedData { tokenizer: manifest.tokenizer, vocab_size: vocab, corpora, evals })
+    Ok(ResolvedData { tokenizer: manifest.tokenizer, vocab_size: vocab, corpora, tasks })
 }
 
 fn dir_of(p: &std::path::Path) -> String {
@@ -113,6 +129,8 @@ pub fn require_local(loaded: &LoadedSpec) -> Result<(), SpecError> {
 pub struct PlannedSweep {
     pub sweep: NewSweep,
     pub runs: Vec<PlannedRun>,
+    /// Its evaluation jobs.
+    pub evals: Vec<PlannedEval>,
 }
 
 impl PlannedSweep {
@@ -121,6 +139,7 @@ impl PlannedSweep {
         require_local(loaded)?;
         let data = resolve_data(loaded)?;
         let runs = plan(&loaded.spec, &data).map_err(|e| e.in_file(&loaded.path))?;
+        let evals = plan_evals(&loaded.spec, &runs, &data.tasks);
         let spec_path = std::fs::canonicalize(&loaded.path).unwrap_or_else(|_| loaded.path.clone());
         Ok(Self {
             sweep: NewSweep {
@@ -129,10 +148,11 @@ impl PlannedSweep {
                 spec_path: spec_path.display().to_string(),
             },
             runs,
+            evals,
         })
     }
 
-    /// Store rows of the runs.
+    /// Store rows of the training runs, then of the evaluation jobs.
     pub fn new_runs(&self) -> Vec<NewRun> {
         self.runs
             .iter()
@@ -142,12 +162,31 @@ impl PlannedSweep {
                 corpus: r.corpus.clone(),
                 budget: r.budget,
                 config_json: serde_json::to_string(&r.config).expect("RunConfig serialises"),
+                eval: None,
             })
+            .chain(self.evals.iter().map(|e| NewRun {
+                run_id: e.job_id.0.clone(),
+                name: e.name.clone(),
+                corpus: e.corpus.clone(),
+                budget: e.budget,
+                config_json: serde_json::to_string(&e.config).expect("EvalJobConfig serialises"),
+                eval: Some(EvalOf {
+                    parent: e.run_id.0.clone(),
+                    step: e.step,
+                    task: e.config.task.name.clone(),
+                    family: e.config.task.kind.family().into(),
+                }),
+            }))
             .collect()
     }
 }
 
 /// Parses a stored run configuration.
 pub fn run_config(json: &str) -> Result<RunConfig, serde_json::Error> {
+    serde_json::from_str(json)
+}
+
+/// Parses a stored evaluation job configuration.
+pub fn eval_config(json: &str) -> Result<isoflop_core::EvalJobConfig, serde_json::Error> {
     serde_json::from_str(json)
 }

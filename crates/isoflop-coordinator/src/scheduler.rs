@@ -150,7 +150,7 @@ impl Coordinator {
             attempt: attempt.attempt,
             token,
             coordinator_url: self.inner.cfg.worker_url.clone(),
-            log_path: self.log_path(&run.run_id, attempt.attempt),
+            log_path: self.log_path(&run.artifacts_key, attempt.attempt),
         };
         match self.inner.executor.launch(&spec) {
             Ok(r) => {
@@ -326,6 +326,7 @@ mod tests {
                 corpus: "ext".into(),
                 budget: 1e12,
                 config_json: "{}".into(),
+                eval: None,
             })
             .collect();
         let s = NewSweep { name: sweep.into(), spec_yaml: spec(sweep, device), spec_path: format!("/specs/{sweep}.yaml") };
@@ -355,7 +356,7 @@ mod tests {
         assert_eq!(launched(&w).len(), 2);
         // A slot frees up (a success): the next run goes in.
         w.store.attach("r1", 1, 0, 2_000_000).unwrap();
-        w.coord.finish("r1", 1, &Ending::Succeeded { evals: vec![], message: "done".into() }).unwrap();
+        w.coord.finish("r1", 1, &Ending::Succeeded { results: vec![], message: "done".into() }).unwrap();
         w.coord.tick().unwrap();
         assert_eq!(launched(&w).last(), Some(&("r3".into(), 1)));
         // The launch carries the owner's runtime: the sweep (for Job labels) and token.
@@ -495,8 +496,14 @@ mod tests {
             spec_yaml: spec("old", "cpu").replace("llama", "gpt"),
             spec_path: "/specs/old.yaml".into(),
         };
-        let run =
-            NewRun { run_id: "r9".into(), name: "old-r9".into(), corpus: "ext".into(), budget: 1e12, config_json: "{}".into() };
+        let run = NewRun {
+            run_id: "r9".into(),
+            name: "old-r9".into(),
+            corpus: "ext".into(),
+            budget: 1e12,
+            config_json: "{}".into(),
+            eval: None,
+        };
         w.store.submit_sweep(&broken, &[run]).unwrap();
         w.coord.recover().unwrap();
         assert!(w.coord.runtime_of("r9").unwrap_err().contains("stored spec of sweep `old` no longer parses"));

@@ -142,11 +142,13 @@ async fn control_and_worker_apis_over_grpc() {
         // Subscribe before submitting? The sweep must exist first; events of launches follow.
         let sub = pb::SubmitSweepRequest { spec_yaml: SPEC.into(), spec_path: spec_path.display().to_string() };
         let r = control.submit_sweep(admin(sub)).await.unwrap().into_inner();
-        assert_eq!((r.sweep.as_str(), r.runs, r.reused_runs), ("grpc", 4, 0));
+        assert_eq!((r.sweep.as_str(), r.runs, r.reused_runs, r.evals), ("grpc", 4, 0, 4));
         control.watch_sweep(admin(pb::WatchSweepRequest { sweep: "grpc".into() })).await.unwrap().into_inner()
     };
     let runs = control.list_runs(admin(pb::ListRunsRequest { sweep: "grpc".into() })).await.unwrap().into_inner().runs;
-    assert_eq!(runs.len(), 4);
+    assert_eq!(runs.len(), 8, "4 runs and their 4 held-out evaluation jobs");
+    assert_eq!(runs.iter().filter(|r| r.eval.is_some()).count(), 4);
+    assert!(runs.iter().filter_map(|r| r.eval.as_ref()).all(|e| e.task == "heldout" && e.family == "text"));
 
     // Two slots: two launches.
     let launched = wait_until(10, "two launches", || Some(exec.launched.lock().unwrap().clone()).filter(|l| l.len() == 2)).await;
@@ -197,6 +199,7 @@ async fn control_and_worker_apis_over_grpc() {
         run_id: first.run_id.clone(),
         attempt: first.attempt,
         outcome: Some(pb::finish_request::Outcome::Success(pb::Success {
+            metrics: vec![],
             final_loss: 2.5,
             evals: vec![pb::EvalResult { distribution: "code".into(), loss: 2.4, bits_per_byte: 3.4, tokens: 10, bytes: 10 }],
         })),
@@ -231,15 +234,16 @@ async fn control_and_worker_apis_over_grpc() {
     let r = store.run(&second.run_id).unwrap().unwrap();
     assert_eq!(r.retries_used, 0, "node_lost does not spend the retry budget");
 
-    // Cancel the sweep: every unfinished run ends cancelled, live workers are asked to stop.
+    // Cancel the sweep: every unfinished job (3 runs, 4 evaluation jobs) ends cancelled, live
+    // workers are asked to stop.
     let n = control.cancel_sweep(admin(pb::CancelSweepRequest { sweep: "grpc".into() })).await.unwrap().into_inner().cancelled;
-    assert_eq!(n, 3);
+    assert_eq!(n, 7);
     let status = control.get_sweep(admin(pb::GetSweepRequest { sweep: "grpc".into() })).await.unwrap().into_inner();
-    assert_eq!((status.total, status.succeeded, status.cancelled, status.active), (4, 1, 3, 0));
+    assert_eq!((status.total, status.succeeded, status.cancelled, status.active), (8, 1, 7, 0));
     assert!(!exec.stopped.lock().unwrap().is_empty(), "live workers were stopped");
     // Resume requeues the cancelled runs, not the succeeded one.
     let r = control.resume_sweep(admin(pb::ResumeSweepRequest { sweep: "grpc".into(), include_diverged: false })).await.unwrap();
-    assert_eq!(r.into_inner().requeued, 3);
+    assert_eq!(r.into_inner().requeued, 7);
     let err = control.get_sweep(admin(pb::GetSweepRequest { sweep: "nope".into() })).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 

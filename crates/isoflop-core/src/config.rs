@@ -216,7 +216,8 @@ pub struct EvalRef {
     pub digest: String,
 }
 
-/// The data a run trains and evaluates on.
+/// The data a run trains on. What it is evaluated on is not part of the run: evaluation jobs
+/// ([`crate::eval::EvalJobConfig`]) score its checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataRef {
@@ -224,13 +225,10 @@ pub struct DataRef {
     pub tokenizer: Tokenizer,
     /// Training shard.
     pub train: EvalRef,
-    /// Evaluation shards, one per distribution.
-    pub evals: Vec<EvalRef>,
-    /// At most this many tokens of each eval shard are scored (whole windows, from the start).
-    pub eval_tokens: u64,
 }
 
-/// Everything that determines the result of one training run.
+/// Everything that determines the result of one training run (and nothing about how it is
+/// evaluated).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
@@ -245,11 +243,7 @@ impl RunConfig {
     /// would refuse before reading a shard.
     pub fn validate(&self) -> Result<(), InvalidRun> {
         self.model.validate()?;
-        self.recipe.validate()?;
-        if self.data.eval_tokens == 0 {
-            return Err(InvalidRun::new("data.eval_tokens", "expected a positive number of tokens"));
-        }
-        Ok(())
+        self.recipe.validate()
     }
 
     /// Training tokens one optimiser step consumes (`batch · seq_len`).
@@ -271,9 +265,6 @@ impl RunConfig {
     pub fn identity_json(&self) -> String {
         let mut c = self.clone();
         c.data.train.path.clear();
-        for e in &mut c.data.evals {
-            e.path.clear();
-        }
         serde_json::to_string(&c).expect("RunConfig serialises")
     }
 
@@ -336,8 +327,6 @@ pub(crate) mod tests {
             data: DataRef {
                 tokenizer: Tokenizer::Byte,
                 train: EvalRef { name: "train".into(), path: "/a/train.bin".into(), digest: "aa".into() },
-                evals: vec![EvalRef { name: "code".into(), path: "/a/code.bin".into(), digest: "bb".into() }],
-                eval_tokens: 4096,
             },
             seed: 0,
         }

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod config;
 pub mod device;
+pub mod eval;
 pub mod failure;
 pub mod flops;
 pub mod kubernetes;
@@ -18,6 +19,7 @@ pub mod tokenizer;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{DataRef, EvalRef, InvalidRun, ModelShape, Recipe, RopeScaling, RunConfig, RunId};
 pub use device::Device;
+pub use eval::{EvalJobConfig, EvalMetric, EvalTask, TaskKind, TextTask};
 pub use failure::{FailureClass, Retries, RetryDecision, after_failure};
 pub use record::{EvalScore, Progress};
 pub use spec::Precision;

@@ -7,6 +7,7 @@
 //! budget by more than `flop_tolerance` are skipped. All arithmetic is f64.
 
 use crate::config::{DataRef, EvalRef, Recipe, RunConfig, RunId};
+use crate::eval::{EvalJobConfig, EvalTask, eval_steps};
 use crate::flops;
 use crate::spec::{SpecError, SweepSpec};
 use crate::tokenizer::Tokenizer;
@@ -20,7 +21,8 @@ pub struct ResolvedData {
     pub vocab_size: u64,
     /// Per corpus in the spec: its name and training shard.
     pub corpora: Vec<(String, EvalRef)>,
-    pub evals: Vec<EvalRef>,
+    /// The evaluation tasks of the sweep, their shards resolved.
+    pub tasks: Vec<EvalTask>,
 }
 
 impl ResolvedData {
@@ -40,7 +42,7 @@ impl ResolvedData {
             tokenizer: spec.data.tokenizer,
             vocab_size: spec.model.vocab_size.unwrap_or(spec.data.tokenizer.vocab_size()),
             corpora,
-            evals: Vec::new(),
+            tasks: Vec::new(),
         })
     }
 }
@@ -163,12 +165,7 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Result<Vec<PlannedRun>, Pl
                         decay_embeddings: r.decay_embeddings,
                         decay_norms: r.decay_norms,
                     },
-                    data: DataRef {
-                        tokenizer: data.tokenizer,
-                        train: train.clone(),
-                        evals: data.evals.clone(),
-                        eval_tokens: spec.data.eval_tokens,
-                    },
+                    data: DataRef { tokenizer: data.tokenizer, train: train.clone() },
                     seed: spec.seed,
                 };
                 config.validate().map_err(|e| PlanError {
@@ -211,6 +208,47 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Result<Vec<PlannedRun>, Pl
         });
     }
     Ok(runs)
+}
+
+/// One evaluation job of a sweep: a task on one checkpoint of one planned run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedEval {
+    pub job_id: RunId,
+    /// `RUN/TASK` for the final checkpoint, `RUN/TASK@STEP` for an earlier one.
+    pub name: String,
+    pub run_id: RunId,
+    pub corpus: String,
+    pub budget: f64,
+    pub step: u64,
+    pub config: EvalJobConfig,
+}
+
+/// The evaluation jobs of planned runs: every task on every run's final checkpoint, and on
+/// the checkpoints at `eval.at_fractions` of its training, in run, step, task order.
+pub fn plan_evals(spec: &SweepSpec, runs: &[PlannedRun], tasks: &[EvalTask]) -> Vec<PlannedEval> {
+    let mut out = Vec::new();
+    for r in runs {
+        for step in eval_steps(r.steps, &spec.eval.at_fractions) {
+            for task in tasks {
+                let config = EvalJobConfig { run: r.run_id.clone(), step, task: task.clone() };
+                let name = if step == r.steps {
+                    format!("{}/{}", r.name, task.name)
+                } else {
+                    format!("{}/{}@{step}", r.name, task.name)
+                };
+                out.push(PlannedEval {
+                    job_id: config.job_id(),
+                    name,
+                    run_id: r.run_id.clone(),
+                    corpus: r.corpus.clone(),
+                    budget: r.budget,
+                    step,
+                    config,
+                });
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

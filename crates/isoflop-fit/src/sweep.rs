@@ -24,7 +24,7 @@ pub enum SweepTableError {
 pub fn table_from_store(store: &dyn Store, sweep: &str) -> Result<(Table, Vec<String>), SweepTableError> {
     let mut points = Vec::new();
     let mut notes = Vec::new();
-    for r in store.sweep_runs(sweep)? {
+    for r in store.sweep_runs(sweep)?.into_iter().filter(|r| r.is_training()) {
         if r.state != RunState::Succeeded {
             let why = match r.failure_class {
                 Some(FailureClass::Diverged) => "diverged".to_string(),

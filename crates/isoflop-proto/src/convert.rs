@@ -3,8 +3,8 @@
 //! unknown or unspecified value where one is required is a [`WireError`].
 
 use crate::v1 as pb;
-use isoflop_core::{Device, EvalScore, FailureClass, Precision, Progress, RunState};
-use isoflop_store::{CheckpointRow, EvalRow, EventRow, ProgressPoint, RunRow, SweepRow};
+use isoflop_core::{Device, EvalMetric, EvalScore, FailureClass, Precision, Progress, RunState};
+use isoflop_store::{CheckpointRow, EvalOf, EvalRow, EventRow, ProgressPoint, RunResults, RunRow, SweepRow};
 
 /// A message that does not carry what its receiver needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,9 +223,22 @@ impl From<&EventRow> for pb::RunEvent {
     }
 }
 
-/// A run with its eval results, as the control API lists it.
-impl From<(&RunRow, &[EvalRow])> for pb::RunSummary {
-    fn from((r, evals): (&RunRow, &[EvalRow])) -> Self {
+impl From<&EvalMetric> for pb::EvalMetric {
+    fn from(m: &EvalMetric) -> Self {
+        pb::EvalMetric { subset: m.subset.clone(), metric: m.metric.clone(), value: m.value }
+    }
+}
+
+impl From<&pb::EvalMetric> for EvalMetric {
+    fn from(m: &pb::EvalMetric) -> Self {
+        EvalMetric { subset: m.subset.clone(), metric: m.metric.clone(), value: m.value }
+    }
+}
+
+/// A run or evaluation job with its results, as the control API lists it.
+impl From<&RunResults> for pb::RunSummary {
+    fn from(x: &RunResults) -> Self {
+        let r = &x.run;
         pb::RunSummary {
             run_id: r.run_id.clone(),
             name: r.name.clone(),
@@ -235,20 +248,27 @@ impl From<(&RunRow, &[EvalRow])> for pb::RunSummary {
             message: r.message.clone(),
             attempts: r.attempts,
             progress: r.progress.as_ref().map(pb::Progress::from),
-            evals: evals.iter().map(pb::EvalResult::from).collect(),
+            evals: x.evals.iter().map(pb::EvalResult::from).collect(),
             corpus: r.corpus.clone(),
             config_json: r.config_json.clone(),
             sweep: r.sweep.clone(),
+            eval: r.eval.as_ref().map(|e| pb::EvalJob {
+                parent_run: e.parent.clone(),
+                step: e.step,
+                task: e.task.clone(),
+                family: e.family.clone(),
+            }),
+            metrics: x.metrics.iter().map(pb::EvalMetric::from).collect(),
         }
     }
 }
 
 /// A listed run as the rows the status tables read. What the summary does not carry (retry
-/// bookkeeping, update time) is zero.
-impl TryFrom<&pb::RunSummary> for (RunRow, Vec<EvalRow>) {
+/// bookkeeping, update time, the artifacts directory) is zero or the run id.
+impl TryFrom<&pb::RunSummary> for RunResults {
     type Error = WireError;
     fn try_from(s: &pb::RunSummary) -> Result<Self, WireError> {
-        let row = RunRow {
+        let run = RunRow {
             run_id: s.run_id.clone(),
             sweep: s.sweep.clone(),
             name: s.name.clone(),
@@ -263,8 +283,19 @@ impl TryFrom<&pb::RunSummary> for (RunRow, Vec<EvalRow>) {
             not_before_ms: 0,
             updated_ms: 0,
             progress: s.progress.as_ref().map(|p| ProgressPoint::new(s.attempts, 0, &p.into())),
+            eval: s.eval.as_ref().map(|e| EvalOf {
+                parent: e.parent_run.clone(),
+                step: e.step,
+                task: e.task.clone(),
+                family: e.family.clone(),
+            }),
+            artifacts_key: s.run_id.clone(),
         };
-        Ok((row, s.evals.iter().map(EvalRow::from).collect()))
+        Ok(RunResults {
+            run,
+            evals: s.evals.iter().map(EvalRow::from).collect(),
+            metrics: s.metrics.iter().map(EvalMetric::from).collect(),
+        })
     }
 }
 

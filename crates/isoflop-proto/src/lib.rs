@@ -18,7 +18,7 @@ pub mod env {
 }
 
 /// Version of the worker protocol; every worker message carries it and a mismatch is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Generated messages and services of package `isoflop.v1`.
 #[allow(missing_docs, clippy::all)]

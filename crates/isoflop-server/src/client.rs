@@ -3,7 +3,7 @@
 
 use isoflop_proto::v1 as pb;
 use isoflop_proto::v1::control_service_client::ControlServiceClient;
-use isoflop_store::{EvalRow, RunRow};
+use isoflop_store::RunResults;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -102,12 +102,12 @@ impl ControlClient {
         sweeps.into_iter().next().map(|s| s.sweep).ok_or_else(|| ClientError::Input("the store holds no sweep yet".into()))
     }
 
-    /// The runs of a sweep with their eval results, as the store's rows.
-    pub async fn runs(&mut self, sweep: &str) -> Result<Vec<(RunRow, Vec<EvalRow>)>, ClientError> {
+    /// The runs and evaluation jobs of a sweep with their results, as the store's rows.
+    pub async fn runs(&mut self, sweep: &str) -> Result<Vec<RunResults>, ClientError> {
         let r = self.req(pb::ListRunsRequest { sweep: sweep.into() });
         let runs = self.inner.list_runs(r).await.map_err(|s| self.error(s))?.into_inner().runs;
         runs.iter()
-            .map(<(RunRow, Vec<EvalRow>)>::try_from)
+            .map(RunResults::try_from)
             .collect::<Result<_, _>>()
             .map_err(|e| ClientError::Failure { url: self.url.clone(), message: e.to_string() })
     }

@@ -134,11 +134,12 @@ impl Serving {
     }
 }
 
-/// `kubernetes: N API calls for R runs (...)`: what a sweep cost the API server.
+/// `kubernetes: N API calls for J jobs (...)`: what a sweep cost the API server (its runs and
+/// evaluation jobs).
 pub fn kube_calls_line(calls: &isoflop_k8s::api::ApiCalls, runs: usize) -> String {
     let kinds: Vec<String> = calls.by_kind().iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
-        "kubernetes: {} API calls for {} runs ({:.1} per run): {}",
+        "kubernetes: {} API calls for {} jobs ({:.1} per job): {}",
         calls.total(),
         runs,
         calls.total() as f64 / runs.max(1) as f64,

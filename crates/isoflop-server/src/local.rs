@@ -142,7 +142,14 @@ mod tests {
         let db = dir.path().join("isoflop.db");
         assert!(matches!(LocalControl::open(&db, Scope::Store, false).await, Err(ServerError::NoStore(_))), "nothing is created");
         let store = SqliteStore::open(&db).unwrap();
-        let run = NewRun { run_id: "r1".into(), name: "one".into(), corpus: "c".into(), budget: 1e12, config_json: "{}".into() };
+        let run = NewRun {
+            run_id: "r1".into(),
+            name: "one".into(),
+            corpus: "c".into(),
+            budget: 1e12,
+            config_json: "{}".into(),
+            eval: None,
+        };
         store
             .submit_sweep(&NewSweep { name: "s".into(), spec_yaml: "not a spec".into(), spec_path: "/s.yaml".into() }, &[run])
             .unwrap();
@@ -151,7 +158,7 @@ mod tests {
         // Several calls on the one connection.
         assert_eq!(c.newest_sweep().await.unwrap(), "s");
         let runs = c.runs("s").await.unwrap();
-        assert_eq!((runs.len(), runs[0].0.sweep.as_str()), (1, "s"));
+        assert_eq!((runs.len(), runs[0].run.sweep.as_str()), (1, "s"));
         assert!(c.runs("nope").await.unwrap_err().is_input());
         assert_eq!(c.cancel_run("one").await.unwrap(), 1);
         assert_eq!(c.resume("s", false).await.unwrap(), 1);

@@ -16,7 +16,13 @@ fn new_run(id: &str, name: &str) -> NewRun {
         corpus: "mix".into(),
         budget: 1e12,
         config_json: format!("{{\"id\":\"{id}\"}}"),
+        eval: None,
     }
+}
+
+fn new_eval(id: &str, parent: &str, step: u64) -> NewRun {
+    let eval = Some(EvalOf { parent: parent.into(), step, task: "heldout".into(), family: "text".into() });
+    NewRun { name: format!("{parent}/heldout@{step}"), eval, ..new_run(id, "") }
 }
 
 fn sweep(name: &str, spec: &str) -> NewSweep {
@@ -46,8 +52,9 @@ fn ckpt(step: u64, attempt: u64, tokens_seen: u64) -> CheckpointRow {
     CheckpointRow { step, attempt, path: format!("/c/{step}"), tokens_seen, at_ms: 1 }
 }
 
-fn eval(d: &str, loss: f64) -> EvalRow {
-    EvalRow { distribution: d.into(), loss, bits_per_byte: loss / 2f64.ln(), tokens: 10, bytes: 10 }
+fn text_result(d: &str, loss: f64) -> Vec<isoflop_core::EvalMetric> {
+    let m = |metric: &str, value: f64| isoflop_core::EvalMetric { subset: d.into(), metric: metric.into(), value };
+    vec![m("loss", loss), m("bpb", loss / 2f64.ln()), m("tokens", 10.0), m("bytes", 10.0)]
 }
 
 /// Runs every check below, in order, on one empty store whose clock is `clock` (at [`T0`]).
@@ -56,7 +63,7 @@ pub fn run_all(store: &dyn Store, clock: &ManualClock) {
     transitions_are_checked_and_recorded(store);
     attempt_lifecycle(store, clock);
     reports_are_all_or_nothing(store);
-    success_stores_evals_atomically(store);
+    evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(store);
     blocking_and_lease_expiry_decide_from_the_row(store, clock);
     cancel_and_resume_decide_in_the_transaction(store);
     runs_are_found_by_id_prefix_or_name(store);
@@ -66,11 +73,12 @@ pub fn run_all(store: &dyn Store, clock: &ManualClock) {
 /// looked up by id is seen from its owner, the first sweep that submitted it.
 pub fn submit_shares_runs_and_is_idempotent(store: &dyn Store) {
     let a = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
-    assert_eq!(a, SubmitResult { runs: 2, reused: 0, existed: false });
+    let result = |runs, reused, existed| SubmitResult { runs, reused, evals: 0, evals_reused: 0, existed, updated: false };
+    assert_eq!(a, result(2, 0, false));
     let b = store.submit_sweep(&sweep("b", "spec-b"), &[new_run("r2", "two-in-b"), new_run("r3", "three")]).unwrap();
-    assert_eq!(b, SubmitResult { runs: 2, reused: 1, existed: false });
+    assert_eq!(b, result(2, 1, false));
     let again = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
-    assert_eq!(again, SubmitResult { runs: 2, reused: 2, existed: true });
+    assert_eq!(again, result(2, 2, true));
     let err = store.submit_sweep(&sweep("a", "other"), &[new_run("r9", "nine")]).unwrap_err();
     assert!(matches!(err, StoreError::SweepConflict { .. }), "{err}");
     assert!(store.run("r9").unwrap().is_none(), "a rejected submit stores nothing");
@@ -187,17 +195,50 @@ pub fn reports_are_all_or_nothing(store: &dyn Store) {
     assert!(store.progress("r1").unwrap().is_empty() && store.latest_checkpoint("r1").unwrap().unwrap().step == 30);
 }
 
-/// A success writes its evals and ends the attempt in one transaction; a stale one writes none.
-pub fn success_stores_evals_atomically(store: &dyn Store) {
-    let done = Ending::Succeeded { evals: vec![eval("code", 2.0), eval("bible", 1.5)], message: "final loss 1.2".into() };
-    let ev = store.end_attempt("r2", 1, &done).unwrap();
+/// A training run succeeds; a changed evaluation section adds evaluation jobs to its sweep
+/// (and only those); a job is launchable once its checkpoint is recorded; a success writes its
+/// results and ends the attempt in one transaction, a stale one writes none.
+pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(store: &dyn Store) {
+    let ev = store.end_attempt("r2", 1, &Ending::Succeeded { results: vec![], message: "final loss 1.2".into() }).unwrap();
     assert_eq!((ev.from, ev.to, ev.message.as_str()), (RunState::Running, RunState::Succeeded, "final loss 1.2"));
+    // r2 has checkpoints at steps 10 and 20 (see the report check); r1 none at 99.
+    let jobs = [new_run("r1", "one"), new_run("r2", "two"), new_eval("e2", "r2", 20), new_eval("e1", "r1", 99)];
+    let res = store.submit_sweep(&sweep("a", "spec-a with evals"), &jobs).unwrap();
+    assert_eq!(res, SubmitResult { runs: 2, reused: 2, evals: 2, evals_reused: 0, existed: false, updated: true });
+    assert_eq!(store.sweep("a").unwrap().unwrap().spec_yaml, "spec-a with evals", "the new spec is stored");
+    let again = store.submit_sweep(&sweep("a", "spec-a with evals"), &jobs).unwrap();
+    assert_eq!((again.evals, again.evals_reused, again.existed), (2, 2, true));
+    let listed: Vec<_> =
+        store.sweep_runs("a").unwrap().into_iter().map(|r| (r.is_training(), r.run_id)).map(|(t, id)| (id, t)).collect();
+    assert_eq!(listed, [("r1".into(), true), ("r2".into(), true), ("e2".into(), false), ("e1".into(), false)]);
+    let e2 = store.run("e2").unwrap().unwrap();
+    assert_eq!(e2.eval, Some(EvalOf { parent: "r2".into(), step: 20, task: "heldout".into(), family: "text".into() }));
+    assert_eq!((e2.state, e2.artifacts_key.as_str()), (RunState::Queued, "e2"));
+    let ready: Vec<_> = store.runs_in_state(RunState::Queued, Some(T0 + 1)).unwrap().into_iter().map(|r| r.run_id).collect();
+    assert!(ready.contains(&"e2".to_string()) && !ready.contains(&"e1".to_string()), "{ready:?}");
+    assert!(store.runs_in_state(RunState::Queued, None).unwrap().iter().any(|r| r.run_id == "e1"), "listed, not launched");
+    assert_eq!(store.eval_steps("r2").unwrap(), [20]);
+    // A conflicting training set is refused, and the refused submit stores nothing.
+    let err = store.submit_sweep(&sweep("a", "spec-a, other runs"), &[new_run("r1", "one"), new_eval("e9", "r1", 1)]);
+    assert!(matches!(err, Err(StoreError::SweepConflict { .. })), "{err:?}");
+    assert!(store.run("e9").unwrap().is_none());
+    // The job runs and succeeds with its results.
+    store.start_attempt("e2", "h", T0 + 1_000).unwrap();
+    store.attach("e2", 1, 0, T0 + 2_000).unwrap();
+    let results = [text_result("code", 2.0), text_result("bible", 1.5)].concat();
+    let done = Ending::Succeeded { results: results.clone(), message: "scored".into() };
+    store.end_attempt("e2", 1, &done).unwrap();
     let evals = store.evals("r2").unwrap();
-    assert_eq!(evals.iter().map(|e| (e.distribution.as_str(), e.loss)).collect::<Vec<_>>(), [("bible", 1.5), ("code", 2.0)]);
-    let stale = Ending::Succeeded { evals: vec![eval("code", 0.1)], message: String::new() };
-    assert!(matches!(store.end_attempt("r2", 1, &stale), Err(StoreError::StaleAttempt { .. })));
+    assert_eq!(
+        evals.iter().map(|e| (e.distribution.as_str(), e.loss, e.tokens)).collect::<Vec<_>>(),
+        [("bible", 1.5, 10), ("code", 2.0, 10)]
+    );
+    assert_eq!(store.eval_results("e2").unwrap().len(), results.len());
+    let stale = Ending::Succeeded { results: text_result("code", 0.1), message: String::new() };
+    assert!(matches!(store.end_attempt("e2", 1, &stale), Err(StoreError::StaleAttempt { .. })));
     assert_eq!(store.evals("r2").unwrap()[1].loss, 2.0, "a refused success stores nothing");
-    assert_eq!(store.attempt("r2", 1).unwrap().unwrap().outcome, AttemptOutcome::Succeeded);
+    assert_eq!(store.attempt("e2", 1).unwrap().unwrap().outcome, AttemptOutcome::Succeeded);
+    assert!(store.evals("r1").unwrap().is_empty());
 }
 
 /// Blocking, placing and lease expiry act only on the live attempt in the right state.
@@ -255,6 +296,7 @@ pub fn runs_are_found_by_id_prefix_or_name(store: &dyn Store) {
     assert_eq!(ids("two-in-b"), ["r2"], "a name in the second sweep finds the shared run");
     assert_eq!(ids("three"), ["r3"]);
     assert_eq!(ids("r").len(), 3, "a prefix of several runs finds them all");
+    assert_eq!(ids("r2/heldout@20"), ["e2"], "an evaluation job by its name");
     assert!(ids("x").is_empty());
     assert_eq!(store.find_runs("two-in-b").unwrap()[0].sweep, "a", "seen from its owner");
 }

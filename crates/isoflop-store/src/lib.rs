@@ -15,6 +15,7 @@
 //! an error (a lease renewed just in time) returns `None`.
 
 pub mod conformance;
+mod migrate;
 mod model;
 mod sqlite;
 
@@ -50,10 +51,13 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The storage interface of isoflop. Implementations are safe to share between threads;
 /// each method is one transaction.
 pub trait Store: Send + Sync {
-    /// Records a sweep and its runs. Runs already known (same id) are shared, not duplicated;
-    /// new runs start `queued` (a `planned -> queued` event each). Submitting the same sweep
-    /// name with the same spec again is a no-op that returns the same result; a different
-    /// spec under an existing name is [`StoreError::SweepConflict`].
+    /// Records a sweep and its jobs (training runs, then evaluation jobs). Jobs already known
+    /// (same id) are shared, not duplicated; new ones start `queued` (a `planned -> queued`
+    /// event each). Submitting the same sweep name with the same spec again is a no-op that
+    /// returns the same result. A different spec under an existing name that plans the same
+    /// training runs (its evaluation section changed) replaces the stored spec and adds the
+    /// missing evaluation jobs; evaluation jobs it no longer plans stay stored and listed. A
+    /// different spec that changes the training runs is [`StoreError::SweepConflict`].
     fn submit_sweep(&self, sweep: &NewSweep, runs: &[NewRun]) -> Result<SubmitResult>;
     /// A sweep by name.
     fn sweep(&self, name: &str) -> Result<Option<SweepRow>>;
@@ -66,8 +70,8 @@ pub trait Store: Send + Sync {
     /// The runs a user's key names: the run with that id, else every run whose id starts with
     /// it or whose name (in any sweep) is it; each as seen from its owner sweep.
     fn find_runs(&self, key: &str) -> Result<Vec<RunRow>>;
-    /// Runs in a state, in plan order; `queued` runs whose back-off has not passed are left out
-    /// when `ready_at_ms` is given.
+    /// Runs in a state, in plan order; when `ready_at_ms` is given, `queued` runs whose back-off
+    /// has not passed, and evaluation jobs whose checkpoint is not recorded yet, are left out.
     fn runs_in_state(&self, state: RunState, ready_at_ms: Option<i64>) -> Result<Vec<RunRow>>;
 
     /// Moves a run to `to` if the edge is legal, recording an event. The lifecycle verbs below
@@ -116,8 +120,13 @@ pub trait Store: Send + Sync {
     fn checkpoints(&self, run_id: &str) -> Result<Vec<CheckpointRow>>;
     /// The newest checkpoint of a run.
     fn latest_checkpoint(&self, run_id: &str) -> Result<Option<CheckpointRow>>;
-    /// The eval results of a run.
+    /// A training run's held-out text losses: per distribution, the result of its text
+    /// evaluation job on the latest evaluated checkpoint (its final one once evaluated).
     fn evals(&self, run_id: &str) -> Result<Vec<EvalRow>>;
+    /// The stored results of an evaluation job, by subset then metric.
+    fn eval_results(&self, job_id: &str) -> Result<Vec<isoflop_core::EvalMetric>>;
+    /// The checkpoint steps of a training run that evaluation jobs score (kept on disk).
+    fn eval_steps(&self, run_id: &str) -> Result<Vec<u64>>;
     /// The state-transition events of a run, oldest first.
     fn events(&self, run_id: &str) -> Result<Vec<EventRow>>;
     /// State-transition events with id greater than `after`, across runs, oldest first.

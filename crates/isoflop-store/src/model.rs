@@ -10,7 +10,7 @@ pub struct NewSweep {
     pub spec_path: String,
 }
 
-/// One planned run of a sweep.
+/// One planned job of a sweep: a training run, or an evaluation job (`eval` set).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRun {
     pub run_id: String,
@@ -18,17 +18,40 @@ pub struct NewRun {
     pub corpus: String,
     pub budget: f64,
     pub config_json: String,
+    /// What an evaluation job scores; `None` for a training run.
+    pub eval: Option<EvalOf>,
+}
+
+/// What an evaluation job is: a task on one checkpoint of a training run. It becomes
+/// launchable once that checkpoint is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvalOf {
+    /// The training run whose checkpoint it scores.
+    pub parent: String,
+    /// The checkpoint's step.
+    pub step: u64,
+    /// The task's name.
+    pub task: String,
+    /// `text` or `multiple_choice`.
+    pub family: String,
 }
 
 /// What submitting a sweep did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitResult {
-    /// Runs of the sweep.
+    /// Training runs of the sweep.
     pub runs: usize,
-    /// Runs that existed before (shared with another sweep, or this sweep submitted again).
+    /// Training runs that existed before (shared with another sweep, or this sweep again).
     pub reused: usize,
+    /// Evaluation jobs of the sweep.
+    pub evals: usize,
+    /// Evaluation jobs that existed before.
+    pub evals_reused: usize,
     /// True when the sweep existed already with the same spec.
     pub existed: bool,
+    /// True when the sweep existed with another spec that plans the same training runs (an
+    /// evaluation section changed): the stored spec was replaced.
+    pub updated: bool,
 }
 
 /// A stored sweep.
@@ -60,6 +83,27 @@ pub struct RunRow {
     pub updated_ms: i64,
     /// Newest progress point, if any.
     pub progress: Option<ProgressPoint>,
+    /// What an evaluation job scores; `None` for a training run.
+    pub eval: Option<EvalOf>,
+    /// The directory of its checkpoints and logs under the artifacts root: the run id, or
+    /// the id it had before a store migration re-keyed it.
+    pub artifacts_key: String,
+}
+
+impl RunRow {
+    /// True for a training run, false for an evaluation job.
+    pub fn is_training(&self) -> bool {
+        self.eval.is_none()
+    }
+}
+
+/// A listed job with its results: a training run's held-out losses ([`crate::Store::evals`]),
+/// or an evaluation job's metrics ([`crate::Store::eval_results`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResults {
+    pub run: RunRow,
+    pub evals: Vec<EvalRow>,
+    pub metrics: Vec<isoflop_core::EvalMetric>,
 }
 
 /// How an attempt ended.
@@ -108,8 +152,9 @@ pub struct AttemptRow {
 /// from it and from what it reads in the same transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
-    /// The worker finished: its eval results are stored and the run succeeded.
-    Succeeded { evals: Vec<EvalRow>, message: String },
+    /// The worker finished and the run succeeded: a training run with nothing more, an
+    /// evaluation job with its results (stored in the same transaction).
+    Succeeded { results: Vec<isoflop_core::EvalMetric>, message: String },
     /// The attempt failed with `class`. The run's retries used are read in the transaction and
     /// [`isoflop_core::after_failure`] decides: requeued (after a back-off, maybe spending a
     /// retry) or failed for good.
@@ -203,7 +248,8 @@ pub struct CheckpointRow {
     pub at_ms: i64,
 }
 
-/// Loss of a run on one distribution.
+/// Loss of a training run on one held-out text distribution: the results of its text
+/// evaluation jobs on its final checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalRow {
     pub distribution: String,

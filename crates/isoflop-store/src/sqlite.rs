@@ -1,14 +1,26 @@
 //! The SQLite backend: one file, WAL journal, foreign keys on, migrations by `user_version`.
 
 use crate::*;
-use isoflop_core::{Clock, SystemClock, after_failure};
+use isoflop_core::eval::metric;
+use isoflop_core::{Clock, EvalMetric, SystemClock, after_failure};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+/// One schema or data migration.
+enum Migration {
+    Sql(&'static str),
+    /// Data moves SQL cannot express (see [`crate::migrate`]); gets the time now.
+    Code(fn(&Transaction<'_>, i64) -> Result<()>),
+}
+
 /// Migrations in order; `PRAGMA user_version` holds how many have been applied.
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/sqlite/0001_init.sql"), include_str!("migrations/sqlite/0002_progress_micro_batch.sql")];
+const MIGRATIONS: &[Migration] = &[
+    Migration::Sql(include_str!("migrations/sqlite/0001_init.sql")),
+    Migration::Sql(include_str!("migrations/sqlite/0002_progress_micro_batch.sql")),
+    Migration::Sql(include_str!("migrations/sqlite/0003_eval_jobs.sql")),
+    Migration::Code(crate::migrate::evals_leave_run_identity),
+];
 
 /// The embedded store.
 pub struct SqliteStore {
@@ -43,7 +55,8 @@ enum RunScope<'a> {
 }
 
 const RUN_COLS: &str = "r.run_id, sr.sweep, sr.name, sr.corpus, sr.budget, r.config_json, r.state, r.failure_class, \
-     r.message, r.attempts, r.retries_used, r.not_before_ms, r.updated_ms";
+     r.message, r.attempts, r.retries_used, r.not_before_ms, r.updated_ms, COALESCE(r.artifacts_key, r.run_id), \
+     e.parent_run, e.step, e.task, e.family";
 const PROGRESS_COLS: &str =
     "attempt, step, total_steps, loss, lr, grad_norm, tokens_seen, tokens_per_second, mfu, elapsed_seconds, at_ms, micro_batch";
 const ATTEMPT_COLS: &str = "run_id, attempt, token_hash, outcome, failure_class, message, executor_ref, resume_step, \
@@ -67,6 +80,11 @@ fn run_row(r: &Row<'_>) -> rusqlite::Result<(RunRow, String, Option<String>)> {
             not_before_ms: r.get(11)?,
             updated_ms: r.get(12)?,
             progress: None,
+            artifacts_key: r.get(13)?,
+            eval: match r.get::<_, Option<String>>(14)? {
+                Some(parent) => Some(EvalOf { parent, step: r.get::<_, i64>(15)? as u64, task: r.get(16)?, family: r.get(17)? }),
+                None => None,
+            },
         },
         r.get(6)?,
         r.get(7)?,
@@ -200,13 +218,17 @@ impl SqliteStore {
         if version > supported {
             return Err(StoreError::TooNew { path: path.into(), found: version, supported });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
+            match m {
+                Migration::Sql(sql) => tx.execute_batch(sql)?,
+                Migration::Code(f) => f(&tx, clock.now_ms())?,
+            }
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Self { conn: Mutex::new(conn), clock: Arc::new(SystemClock) })
+        Ok(Self { conn: Mutex::new(conn), clock })
     }
 
     fn now(&self) -> i64 {
@@ -315,22 +337,13 @@ impl SqliteStore {
         let retries_used = Self::run_now(tx, run_id)?.retries_used;
         let now = self.now();
         let (outcome, to, change) = match ending {
-            Ending::Succeeded { evals, message } => {
-                for e in evals {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO evals (run_id, distribution, attempt, loss, bits_per_byte, tokens, bytes, at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        params![
-                            run_id,
-                            e.distribution,
-                            attempt as i64,
-                            e.loss,
-                            e.bits_per_byte,
-                            e.tokens as i64,
-                            e.bytes as i64,
-                            now
-                        ],
-                    )?;
+            Ending::Succeeded { results, message } => {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO eval_results (run_id, subset, metric, value, attempt, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for m in results {
+                    stmt.execute(params![run_id, m.subset, m.metric, m.value, attempt as i64, now])?;
                 }
                 let change = Change { attempt: Some(attempt), message: message.clone(), ..Change::default() };
                 (AttemptOutcome::Succeeded, RunState::Succeeded, change)
@@ -372,17 +385,23 @@ impl SqliteStore {
             RunScope::Sweep(s) => ("sr.run_id = r.run_id AND sr.sweep = ?1".into(), "1", vec![Box::new(s.to_string())]),
             RunScope::Run(id) => (owner.into(), "r.run_id = ?1", vec![Box::new(id.to_string())]),
             RunScope::State(state, None) => (owner.into(), "r.state = ?1", vec![Box::new(state.as_str())]),
-            RunScope::State(state, Some(t)) => {
-                (owner.into(), "r.state = ?1 AND r.not_before_ms <= ?2", vec![Box::new(state.as_str()), Box::new(t)])
-            }
+            RunScope::State(state, Some(t)) => (
+                owner.into(),
+                // An evaluation job is ready once its checkpoint is recorded.
+                "r.state = ?1 AND r.not_before_ms <= ?2 AND (e.run_id IS NULL OR EXISTS
+                     (SELECT 1 FROM checkpoints c WHERE c.run_id = e.parent_run AND c.step = e.step))",
+                vec![Box::new(state.as_str()), Box::new(t)],
+            ),
             RunScope::Key(key) => (
                 owner.into(),
                 "(substr(r.run_id, 1, length(?1)) = ?1 OR r.run_id IN (SELECT run_id FROM sweep_runs WHERE name = ?1))",
                 vec![Box::new(key.to_string())],
             ),
         };
-        let sql =
-            format!("SELECT {RUN_COLS} FROM runs r JOIN sweep_runs sr ON {join} WHERE {filter} ORDER BY sr.sweep, sr.ordinal");
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs r JOIN sweep_runs sr ON {join} LEFT JOIN eval_jobs e ON e.run_id = r.run_id \
+                     WHERE {filter} ORDER BY sr.sweep, sr.ordinal"
+        );
         let mut stmt = tx.prepare_cached(&sql)?;
         let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a.as_ref()).collect();
         let rows = stmt.query_map(params.as_slice(), run_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -413,38 +432,75 @@ impl Store for SqliteStore {
         self.with(|tx| {
             let existing: Option<String> =
                 tx.query_row("SELECT spec_yaml FROM sweeps WHERE name = ?1", [&sweep.name], |r| r.get(0)).optional()?;
-            let existed = match existing {
-                Some(spec) if spec == sweep.spec_yaml => true,
-                Some(_) => return Err(StoreError::SweepConflict { sweep: sweep.name.clone() }),
+            let (existed, updated) = match existing {
+                Some(spec) if spec == sweep.spec_yaml => (true, false),
+                Some(_) => {
+                    // Another spec under this name: allowed when it trains the same runs.
+                    let mut stmt = tx.prepare(
+                        "SELECT sr.run_id FROM sweep_runs sr WHERE sr.sweep = ?1
+                         AND NOT EXISTS (SELECT 1 FROM eval_jobs e WHERE e.run_id = sr.run_id) ORDER BY sr.run_id",
+                    )?;
+                    let stored =
+                        stmt.query_map([&sweep.name], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                    let mut planned: Vec<&str> = runs.iter().filter(|r| r.eval.is_none()).map(|r| r.run_id.as_str()).collect();
+                    planned.sort_unstable();
+                    if stored.iter().map(String::as_str).ne(planned.iter().copied()) {
+                        return Err(StoreError::SweepConflict { sweep: sweep.name.clone() });
+                    }
+                    tx.execute(
+                        "UPDATE sweeps SET spec_yaml = ?2, spec_path = ?3 WHERE name = ?1",
+                        params![sweep.name, sweep.spec_yaml, sweep.spec_path],
+                    )?;
+                    (false, true)
+                }
                 None => {
                     tx.execute(
                         "INSERT INTO sweeps (name, spec_yaml, spec_path, created_ms) VALUES (?1, ?2, ?3, ?4)",
                         params![sweep.name, sweep.spec_yaml, sweep.spec_path, self.now()],
                     )?;
-                    false
+                    (false, false)
                 }
             };
-            let mut reused = 0;
+            let mut out = SubmitResult { runs: 0, reused: 0, evals: 0, evals_reused: 0, existed, updated };
+            // Ordinals continue after what the sweep holds, so added jobs list last.
+            let base: i64 =
+                tx.query_row("SELECT COALESCE(MAX(ordinal) + 1, 0) FROM sweep_runs WHERE sweep = ?1", [&sweep.name], |r| {
+                    r.get(0)
+                })?;
             for (i, run) in runs.iter().enumerate() {
                 let known: bool =
                     tx.query_row("SELECT COUNT(*) FROM runs WHERE run_id = ?1", [&run.run_id], |r| r.get::<_, i64>(0))? > 0;
-                if known {
-                    reused += 1;
-                } else {
+                match (&run.eval, known) {
+                    (None, k) => {
+                        out.runs += 1;
+                        out.reused += k as usize;
+                    }
+                    (Some(_), k) => {
+                        out.evals += 1;
+                        out.evals_reused += k as usize;
+                    }
+                }
+                if !known {
                     let now = self.now();
                     tx.execute(
                         "INSERT INTO runs (run_id, config_json, state, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
                         params![run.run_id, run.config_json, RunState::Planned.as_str(), now],
                     )?;
+                    if let Some(e) = &run.eval {
+                        tx.execute(
+                            "INSERT INTO eval_jobs (run_id, parent_run, step, task, family) VALUES (?1, ?2, ?3, ?4, ?5)",
+                            params![run.run_id, e.parent, e.step as i64, e.task, e.family],
+                        )?;
+                    }
                     self.do_transition(tx, &run.run_id, RunState::Queued, &Change::default())?;
                 }
                 tx.execute(
                     "INSERT OR IGNORE INTO sweep_runs (sweep, run_id, ordinal, name, corpus, budget)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![sweep.name, run.run_id, i as i64, run.name, run.corpus, run.budget],
+                    params![sweep.name, run.run_id, base + i as i64, run.name, run.corpus, run.budget],
                 )?;
             }
-            Ok(SubmitResult { runs: runs.len(), reused, existed })
+            Ok(out)
         })
     }
 
@@ -731,18 +787,52 @@ impl Store for SqliteStore {
 
     fn evals(&self, run_id: &str) -> Result<Vec<EvalRow>> {
         self.with(|tx| {
+            // Per distribution, the text result on the latest evaluated checkpoint.
             let mut stmt = tx.prepare_cached(
-                "SELECT distribution, loss, bits_per_byte, tokens, bytes FROM evals WHERE run_id = ?1 ORDER BY distribution",
+                "SELECT x.subset, x.metric, x.value FROM eval_results x JOIN eval_jobs e ON e.run_id = x.run_id
+                 JOIN runs j ON j.run_id = e.run_id
+                 WHERE e.parent_run = ?1 AND e.family = 'text' AND j.state = 'succeeded'
+                 ORDER BY x.subset, e.step DESC, e.task",
             )?;
-            let rows = stmt.query_map([run_id], |r| {
-                Ok(EvalRow {
-                    distribution: r.get(0)?,
-                    loss: r.get(1)?,
-                    bits_per_byte: r.get(2)?,
-                    tokens: r.get::<_, i64>(3)? as u64,
-                    bytes: r.get::<_, i64>(4)? as u64,
-                })
-            })?;
+            let rows = stmt
+                .query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, f64>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out: Vec<EvalRow> = Vec::new();
+            let mut seen: Vec<(String, String)> = Vec::new();
+            for (subset, m, v) in rows {
+                if seen.iter().any(|(s, k)| *s == subset && *k == m) {
+                    continue; // an older checkpoint's value
+                }
+                seen.push((subset.clone(), m.clone()));
+                if out.last().is_none_or(|e| e.distribution != subset) {
+                    out.push(EvalRow { distribution: subset, loss: f64::NAN, bits_per_byte: f64::NAN, tokens: 0, bytes: 0 });
+                }
+                let e = out.last_mut().expect("pushed");
+                match m.as_str() {
+                    metric::LOSS => e.loss = v,
+                    metric::BPB => e.bits_per_byte = v,
+                    metric::TOKENS => e.tokens = v as u64,
+                    metric::BYTES => e.bytes = v.round() as u64,
+                    _ => {}
+                }
+            }
+            Ok(out.into_iter().filter(|e| e.loss.is_finite() && e.bits_per_byte.is_finite()).collect())
+        })
+    }
+
+    fn eval_results(&self, job_id: &str) -> Result<Vec<EvalMetric>> {
+        self.with(|tx| {
+            let mut stmt =
+                tx.prepare_cached("SELECT subset, metric, value FROM eval_results WHERE run_id = ?1 ORDER BY subset, metric")?;
+            let rows = stmt.query_map([job_id], |r| Ok(EvalMetric { subset: r.get(0)?, metric: r.get(1)?, value: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn eval_steps(&self, run_id: &str) -> Result<Vec<u64>> {
+        self.with(|tx| {
+            let mut stmt = tx.prepare_cached("SELECT DISTINCT step FROM eval_jobs WHERE parent_run = ?1 ORDER BY step")?;
+            let rows = stmt.query_map([run_id], |r| Ok(r.get::<_, i64>(0)? as u64))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

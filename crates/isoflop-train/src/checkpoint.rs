@@ -119,6 +119,18 @@ fn fsync(path: &Path) -> Result<(), CheckpointError> {
 /// `dir` atomically, then deletes all but the newest `keep` (at least 1) checkpoints and any
 /// leftovers of interrupted saves. Returns the checkpoint's directory.
 pub fn save(dir: &Path, manifest: &Manifest, opt: &AdamW, keep: usize) -> Result<PathBuf, CheckpointError> {
+    save_keeping(dir, manifest, opt, keep, &[])
+}
+
+/// [`save`], never deleting the checkpoints of `kept_steps` (those evaluation jobs score);
+/// `keep` counts the others.
+pub fn save_keeping(
+    dir: &Path,
+    manifest: &Manifest,
+    opt: &AdamW,
+    keep: usize,
+    kept_steps: &[u64],
+) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let name = dir_name(manifest.step);
     let final_dir = dir.join(&name);
@@ -158,14 +170,19 @@ pub fn save(dir: &Path, manifest: &Manifest, opt: &AdamW, keep: usize) -> Result
     }
     std::fs::rename(&tmp, &final_dir).map_err(io_err(&final_dir))?;
     fsync(dir)?;
-    prune(dir, keep)?;
+    prune_keeping(dir, keep, kept_steps)?;
     Ok(final_dir)
 }
 
 /// Deletes all but the newest `keep` (at least 1) checkpoints, and leftover `.tmp`/`.old`
 /// directories of interrupted saves.
 pub fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
-    let all = list(dir);
+    prune_keeping(dir, keep, &[])
+}
+
+/// [`prune`], never deleting the checkpoints of `kept_steps`; `keep` counts the others.
+pub fn prune_keeping(dir: &Path, keep: usize, kept_steps: &[u64]) -> Result<(), CheckpointError> {
+    let all: Vec<(u64, PathBuf)> = list(dir).into_iter().filter(|(s, _)| !kept_steps.contains(s)).collect();
     let excess = all.len().saturating_sub(keep.max(1));
     for (_, path) in &all[..excess] {
         std::fs::remove_dir_all(path).map_err(io_err(path))?;

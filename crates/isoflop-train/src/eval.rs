@@ -1,9 +1,102 @@
-//! Evaluation of a model on one held-out shard: mean loss and bits-per-byte.
+//! Evaluation: a model on one held-out shard (mean loss and bits-per-byte), and
+//! [`run_eval`], an evaluation job scoring one checkpoint of a run.
 
 use crate::model::Transformer;
+use crate::optim::{AdamW, AdamWConfig};
+use crate::trainer::{Control, TrainError, open_shard};
 pub use isoflop_core::EvalScore;
+use isoflop_core::eval::{EvalJobConfig, TaskKind, metric};
+use isoflop_core::{EvalMetric, Precision, RunConfig};
 use isoflop_data::Shard;
-use tch::{Device, Kind, TchError, Tensor};
+use std::path::PathBuf;
+use tch::{Device, Kind, TchError, Tensor, nn};
+
+/// One evaluation job as a worker runs it.
+#[derive(Debug, Clone)]
+pub struct EvalJob {
+    /// The training run whose checkpoint is scored.
+    pub run: RunConfig,
+    pub job: EvalJobConfig,
+    /// The checkpoint directory at `job.step`.
+    pub checkpoint: PathBuf,
+    pub device: Device,
+    /// fp32, or bf16 (the model's compute copy in bf16, as training evaluates).
+    pub precision: Precision,
+    /// libtorch intra-op threads (0 leaves libtorch's default). Process-wide.
+    pub threads: usize,
+}
+
+/// Scores one checkpoint on the job's task; `progress(done, total)` is called after each
+/// batch of windows and stops the job (`Ok(None)`) by returning [`Control::Stop`]. Errors in
+/// the job's data or checkpoint are user errors ([`TrainError::class`]).
+pub fn run_eval(job: &EvalJob, progress: &mut dyn FnMut(u64, u64) -> Control) -> Result<Option<Vec<EvalMetric>>, TrainError> {
+    job.run.validate().map_err(|e| TrainError::Config(e.to_string()))?;
+    job.job.validate().map_err(|e| TrainError::Config(e.to_string()))?;
+    if job.threads > 0 {
+        tch::set_num_threads(job.threads.min(i32::MAX as usize) as i32);
+    }
+    let manifest = crate::checkpoint::read_manifest(&job.checkpoint)?;
+    if manifest.step != job.job.step || manifest.run_id != job.job.run.0 {
+        return Err(TrainError::Config(format!(
+            "{}: checkpoint of run {} at step {}, not run {} at step {}",
+            job.checkpoint.display(),
+            manifest.run_id,
+            manifest.step,
+            job.job.run,
+            job.job.step
+        )));
+    }
+    let vs = nn::VarStore::new(job.device);
+    let model = Transformer::new(&vs.root(), &job.run.model)?;
+    let compute = match job.precision {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+    };
+    let mut opt = AdamW::with_compute_kind(model.params(), AdamWConfig::from_recipe(&job.run.recipe), compute)?;
+    crate::checkpoint::load(&job.checkpoint, &mut opt)?;
+    let batch = job.run.recipe.batch as usize;
+    match &job.job.task.kind {
+        TaskKind::Text(t) => {
+            let shards = t
+                .distributions
+                .iter()
+                .map(|d| Ok((d.name.clone(), open_shard(d, job.run.model.vocab_size)?)))
+                .collect::<Result<Vec<_>, TrainError>>()?;
+            let seq_len = job.run.model.seq_len as usize;
+            let total: u64 = shards
+                .iter()
+                .map(|(name, s)| match eval_windows(s.len(), seq_len, t.tokens) {
+                    Some((n, _)) => Ok(n as u64),
+                    None => Err(TrainError::Config(format!(
+                        "{}: shard {name:?} has {} tokens, too few to score",
+                        s.path().display(),
+                        s.len()
+                    ))),
+                })
+                .sum::<Result<u64, TrainError>>()?;
+            let mut out = Vec::new();
+            let mut done = 0;
+            if progress(0, total) == Control::Stop {
+                return Ok(None);
+            }
+            for (name, shard) in &shards {
+                let scored = evaluate_skipping(&model, name, shard, t.tokens, t.skip_tokens, batch, job.device, &mut |n| {
+                    done += n;
+                    progress(done, total)
+                })?;
+                let Some(e) = scored else { return Ok(None) };
+                let m = |metric: &str, value: f64| EvalMetric { subset: name.clone(), metric: metric.into(), value };
+                out.extend([
+                    m(metric::LOSS, e.loss),
+                    m(metric::BPB, e.bits_per_byte),
+                    m(metric::TOKENS, e.tokens as f64),
+                    m(metric::BYTES, e.bytes),
+                ]);
+            }
+            Ok(Some(out))
+        }
+    }
+}
 
 /// Bits per byte of `total_nats` of cross-entropy spread over `bytes` bytes of text:
 /// `total_nats / ln 2 / bytes`.
@@ -45,15 +138,44 @@ pub fn evaluate(
     batch: usize,
     device: Device,
 ) -> Result<EvalScore, TchError> {
+    let scored = evaluate_skipping(model, name, shard, max_tokens, 0, batch, device, &mut |_| Control::Continue)?;
+    Ok(scored.expect("never stopped"))
+}
+
+/// [`evaluate`], leaving out of the score the predictions of the first `skip` tokens of each
+/// document (they are still context for what follows within the window); `windows_done(n)` is
+/// called after each batch of `n` windows, and `None` returned when it says stop. With `skip`
+/// 0 the sums are [`evaluate`]'s exactly.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_skipping(
+    model: &Transformer,
+    name: &str,
+    shard: &Shard,
+    max_tokens: u64,
+    skip: u64,
+    batch: usize,
+    device: Device,
+    windows_done: &mut dyn FnMut(u64) -> Control,
+) -> Result<Option<EvalScore>, TchError> {
     let seq_len = model.shape().seq_len as usize;
     let Some((count, window)) = eval_windows(shard.len(), seq_len, max_tokens) else {
         return Err(TchError::Shape(format!("{}: too few tokens to evaluate ({})", shard.path().display(), shard.len())));
     };
     let stride = window - 1;
     let batch = batch.max(1);
+    // With `skip`, which predicted positions count: the target's offset in its document.
+    let starts = if skip > 0 { shard.doc_starts() } else { Vec::new() };
+    let counted = |p: usize| -> bool {
+        let i = starts.partition_point(|&s| s as usize <= p);
+        let start = if i == 0 { 0 } else { starts[i - 1] as usize };
+        (p - start) as u64 >= skip
+    };
+    let mut scored = 0u64;
+    let mut stopped = false;
     let total = tch::no_grad(|| -> Result<Tensor, TchError> {
         let mut total = Tensor::f_zeros([], (Kind::Double, device))?;
         let mut buf = Vec::new();
+        let mut mask = Vec::new();
         for first in (0..count).step_by(batch) {
             let rows = batch.min(count - first);
             buf.resize(rows * window, 0i64);
@@ -63,21 +185,47 @@ pub fn evaluate(
             let all = Tensor::f_from_slice(&buf)?.f_view([rows as i64, window as i64])?.f_to_device(device)?;
             let inputs = all.f_narrow(1, 0, stride as i64)?;
             let targets = all.f_narrow(1, 1, stride as i64)?;
-            total = total.f_add(&model.loss_sum(&inputs, &targets)?.f_to_kind(Kind::Double)?)?;
+            if skip == 0 {
+                total = total.f_add(&model.loss_sum(&inputs, &targets)?.f_to_kind(Kind::Double)?)?;
+                scored += (rows * stride) as u64;
+            } else {
+                mask.clear();
+                for r in 0..rows {
+                    let base = (first + r) * stride + 1;
+                    mask.extend((0..stride).map(|j| if counted(base + j) { 1.0f32 } else { 0.0 }));
+                }
+                scored += mask.iter().filter(|&&m| m > 0.0).count() as u64;
+                let m = Tensor::f_from_slice(&mask)?.f_to_device(device)?;
+                let losses = model.token_losses(&inputs, &targets)?.f_mul(&m)?;
+                total = total.f_add(&losses.f_sum(Kind::Double)?)?;
+            }
+            if windows_done(rows as u64) == Control::Stop {
+                stopped = true;
+                break;
+            }
         }
         Ok(total)
     })?;
+    if stopped {
+        return Ok(None);
+    }
     let total_nats = total.f_double_value(&[])?;
-    let tokens = (count * stride) as u64;
+    let tokens = scored;
+    if tokens == 0 {
+        return Err(TchError::Shape(format!(
+            "{}: no token left to score after skipping the first {skip} of each document",
+            shard.path().display()
+        )));
+    }
     let h = shard.header();
     let bytes = if h.token_count == 0 { 0.0 } else { tokens as f64 * h.byte_count as f64 / h.token_count as f64 };
-    Ok(EvalScore {
+    Ok(Some(EvalScore {
         distribution: name.to_string(),
         loss: total_nats / tokens as f64,
         bits_per_byte: bits_per_byte(total_nats, bytes),
         tokens,
         bytes,
-    })
+    }))
 }
 
 #[cfg(test)]

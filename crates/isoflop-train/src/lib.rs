@@ -4,7 +4,7 @@
 //! * [`optim`]: a hand-written AdamW whose state can be checkpointed.
 //! * [`schedule`]: the warmup-stable-decay learning-rate schedule.
 //! * [`data`]: the deterministic training batch sampler.
-//! * [`eval`]: loss and bits-per-byte on an evaluation shard.
+//! * [`eval`]: evaluation jobs: loss and bits-per-byte on held-out shards.
 //! * [`checkpoint`]: atomic checkpoint directories.
 //! * [`trainer`]: [`train`], the entry point tying them together.
 //! * [`bench`]: the training-step benchmark of `isoflop bench train`.
@@ -22,7 +22,7 @@ pub mod trainer;
 
 pub use checkpoint::{CheckpointError, Manifest};
 pub use data::{Batch, BatchSampler};
-pub use eval::{EvalScore, bits_per_byte, evaluate};
+pub use eval::{EvalJob, EvalScore, bits_per_byte, evaluate, run_eval};
 pub use model::{Param, ParamKind, Transformer};
 pub use optim::{AdamW, AdamWConfig, DecayScope};
 pub use schedule::Schedule;

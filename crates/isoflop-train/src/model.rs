@@ -268,6 +268,11 @@ impl Transformer {
         self.cross_entropy(inputs, targets, Reduction::Sum)
     }
 
+    /// Next-token cross-entropy (nats) of every prediction, flattened to `[B·T]` (fp32).
+    pub fn token_losses(&self, inputs: &Tensor, targets: &Tensor) -> Result<Tensor, TchError> {
+        self.cross_entropy(inputs, targets, Reduction::None)
+    }
+
     fn cross_entropy(&self, inputs: &Tensor, targets: &Tensor, r: Reduction) -> Result<Tensor, TchError> {
         let mut logits = self.forward(inputs)?;
         if matches!(logits.kind(), Kind::BFloat16 | Kind::Half) {

@@ -3,10 +3,10 @@
 use crate::client::WorkerClient;
 use crate::device;
 use isoflop_core::flops::mfu_flops_per_token;
-use isoflop_core::{Device, FailureClass, Precision, Progress, RunConfig};
+use isoflop_core::{Device, EvalJobConfig, EvalMetric, FailureClass, Precision, Progress, RunConfig};
 use isoflop_proto::v1 as pb;
 use isoflop_proto::{PROTOCOL_VERSION, convert};
-use isoflop_train::{CheckpointInfo, Control, TrainHooks, TrainJob, TrainOutcome};
+use isoflop_train::{CheckpointInfo, Control, TrainError, TrainHooks, TrainJob, TrainOutcome};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,20 +115,36 @@ impl TrainHooks for Hooks {
 
 /// What an assignment asks for, checked.
 struct Assignment {
+    /// The training run (for an evaluation job: the run whose checkpoint it scores).
     config: RunConfig,
+    /// Set for an evaluation job: what it scores and the checkpoint it reads.
+    eval: Option<(EvalJobConfig, PathBuf)>,
     device: Device,
     precision: Precision,
 }
 
 fn check_assignment(a: &pb::AttachResponse, run_id: &str) -> Result<Assignment, String> {
-    let config: RunConfig =
-        serde_json::from_str(&a.run_config_json).map_err(|e| format!("assignment is not a valid run configuration: {e}"))?;
-    if config.run_id().0 != run_id {
-        return Err(format!("configuration hashes to {}, not run {run_id}", config.run_id()));
-    }
     let device = convert::device(&a.device).map_err(|e| e.to_string())?;
     let precision = convert::precision(&a.precision).map_err(|e| e.to_string())?;
-    Ok(Assignment { config, device, precision })
+    let Some(e) = &a.eval else {
+        let config: RunConfig =
+            serde_json::from_str(&a.run_config_json).map_err(|e| format!("assignment is not a valid run configuration: {e}"))?;
+        if config.run_id().0 != run_id {
+            return Err(format!("configuration hashes to {}, not run {run_id}", config.run_id()));
+        }
+        return Ok(Assignment { config, eval: None, device, precision });
+    };
+    let job: EvalJobConfig = serde_json::from_str(&a.run_config_json)
+        .map_err(|e| format!("assignment is not a valid evaluation job configuration: {e}"))?;
+    if job.job_id().0 != run_id {
+        return Err(format!("evaluation job configuration hashes to {}, not job {run_id}", job.job_id()));
+    }
+    let config: RunConfig =
+        serde_json::from_str(&e.run_config_json).map_err(|e| format!("the job's run is not a valid run configuration: {e}"))?;
+    if config.run_id() != job.run {
+        return Err(format!("the job's run configuration hashes to {}, not run {}", config.run_id(), job.run));
+    }
+    Ok(Assignment { config, eval: Some((job, PathBuf::from(&e.checkpoint))), device, precision })
 }
 
 /// Runs one attempt to its end and tells the coordinator how it ended. `interrupt` asks the
@@ -174,7 +190,7 @@ async fn attempt(
         attempt,
         outcome: Some(outcome),
     };
-    let Assignment { config, device, precision } = match check_assignment(&assignment, &run_id) {
+    let Assignment { config, eval, device, precision } = match check_assignment(&assignment, &run_id) {
         Ok(a) => a,
         Err(msg) => {
             let failure =
@@ -185,55 +201,106 @@ async fn attempt(
             return Err(WorkerError::BadAssignment(msg));
         }
     };
-    // Resume from the newest checkpoint: the one the store knows, or a newer one on disk
-    // (saved while the coordinator was not listening).
-    let checkpoint_dir = PathBuf::from(&assignment.checkpoint_dir);
-    let mut resume = (!assignment.resume_checkpoint.is_empty())
-        .then(|| (assignment.resume_step, PathBuf::from(&assignment.resume_checkpoint)))
-        .filter(|(_, p)| p.is_dir());
-    if let Some((step, path)) = isoflop_train::checkpoint::latest(&checkpoint_dir)
-        && resume.as_ref().is_none_or(|(s, _)| step > *s)
-    {
-        resume = Some((step, path));
-    }
-    let resumed_from = resume.as_ref().map(|(s, _)| *s).unwrap_or(0);
-    info!(
-        target: "worker",
-        "run {run_id} attempt {attempt}: {} steps, {device} {precision}{}",
-        config.recipe.steps,
-        if resumed_from > 0 { format!(", resuming from step {resumed_from}") } else { String::new() }
-    );
-    let peak = opts.peak_flops.or_else(|| device::peak_flops_of(device, precision));
-    match peak {
-        Some(p) => info!(target: "worker", "MFU against a peak of {p:.3e} FLOP/s"),
-        None if device.is_cuda() => {
-            warn!(target: "worker", "MFU not reported: unknown peak FLOP/s of {device}; set ISOFLOP_PEAK_FLOPS")
-        }
-        None => {}
-    }
-    let job = TrainJob {
-        run_id: run_id.clone(),
-        config: config.clone(),
-        checkpoint_dir,
-        resume_from: resume.map(|(_, p)| p),
-        checkpoint_every: assignment.checkpoint_every,
-        progress_every: assignment.progress_every,
-        threads: assignment.threads as usize,
-        device: isoflop_train::tch_device(device),
-        micro_batch: assignment.micro_batch as usize,
-        precision,
-    };
-
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = oneshot::channel();
-    let hooks = Hooks { tx, stop: stop.clone(), mfu_flops_per_token: mfu_flops_per_token(&config.model), peak_flops: peak };
-    let train_stop = stop.clone();
+    let (work, first_resumed) = match eval {
+        Some((job, checkpoint)) => {
+            info!(
+                target: "worker",
+                "evaluation job {run_id} attempt {attempt}: task {} on run {} step {}, {device} {precision}",
+                job.task.name, job.run, job.step
+            );
+            let job = isoflop_train::EvalJob {
+                run: config.clone(),
+                job,
+                checkpoint,
+                device: isoflop_train::tch_device(device),
+                precision,
+                threads: assignment.threads as usize,
+            };
+            let (tx, stop) = (tx.clone(), stop.clone());
+            let started = Instant::now();
+            let work = Work::Eval(Box::new(move || {
+                let mut progress = |done: u64, total: u64| {
+                    let p = Progress {
+                        step: done,
+                        total_steps: total,
+                        elapsed_seconds: started.elapsed().as_secs_f64(),
+                        ..Progress::default()
+                    };
+                    // The receiver lives until the job ends.
+                    let _ = tx.send(Msg::Progress(pb::Progress::from(&p)));
+                    if stop.load(Ordering::SeqCst) { Control::Stop } else { Control::Continue }
+                };
+                isoflop_train::run_eval(&job, &mut progress)
+            }));
+            (work, None)
+        }
+        None => {
+            // Resume from the newest checkpoint: the one the store knows, or a newer one on disk
+            // (saved while the coordinator was not listening).
+            let checkpoint_dir = PathBuf::from(&assignment.checkpoint_dir);
+            let mut resume = (!assignment.resume_checkpoint.is_empty())
+                .then(|| (assignment.resume_step, PathBuf::from(&assignment.resume_checkpoint)))
+                .filter(|(_, p)| p.is_dir());
+            if let Some((step, path)) = isoflop_train::checkpoint::latest(&checkpoint_dir)
+                && resume.as_ref().is_none_or(|(s, _)| step > *s)
+            {
+                resume = Some((step, path));
+            }
+            let resumed_from = resume.as_ref().map(|(s, _)| *s).unwrap_or(0);
+            info!(
+                target: "worker",
+                "run {run_id} attempt {attempt}: {} steps, {device} {precision}{}",
+                config.recipe.steps,
+                if resumed_from > 0 { format!(", resuming from step {resumed_from}") } else { String::new() }
+            );
+            let peak = opts.peak_flops.or_else(|| device::peak_flops_of(device, precision));
+            match peak {
+                Some(p) => info!(target: "worker", "MFU against a peak of {p:.3e} FLOP/s"),
+                None if device.is_cuda() => {
+                    warn!(target: "worker", "MFU not reported: unknown peak FLOP/s of {device}; set ISOFLOP_PEAK_FLOPS")
+                }
+                None => {}
+            }
+            let keep_steps = assignment.keep_steps.clone();
+            let job = TrainJob {
+                run_id: run_id.clone(),
+                config: config.clone(),
+                checkpoint_dir,
+                resume_from: resume.map(|(_, p)| p),
+                checkpoint_every: assignment.checkpoint_every,
+                keep_steps,
+                progress_every: assignment.progress_every,
+                threads: assignment.threads as usize,
+                device: isoflop_train::tch_device(device),
+                micro_batch: assignment.micro_batch as usize,
+                precision,
+            };
+
+            let hooks = Hooks {
+                tx: tx.clone(),
+                stop: stop.clone(),
+                mfu_flops_per_token: mfu_flops_per_token(&config.model),
+                peak_flops: peak,
+            };
+            let train_stop = stop.clone();
+            let work = Work::Train(Box::new(move || {
+                let mut hooks = hooks;
+                isoflop_train::train(&job, &mut hooks, &train_stop)
+            }));
+            (work, Some(resumed_from))
+        }
+    };
+    drop(tx);
     std::thread::Builder::new()
         .name("isoflop-train".into())
         .spawn(move || {
-            let mut hooks = hooks;
-            let r = isoflop_train::train(&job, &mut hooks, &train_stop);
+            let r = match work {
+                Work::Train(f) => Done::Train(f()),
+                Work::Eval(f) => Done::Eval(f()),
+            };
             // The receiver waits for it unless the worker gave up first.
             let _ = done_tx.send(r);
         })
@@ -246,7 +313,7 @@ async fn attempt(
     let mut last_ok = Instant::now();
     let mut last_log = Instant::now();
     let mut revoked: Option<String> = None;
-    let mut resumed_from = Some(resumed_from);
+    let mut resumed_from = first_resumed;
     let result = loop {
         tokio::select! {
             r = &mut done_rx => break r.map_err(|_| WorkerError::Thread("ended without a result".into()))?,
@@ -313,14 +380,20 @@ async fn attempt(
         warn!(target: "worker", "the last report was not taken ({}); the outcome follows", s.message());
     }
     let (outcome, ended) = match result {
-        Ok(TrainOutcome::Completed { final_loss, evals }) => {
-            for e in &evals {
-                info!(target: "worker", "eval {}: loss {:.4} nats/token, {:.4} bits/byte", e.distribution, e.loss, e.bits_per_byte);
+        Done::Eval(Ok(Some(metrics))) => {
+            for m in &metrics {
+                info!(target: "worker", "eval {} {}: {:.4}", m.subset, m.metric, m.value);
             }
-            let evals = evals.iter().map(pb::EvalResult::from).collect();
-            (pb::finish_request::Outcome::Success(pb::Success { final_loss, evals }), Ended::Succeeded)
+            let metrics = metrics.iter().map(pb::EvalMetric::from).collect();
+            (pb::finish_request::Outcome::Success(pb::Success { final_loss: 0.0, evals: vec![], metrics }), Ended::Succeeded)
         }
-        Ok(TrainOutcome::Stopped { step, checkpoint }) => (
+        // A stopped evaluation has nothing to resume from: it starts again later.
+        Done::Eval(Ok(None)) => failed(FailureClass::Preempted, "stopped before it finished".into()),
+        Done::Eval(Err(e)) => failed(e.class(), e.to_string()),
+        Done::Train(Ok(TrainOutcome::Completed { final_loss })) => {
+            (pb::finish_request::Outcome::Success(pb::Success { final_loss, evals: vec![], metrics: vec![] }), Ended::Succeeded)
+        }
+        Done::Train(Ok(TrainOutcome::Stopped { step, checkpoint })) => (
             pb::finish_request::Outcome::Interrupted(pb::Interrupted {
                 checkpoint_step: step,
                 checkpoint_path: checkpoint.display().to_string(),
@@ -328,8 +401,10 @@ async fn attempt(
             }),
             Ended::Interrupted { step },
         ),
-        Ok(TrainOutcome::Diverged { step, loss }) => failed(FailureClass::Diverged, format!("loss became {loss} at step {step}")),
-        Err(e) => failed(e.class(), e.to_string()),
+        Done::Train(Ok(TrainOutcome::Diverged { step, loss })) => {
+            failed(FailureClass::Diverged, format!("loss became {loss} at step {step}"))
+        }
+        Done::Train(Err(e)) => failed(e.class(), e.to_string()),
     };
     if let Ended::Failed { class, message } = &ended {
         warn!(target: "worker", "failed ({class}): {message}");
@@ -348,6 +423,18 @@ async fn attempt(
             Err(s) => return Err(WorkerError::FinishRefused(s.message().into())),
         }
     }
+}
+
+/// What the work thread runs: a training run or an evaluation job.
+enum Work {
+    Train(Box<dyn FnOnce() -> Result<TrainOutcome, TrainError> + Send>),
+    Eval(Box<dyn FnOnce() -> Result<Option<Vec<EvalMetric>>, TrainError> + Send>),
+}
+
+/// How the work thread ended.
+enum Done {
+    Train(Result<TrainOutcome, TrainError>),
+    Eval(Result<Option<Vec<EvalMetric>>, TrainError>),
 }
 
 fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome, Ended) {

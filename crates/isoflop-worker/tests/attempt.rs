@@ -1,6 +1,7 @@
 //! The attempt loop against a coordinator played by a recording client: real training of a
 //! tiny model on a real shard, no process and no network.
 
+use isoflop_core::eval::{EvalJobConfig, EvalTask, TaskKind, TextTask};
 use isoflop_core::{DataRef, EvalRef, ModelShape, Recipe, RunConfig, Tokenizer};
 use isoflop_data::ShardWriter;
 use isoflop_proto::v1 as pb;
@@ -57,12 +58,7 @@ fn config(dir: &Path, steps: u64) -> RunConfig {
             decay_embeddings: false,
             decay_norms: false,
         },
-        data: DataRef {
-            tokenizer: Tokenizer::Byte,
-            train: shard(dir, "train"),
-            evals: vec![shard(dir, "heldout")],
-            eval_tokens: 256,
-        },
+        data: DataRef { tokenizer: Tokenizer::Byte, train: shard(dir, "train") },
         seed: 3,
     }
 }
@@ -131,10 +127,11 @@ fn outcome(c: &Coordinator) -> &pb::finish_request::Outcome {
 }
 
 #[tokio::test]
-async fn a_completed_attempt_reports_progress_and_finishes_with_its_evals() {
+async fn a_completed_attempt_reports_progress_and_its_checkpoints_then_an_evaluation_job_scores_them() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 20);
     let mut c = coordinator(dir.path(), &cfg);
+    c.assignment.keep_steps = vec![7];
     let ended = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap();
     assert_eq!(ended, Ended::Succeeded);
     let steps: Vec<u64> = c.reports.iter().flat_map(|r| &r.progress).map(|p| p.step).collect();
@@ -142,11 +139,64 @@ async fn a_completed_attempt_reports_progress_and_finishes_with_its_evals() {
     assert!(c.reports.iter().flat_map(|r| &r.progress).all(|p| p.micro_batch == Some(4) && p.mfu == 0.0));
     assert_eq!(c.reports[0].resumed_from, Some(0), "the first report says where it resumed from");
     assert!(c.reports[1..].iter().all(|r| r.resumed_from.is_none()));
-    let ckpts: Vec<u64> = c.reports.iter().flat_map(|r| &r.checkpoints).map(|c| c.step).collect();
-    assert_eq!(ckpts, [20], "the final checkpoint is reported");
+    let ckpts: Vec<(u64, String)> = c.reports.iter().flat_map(|r| &r.checkpoints).map(|c| (c.step, c.path.clone())).collect();
+    assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), [7, 20], "the kept step and the final checkpoint");
+    assert!(ckpts.iter().all(|(_, p)| Path::new(p).join("state.safetensors").is_file()), "both stay on disk");
     let pb::finish_request::Outcome::Success(s) = outcome(&c) else { panic!("{:?}", c.finished) };
-    assert_eq!(s.evals.iter().map(|e| e.distribution.as_str()).collect::<Vec<_>>(), ["heldout"]);
-    assert!(s.final_loss < 259f64.ln() && s.evals[0].tokens == 256, "{s:?}");
+    assert!(s.final_loss < 259f64.ln() && s.evals.is_empty() && s.metrics.is_empty(), "{s:?}");
+
+    // An evaluation job on each checkpoint: the held-out text, then with the first 30 tokens
+    // of every document left out of the score.
+    let heldout = shard(dir.path(), "heldout");
+    let mut bpb = Vec::new();
+    for (step, path) in &ckpts {
+        for skip in [0, 30] {
+            let text = TextTask { distributions: vec![heldout.clone()], tokens: 256, skip_tokens: skip };
+            let job = EvalJobConfig {
+                run: cfg.run_id(),
+                step: *step,
+                task: EvalTask { name: "heldout".into(), kind: TaskKind::Text(text) },
+            };
+            let mut e = coordinator(dir.path(), &cfg);
+            e.assignment.run_config_json = serde_json::to_string(&job).unwrap();
+            e.assignment.checkpoint_dir.clear();
+            e.assignment.eval =
+                Some(pb::EvalAssignment { run_config_json: serde_json::to_string(&cfg).unwrap(), checkpoint: path.clone() });
+            let who = Attempt { run_id: job.job_id().0, attempt: 1 };
+            assert_eq!(run_attempt(&mut e, &who, &Options::default(), CancellationToken::new()).await.unwrap(), Ended::Succeeded);
+            let pb::finish_request::Outcome::Success(s) = outcome(&e) else { panic!("{:?}", e.finished) };
+            let m = |name: &str| s.metrics.iter().find(|m| m.subset == "heldout" && m.metric == name).unwrap().value;
+            // 256 tokens: 16 windows of 16 predictions; documents are 88 tokens long, so the
+            // first 30 positions of each are left out where they fall in the windows.
+            let scored = (1..=256).filter(|p| (p % 88) as u64 >= skip).count() as f64;
+            assert_eq!(m("tokens"), scored, "step {step} skip {skip}");
+            assert!(m("loss") > 0.0 && m("loss") < 259f64.ln(), "{s:?}");
+            assert!((m("bpb") - m("loss") * m("tokens") / std::f64::consts::LN_2 / m("bytes")).abs() < 1e-9);
+            let done: Vec<(u64, u64)> = e.reports.iter().flat_map(|r| &r.progress).map(|p| (p.step, p.total_steps)).collect();
+            assert_eq!(done.last(), Some(&(16, 16)), "progress counts scored windows: {done:?}");
+            if skip == 0 {
+                bpb.push(m("bpb"));
+            }
+        }
+    }
+    assert!(bpb[1] < bpb[0], "the final checkpoint scores better than step 7: {bpb:?}");
+    // A job whose checkpoint is another run's is refused as a user error.
+    let job = EvalJobConfig {
+        run: isoflop_core::RunId("0123456789abcdef".into()),
+        step: 20,
+        task: EvalTask {
+            name: "heldout".into(),
+            kind: TaskKind::Text(TextTask { distributions: vec![heldout], tokens: 256, skip_tokens: 0 }),
+        },
+    };
+    let mut e = coordinator(dir.path(), &cfg);
+    e.assignment.run_config_json = serde_json::to_string(&job).unwrap();
+    e.assignment.eval =
+        Some(pb::EvalAssignment { run_config_json: serde_json::to_string(&cfg).unwrap(), checkpoint: ckpts[1].1.clone() });
+    let err = run_attempt(&mut e, &Attempt { run_id: job.job_id().0, attempt: 1 }, &Options::default(), CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not run 0123456789abcdef"), "{err}");
 }
 
 #[tokio::test]
@@ -216,12 +266,12 @@ async fn a_bad_assignment_is_a_user_error_told_to_the_coordinator() {
 async fn a_training_error_is_classified_and_a_refused_outcome_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 5);
-    cfg.data.evals[0].digest = "00".repeat(32);
+    cfg.data.train.digest = "00".repeat(32);
     let mut c = coordinator(dir.path(), &cfg);
     c.refuse_finish = Some(Status::aborted("run x attempt 1 has ended (no longer active)"));
     let err = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap_err();
     assert!(matches!(&err, WorkerError::FinishRefused(m) if m.contains("has ended")), "{err}");
     let pb::finish_request::Outcome::Failure(f) = outcome(&c) else { panic!() };
     assert_eq!(f.class, pb::FailureClass::UserError as i32, "a digest mismatch is the run's data: {}", f.message);
-    assert!(f.message.contains("heldout.bin"), "{}", f.message);
+    assert!(f.message.contains("train.bin"), "{}", f.message);
 }

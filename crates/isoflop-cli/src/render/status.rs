@@ -3,7 +3,7 @@
 
 use crate::render::table::{Table, count, duration};
 use isoflop_core::{RunConfig, RunState};
-use isoflop_store::{EvalRow, RunRow};
+use isoflop_store::{EvalRow, RunResults, RunRow};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -22,8 +22,16 @@ fn eta(r: &RunRow) -> Option<f64> {
     Some(left / p.tokens_per_second)
 }
 
-/// One line of counts: `[sweep] 3/20 done, 2 running, 15 queued, 0 failed, 0 cancelled`.
+/// One line of counts over runs and evaluation jobs alike:
+/// `[sweep] 3/20 done, 2 running, 15 queued, 0 failed, 0 cancelled` (with `(of which N
+/// evaluation jobs)` when the sweep has any).
 pub fn summary_line(sweep: &str, runs: &[RunRow]) -> String {
+    let evals = runs.iter().filter(|r| !r.is_training()).count();
+    let line = counts_line(sweep, runs);
+    if evals == 0 { line } else { format!("{line} ({evals} of the jobs evaluate checkpoints)") }
+}
+
+fn counts_line(sweep: &str, runs: &[RunRow]) -> String {
     let n = |s: RunState| runs.iter().filter(|r| r.state == s).count();
     let active = runs.iter().filter(|r| r.state.is_active()).count();
     format!(
@@ -42,6 +50,9 @@ pub fn live_block(sweep: &str, runs: &[RunRow], elapsed: f64) -> String {
     let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in runs.iter().filter(|r| r.state.is_active()) {
         match (&r.progress, r.state) {
+            (Some(p), RunState::Running) if !r.is_training() => {
+                out.push_str(&format!("  {:width$}  scored {:>6}/{:<6} windows\n", r.name, p.step, p.total_steps))
+            }
             (Some(p), RunState::Running) => out.push_str(&format!(
                 "  {:width$}  step {:>6}/{:<6} loss {:7.4}  {:>9} tok/s  ETA {}\n",
                 r.name,
@@ -59,12 +70,15 @@ pub fn live_block(sweep: &str, runs: &[RunRow], elapsed: f64) -> String {
 
 /// The final table: per run, its shape, final training loss, and eval loss (nats/token) per
 /// distribution; `*` marks the lowest mean eval loss of each budget (the IsoFLOP minimum).
-/// `runs` pairs each run with its eval results.
-pub fn final_table(runs: &[(RunRow, Vec<EvalRow>)]) -> String {
-    let dists: BTreeSet<String> = runs.iter().flat_map(|(_, e)| e).map(|e| e.distribution.clone()).collect();
+/// Evaluation jobs in `runs` are left out (their results are the runs' columns).
+pub fn final_table(runs: &[RunResults]) -> String {
+    let runs: Vec<(&RunRow, &[EvalRow])> =
+        runs.iter().filter(|x| x.run.is_training()).map(|x| (&x.run, x.evals.as_slice())).collect();
+    let runs = runs.as_slice();
+    let dists: BTreeSet<String> = runs.iter().flat_map(|(_, e)| e.iter()).map(|e| e.distribution.clone()).collect();
     let mean = |e: &[EvalRow]| (!e.is_empty()).then(|| e.iter().map(|x| x.loss).sum::<f64>() / e.len() as f64);
     let mut best: Vec<(f64, f64)> = Vec::new();
-    for (r, e) in runs {
+    for &(r, e) in runs {
         if let Some(m) = mean(e) {
             match best.iter_mut().find(|(b, _)| *b == r.budget) {
                 Some(entry) if m < entry.1 => entry.1 = m,
@@ -77,7 +91,7 @@ pub fn final_table(runs: &[(RunRow, Vec<EvalRow>)]) -> String {
     header.extend(dists.iter().cloned());
     header.push("mean".into());
     let mut t = Table::new(header);
-    for (r, e) in runs {
+    for &(r, e) in runs {
         let c = config(r);
         let mut row = vec![
             r.name.clone(),
@@ -107,10 +121,40 @@ pub fn final_table(runs: &[(RunRow, Vec<EvalRow>)]) -> String {
     out
 }
 
-/// `isoflop status --format json`: every run with its shape, progress and evals.
-pub fn status_json(sweep: &str, runs: &[(RunRow, Vec<EvalRow>)]) -> String {
+/// An evaluation job's metrics as `{subset: {metric: value}}`.
+fn metrics_json(x: &RunResults) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for m in &x.metrics {
+        let entry = out.entry(m.subset.clone()).or_insert_with(|| json!({}));
+        entry[m.metric.as_str()] = json!(m.value);
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `isoflop status --format json`: every run with its shape, progress and held-out losses,
+/// and every evaluation job with its checkpoint, task, state and results.
+pub fn status_json(sweep: &str, runs: &[RunResults]) -> String {
     let mut arr = Vec::new();
-    for (r, e) in runs {
+    let mut jobs = Vec::new();
+    for x in runs {
+        let (r, e) = (&x.run, &x.evals);
+        if let Some(of) = &r.eval {
+            jobs.push(json!({
+                "job_id": r.run_id,
+                "name": r.name,
+                "run_id": of.parent,
+                "step": of.step,
+                "task": of.task,
+                "family": of.family,
+                "state": r.state.as_str(),
+                "failure_class": r.failure_class.map(|f| f.as_str()),
+                "message": r.message,
+                "attempts": r.attempts,
+                "progress": r.progress.as_ref().map(|p| json!({"done": p.step, "total": p.total_steps})),
+                "results": metrics_json(x),
+            }));
+            continue;
+        }
         let c = config(r);
         let evals: serde_json::Map<String, serde_json::Value> = e
             .iter()
@@ -141,13 +185,38 @@ pub fn status_json(sweep: &str, runs: &[(RunRow, Vec<EvalRow>)]) -> String {
             "evals": evals,
         }));
     }
-    format!("{:#}", json!({"sweep": sweep, "runs": arr}))
+    format!("{:#}", json!({"sweep": sweep, "runs": arr, "eval_jobs": jobs}))
 }
 
-/// `isoflop status`: the summary, a row per run, and the final table once a run succeeded.
-pub fn status_table(sweep: &str, runs: &[(RunRow, Vec<EvalRow>)]) -> String {
+/// `isoflop status`: the summary, a row per run, a row per evaluation job, and the final
+/// table once a run succeeded.
+pub fn status_table(sweep: &str, runs: &[RunResults]) -> String {
     let mut t = Table::new(["run_id", "run", "state", "step", "loss", "tok/s", "micro", "ETA", "attempts", "note"]);
-    for (r, _) in runs {
+    let mut jobs = Table::new(["job_id", "evaluation", "state", "step", "scored", "attempts", "result", "note"]);
+    for x in runs {
+        let r = &x.run;
+        let note = match r.failure_class {
+            Some(c) => format!("{c}: {}", r.message),
+            None => r.message.clone(),
+        };
+        if let Some(of) = &r.eval {
+            // The headline of a result: the mean of its first metric over subsets.
+            let result = x.metrics.first().map(|first| {
+                let v: Vec<f64> = x.metrics.iter().filter(|m| m.metric == first.metric).map(|m| m.value).collect();
+                format!("{} {:.4} (mean of {})", first.metric, v.iter().sum::<f64>() / v.len() as f64, v.len())
+            });
+            jobs.row([
+                r.run_id.clone(),
+                r.name.clone(),
+                r.state.to_string(),
+                of.step.to_string(),
+                r.progress.as_ref().map(|p| format!("{}/{}", p.step, p.total_steps)).unwrap_or_else(|| "-".into()),
+                r.attempts.to_string(),
+                result.unwrap_or_else(|| "-".into()),
+                note,
+            ]);
+            continue;
+        }
         let total = config(r).map(|c| c.recipe.steps).unwrap_or(0);
         t.row([
             r.run_id.clone(),
@@ -159,15 +228,16 @@ pub fn status_table(sweep: &str, runs: &[(RunRow, Vec<EvalRow>)]) -> String {
             r.progress.as_ref().and_then(|p| p.micro_batch).map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
             if r.state == RunState::Running { eta(r).map(duration).unwrap_or_else(|| "-".into()) } else { "-".into() },
             r.attempts.to_string(),
-            match r.failure_class {
-                Some(c) => format!("{c}: {}", r.message),
-                None => r.message.clone(),
-            },
+            note,
         ]);
     }
-    let rows: Vec<RunRow> = runs.iter().map(|(r, _)| r.clone()).collect();
+    let rows: Vec<RunRow> = runs.iter().map(|x| x.run.clone()).collect();
     let mut out = format!("{}\n{}", summary_line(sweep, &rows), t.render());
-    if runs.iter().any(|(r, _)| r.state == RunState::Succeeded) {
+    if rows.iter().any(|r| !r.is_training()) {
+        out.push('\n');
+        out.push_str(&jobs.render());
+    }
+    if rows.iter().any(|r| r.is_training() && r.state == RunState::Succeeded) {
         out.push('\n');
         out.push_str(&final_table(runs));
     }

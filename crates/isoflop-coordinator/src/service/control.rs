@@ -6,7 +6,7 @@ use crate::coordinator::{Coordinator, CoordinatorError};
 use isoflop_core::spec::{LoadedSpec, SweepSpec};
 use isoflop_proto::v1 as pb;
 use isoflop_proto::v1::control_service_server::ControlService;
-use isoflop_store::{EvalRow, StoreError};
+use isoflop_store::{RunResults, StoreError};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -36,10 +36,16 @@ impl ControlApi {
         }
     }
 
-    /// A run as the control API lists it, with its eval results.
+    /// A run as the control API lists it, with its held-out losses; an evaluation job with
+    /// its metrics.
     fn summary(&self, r: &isoflop_store::RunRow) -> Result<pb::RunSummary, Status> {
-        let evals: Vec<EvalRow> = self.coord.store().evals(&r.run_id).map_err(|e| status(e.into()))?;
-        Ok((r, evals.as_slice()).into())
+        let store = self.coord.store();
+        let (evals, metrics) = if r.is_training() {
+            (store.evals(&r.run_id).map_err(|e| status(e.into()))?, Vec::new())
+        } else {
+            (Vec::new(), store.eval_results(&r.run_id).map_err(|e| status(e.into()))?)
+        };
+        Ok((&RunResults { run: r.clone(), evals, metrics }).into())
     }
 }
 
@@ -83,6 +89,9 @@ impl ControlService for ControlApi {
             sweep: loaded.spec.name,
             runs: r.runs as u32,
             reused_runs: r.reused as u32,
+            evals: r.evals as u32,
+            reused_evals: r.evals_reused as u32,
+            updated: r.updated,
             note,
         }))
     }
@@ -161,7 +170,7 @@ impl ControlService for ControlApi {
         let attempts: Vec<u64> = if m.attempt > 0 { vec![m.attempt] } else { (1..=run.attempts).collect() };
         let mut logs = Vec::new();
         for a in attempts {
-            let path = self.coord.log_path(&run.run_id, a);
+            let path = self.coord.log_path(&run.artifacts_key, a);
             let file = path.clone();
             let read = tokio::task::spawn_blocking(move || read_tail(&file, LOG_TAIL_BYTES))
                 .await

@@ -5,12 +5,12 @@
 
 use crate::auth;
 use crate::coordinator::{Coordinator, CoordinatorError};
-use crate::resolve::run_config;
+use crate::resolve::{eval_config, run_config};
 use isoflop_proto::PROTOCOL_VERSION;
 use isoflop_proto::convert;
 use isoflop_proto::v1 as pb;
 use isoflop_proto::v1::worker_service_server::WorkerService;
-use isoflop_store::{AttemptOutcome, AttemptRow, CheckpointRow, Ending, EvalRow, ProgressPoint, Report, StoreError};
+use isoflop_store::{AttemptOutcome, AttemptRow, CheckpointRow, Ending, ProgressPoint, Report, StoreError};
 use tonic::{Request, Response, Status};
 
 /// The worker API over a coordinator.
@@ -78,8 +78,32 @@ impl WorkerService for WorkerApi {
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
         let store = self.coord.store();
         let run = store.run(&m.run_id).map_err(internal)?.ok_or_else(|| Status::not_found("run not found"))?;
-        run_config(&run.config_json)
-            .map_err(|e| Status::internal(format!("stored config of run {} is corrupt: {e}", m.run_id)))?;
+        // What the job reads: a training run resumes from its newest checkpoint; an evaluation
+        // job reads its parent's checkpoint at its step.
+        let (eval, ckpt, keep_steps) = match &run.eval {
+            None => {
+                run_config(&run.config_json)
+                    .map_err(|e| Status::internal(format!("stored config of run {} is corrupt: {e}", m.run_id)))?;
+                let keep = store.eval_steps(&m.run_id).map_err(internal)?;
+                (None, store.latest_checkpoint(&m.run_id).map_err(internal)?, keep)
+            }
+            Some(of) => {
+                eval_config(&run.config_json)
+                    .map_err(|e| Status::internal(format!("stored config of evaluation job {} is corrupt: {e}", m.run_id)))?;
+                let parent =
+                    store.run(&of.parent).map_err(internal)?.ok_or_else(|| Status::internal("the job's run is not stored"))?;
+                let at = store.checkpoints(&of.parent).map_err(internal)?.into_iter().find(|c| c.step == of.step);
+                let Some(at) = at else {
+                    let message = format!("run {} has no checkpoint at step {}", of.parent, of.step);
+                    self.coord
+                        .fail(&m.run_id, m.attempt, isoflop_core::FailureClass::UserError, message.clone())
+                        .map_err(internal)?;
+                    return Err(Status::failed_precondition(message));
+                };
+                let assignment = pb::EvalAssignment { run_config_json: parent.config_json, checkpoint: at.path };
+                (Some(assignment), None, Vec::new())
+            }
+        };
         let rt = match self.coord.runtime_of(&m.run_id) {
             Ok(rt) => rt,
             Err(why) => {
@@ -90,7 +114,6 @@ impl WorkerService for WorkerApi {
                 return Err(Status::failed_precondition(message));
             }
         };
-        let ckpt = store.latest_checkpoint(&m.run_id).map_err(internal)?;
         let resume_step = ckpt.as_ref().map(|c| c.step).unwrap_or(0);
         let ev = store
             .attach(&m.run_id, m.attempt, resume_step, self.lease_deadline())
@@ -100,7 +123,11 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::AttachResponse {
             protocol_version: PROTOCOL_VERSION,
             run_config_json: run.config_json,
-            checkpoint_dir: self.coord.checkpoint_dir(&m.run_id).display().to_string(),
+            checkpoint_dir: if eval.is_some() {
+                String::new()
+            } else {
+                self.coord.checkpoint_dir(&run.artifacts_key).display().to_string()
+            },
             resume_checkpoint: ckpt.map(|c| c.path).unwrap_or_default(),
             resume_step,
             checkpoint_every: rt.runtime.checkpoint_every,
@@ -110,6 +137,8 @@ impl WorkerService for WorkerApi {
             lease_seconds: self.coord.config().lease.as_secs(),
             micro_batch: rt.runtime.micro_batch.unwrap_or(0),
             precision: rt.runtime.precision.as_str().into(),
+            keep_steps,
+            eval,
         }))
     }
 
@@ -137,8 +166,12 @@ impl WorkerService for WorkerApi {
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
         let ending = match &m.outcome {
             Some(pb::finish_request::Outcome::Success(s)) => Ending::Succeeded {
-                evals: s.evals.iter().map(EvalRow::from).collect(),
-                message: format!("final loss {:.4}", s.final_loss),
+                results: s.metrics.iter().map(isoflop_core::EvalMetric::from).collect(),
+                message: if s.metrics.is_empty() {
+                    format!("final loss {:.4}", s.final_loss)
+                } else {
+                    format!("{} results", s.metrics.len())
+                },
             },
             Some(pb::finish_request::Outcome::Failure(f)) => Ending::Failed {
                 class: convert::failure_class(f.class).unwrap_or(isoflop_core::FailureClass::Unknown),
@@ -156,11 +189,6 @@ impl WorkerService for WorkerApi {
             None => return Err(Status::invalid_argument("finish without an outcome")),
         };
         self.coord.finish(&m.run_id, m.attempt, &ending).map_err(|e| refused(e, &m.run_id, m.attempt))?;
-        if let Some(pb::finish_request::Outcome::Success(s)) = &m.outcome {
-            for e in &s.evals {
-                self.coord.broadcast(&m.run_id, pb::run_event::Event::Eval(e.clone()));
-            }
-        }
         Ok(Response::new(pb::FinishResponse {}))
     }
 }

@@ -6,6 +6,7 @@
 //! in their own modules: [`grid`] (widths, depth and heads rules, batch and learning-rate
 //! rules), [`recipe`], [`executor`] and [`runtime`].
 
+mod eval;
 mod executor;
 mod grid;
 mod recipe;
@@ -13,6 +14,7 @@ mod runtime;
 #[cfg(test)]
 mod tests;
 
+pub use eval::{EvalSpec, TaskSpec, TextTaskSpec};
 pub use executor::ExecutorSpec;
 pub use grid::{CoarseStep, GridSpec, HeadsRule, HiddenSpec, LayersRule, NamedLayers};
 pub use recipe::{Beta2Spec, RecipeSpec};
@@ -64,6 +66,9 @@ pub struct SweepSpec {
     pub grid: GridSpec,
     pub recipe: RecipeSpec,
     pub data: DataSpec,
+    /// Evaluation tasks and the checkpoints they score (not part of any run's identity).
+    #[serde(default)]
+    pub eval: EvalSpec,
     #[serde(default)]
     pub executor: ExecutorSpec,
     #[serde(default)]
@@ -129,7 +134,8 @@ pub struct DataSpec {
     pub manifest: Option<PathBuf>,
     /// One grid per corpus.
     pub corpora: Vec<CorpusSpec>,
-    /// Eval distributions by name in the manifest; default: all of them.
+    /// Held-out distributions by name in the manifest, scored by the `heldout` task; default:
+    /// all of them.
     #[serde(default)]
     pub evals: Option<Vec<String>>,
     /// Tokens scored per eval distribution.
@@ -389,6 +395,7 @@ impl SweepSpec {
         if d.eval_tokens == 0 {
             return err("data.eval_tokens", "expected a positive number of tokens".into());
         }
+        self.eval.validate(file)?;
         self.executor.validate(file)?;
         // Workers write checkpoints where the coordinator looks for them: with Kubernetes the
         // artifacts directory must be on a volume both see at the same path.

@@ -2,7 +2,6 @@
 
 use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::data::BatchSampler;
-use crate::eval::{EvalScore, eval_windows, evaluate};
 use crate::model::Transformer;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::schedule::Schedule;
@@ -31,6 +30,9 @@ pub struct TrainJob {
     pub resume_from: Option<PathBuf>,
     /// Save a checkpoint every this many steps (0: only on stop and at the end).
     pub checkpoint_every: u64,
+    /// Steps whose checkpoints are written whatever `checkpoint_every` says and never
+    /// deleted (evaluation jobs score them). The final checkpoint is always kept.
+    pub keep_steps: Vec<u64>,
     /// Report progress every this many steps (0: only at the first and last step).
     pub progress_every: u64,
     /// libtorch intra-op threads (0 leaves libtorch's default). Process-wide.
@@ -96,9 +98,9 @@ pub struct CheckpointInfo {
 /// How a [`train`] call ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainOutcome {
-    /// All steps done, final checkpoint written, every eval distribution scored.
+    /// All steps done and the final checkpoint written (evaluation jobs score it).
     /// `final_loss` is the loss of the last progress point.
-    Completed { final_loss: f64, evals: Vec<EvalScore> },
+    Completed { final_loss: f64 },
     /// Stopped on request after `step` steps; resume from `checkpoint`.
     Stopped { step: u64, checkpoint: PathBuf },
     /// The training loss became NaN or infinite (detected at progress points and before
@@ -169,7 +171,7 @@ impl TrainError {
 }
 
 /// Opens a shard and checks it against the run's reference and model.
-fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
+pub(crate) fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
     if r.path.is_empty() {
         return Err(TrainError::Config(format!("shard {:?} has no path", r.name)));
     }
@@ -193,8 +195,7 @@ fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
 /// before the model is built) and the data of step `s` of `(seed, s)`, so a resumed run
 /// reproduces an uninterrupted one. `stop` is polled before every step; when it is set, or
 /// when a progress hook returns [`Control::Stop`], a checkpoint is written and
-/// [`TrainOutcome::Stopped`] returned. After the last step a final checkpoint is written and
-/// every eval shard scored.
+/// [`TrainOutcome::Stopped`] returned. After the last step a final checkpoint is written.
 ///
 /// Seeding and initialisation hold a crate-wide lock, so concurrent `train` calls in one
 /// process do not disturb each other's initialisation; other code drawing from libtorch's
@@ -210,18 +211,7 @@ pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> R
     crate::alloc::keep_freed_memory();
     let vocab = cfg.model.vocab_size;
     let train_shard = open_shard(&cfg.data.train, vocab)?;
-    let eval_shards =
-        cfg.data.evals.iter().map(|e| Ok((e.name.clone(), open_shard(e, vocab)?))).collect::<Result<Vec<_>, TrainError>>()?;
     let (batch, seq_len) = (cfg.recipe.batch as usize, cfg.model.seq_len as usize);
-    for (name, shard) in &eval_shards {
-        if eval_windows(shard.len(), seq_len, cfg.data.eval_tokens).is_none() {
-            return Err(TrainError::Config(format!(
-                "{}: eval shard {name:?} has {} tokens, too few to score",
-                shard.path().display(),
-                shard.len()
-            )));
-        }
-    }
     let sampler = BatchSampler::new(&train_shard, batch, seq_len, cfg.seed).map_err(|e| TrainError::Config(e.to_string()))?;
     std::fs::create_dir_all(&job.checkpoint_dir).map_err(|source| TrainError::Io { path: job.checkpoint_dir.clone(), source })?;
 
@@ -257,11 +247,7 @@ pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> R
                     model.loss(&b.inputs, &b.targets)?.f_double_value(&[])
                 })?,
             };
-            let evals = eval_shards
-                .iter()
-                .map(|(name, shard)| evaluate(&model, name, shard, cfg.data.eval_tokens, batch, job.device))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(TrainOutcome::Completed { final_loss, evals })
+            Ok(TrainOutcome::Completed { final_loss })
         }
         LoopEnd::Early(outcome) => Ok(outcome),
     })
@@ -521,7 +507,7 @@ impl Run<'_> {
                 }
             }
             let every = self.job.checkpoint_every;
-            if every > 0 && step.is_multiple_of(every) && step < total {
+            if ((every > 0 && step.is_multiple_of(every)) || self.job.keep_steps.contains(&step)) && step < total {
                 if let Some(diverged) = self.check_finite(step, &window)? {
                     return Ok(LoopEnd::Early(diverged));
                 }
@@ -573,7 +559,13 @@ impl Run<'_> {
             tokens_seen,
             optimizer_step: self.opt.step_count(),
         };
-        let path = checkpoint::save(&self.job.checkpoint_dir, &manifest, &self.opt, checkpoint::DEFAULT_KEEP)?;
+        let path = checkpoint::save_keeping(
+            &self.job.checkpoint_dir,
+            &manifest,
+            &self.opt,
+            checkpoint::DEFAULT_KEEP,
+            &self.job.keep_steps,
+        )?;
         self.last_saved = Some((step, path.clone()));
         self.hooks.checkpoint_saved(&CheckpointInfo { step, path: path.clone(), tokens_seen });
         self.excluded += t0.elapsed();

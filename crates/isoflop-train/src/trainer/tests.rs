@@ -1,7 +1,7 @@
 //! Training end to end on a tiny model: loss, checkpoints, bit-identical resume, bf16, micro-batches, divergence, bad data.
 
 use super::*;
-use isoflop_core::{DataRef, ModelShape, Recipe};
+use isoflop_core::{DataRef, EvalScore, ModelShape, Recipe};
 use isoflop_data::ShardWriter;
 use tch::Device;
 
@@ -54,12 +54,7 @@ fn config(dir: &Path, steps: u64) -> RunConfig {
             decay_embeddings: false,
             decay_norms: false,
         },
-        data: DataRef {
-            tokenizer: isoflop_core::Tokenizer::Byte,
-            train: write_shard(dir, "train", 200),
-            evals: vec![write_shard(dir, "heldout", 20)],
-            eval_tokens: 256,
-        },
+        data: DataRef { tokenizer: isoflop_core::Tokenizer::Byte, train: write_shard(dir, "train", 200) },
         seed: 7,
     }
 }
@@ -71,6 +66,7 @@ fn job(config: RunConfig, checkpoint_dir: PathBuf) -> TrainJob {
         checkpoint_dir,
         resume_from: None,
         checkpoint_every: 0,
+        keep_steps: Vec::new(),
         progress_every: 5,
         threads: 1,
         device: Device::Cpu,
@@ -105,6 +101,29 @@ impl TrainHooks for Recorder {
     }
 }
 
+/// The held-out text's score on a checkpoint, by an evaluation job (256 tokens).
+fn heldout(dir: &Path, cfg: &RunConfig, checkpoint: &Path, precision: Precision) -> EvalScore {
+    use isoflop_core::eval::{EvalJobConfig, EvalTask, TaskKind, TextTask};
+    let m = checkpoint::read_manifest(checkpoint).unwrap();
+    let text = TextTask { distributions: vec![write_shard(dir, "heldout", 20)], tokens: 256, skip_tokens: 0 };
+    let job =
+        EvalJobConfig { run: cfg.run_id(), step: m.step, task: EvalTask { name: "heldout".into(), kind: TaskKind::Text(text) } };
+    let job = crate::EvalJob { run: cfg.clone(), job, checkpoint: checkpoint.into(), device: Device::Cpu, precision, threads: 1 };
+    let metrics = crate::run_eval(&job, &mut |_, _| Control::Continue).unwrap().unwrap();
+    let v = |name: &str| metrics.iter().find(|x| x.metric == name).unwrap().value;
+    EvalScore {
+        distribution: "heldout".into(),
+        loss: v("loss"),
+        bits_per_byte: v("bpb"),
+        tokens: v("tokens") as u64,
+        bytes: v("bytes"),
+    }
+}
+
+fn final_ckpt(dir: &Path) -> PathBuf {
+    checkpoint::latest(dir).unwrap().1
+}
+
 fn final_state(dir: &Path) -> Vec<(String, Tensor)> {
     let (_, path) = checkpoint::latest(dir).unwrap();
     let mut t = Tensor::read_safetensors(path.join(checkpoint::STATE_FILE)).unwrap();
@@ -119,7 +138,7 @@ fn training_reduces_loss_and_evaluates() {
     j.checkpoint_every = 20;
     let mut rec = Recorder::default();
     let out = train(&j, &mut rec, &AtomicBool::new(false)).unwrap();
-    let TrainOutcome::Completed { final_loss, evals } = out else { panic!("{out:?}") };
+    let TrainOutcome::Completed { final_loss } = out else { panic!("{out:?}") };
     let steps: Vec<u64> = rec.progress.iter().map(|p| p.step).collect();
     assert_eq!(steps, (0..=50).step_by(5).collect::<Vec<_>>());
     let initial = rec.progress[0].loss;
@@ -139,8 +158,7 @@ fn training_reduces_loss_and_evaluates() {
     let m = checkpoint::read_manifest(&rec.saved[2].path).unwrap();
     assert_eq!((m.step, m.optimizer_step, m.tokens_seen, m.run_id.as_str()), (50, 50, 12800, j.run_id.as_str()));
     // The held-out text is the training text: the eval loss has dropped too.
-    assert_eq!(evals.len(), 1);
-    let e = &evals[0];
+    let e = &heldout(dir.path(), &j.config, &rec.saved[2].path, Precision::Fp32);
     assert_eq!((e.distribution.as_str(), e.tokens), ("heldout", 256));
     assert!(e.loss < initial - 2.0, "{e:?}");
     let bytes_per_token = (20 * TEXT.len()) as f64 / (20 * (TEXT.len() + 1)) as f64;
@@ -155,7 +173,8 @@ fn stop_and_resume_is_bit_identical() {
     let full = job(cfg.clone(), dir.path().join("full"));
     let mut full_rec = Recorder::default();
     let out = train(&full, &mut full_rec, &AtomicBool::new(false)).unwrap();
-    let TrainOutcome::Completed { final_loss, evals } = out else { panic!("{out:?}") };
+    let TrainOutcome::Completed { final_loss } = out else { panic!("{out:?}") };
+    let evals = heldout(dir.path(), &cfg, &final_ckpt(&full.checkpoint_dir), Precision::Fp32);
 
     // Stop through the hook at step 10.
     let mut part = job(cfg.clone(), dir.path().join("part"));
@@ -178,9 +197,9 @@ fn stop_and_resume_is_bit_identical() {
     part.resume_from = Some(checkpoint);
     let mut rec = Recorder::default();
     let out = train(&part, &mut rec, &AtomicBool::new(false)).unwrap();
-    let TrainOutcome::Completed { final_loss: resumed_loss, evals: resumed_evals } = out else { panic!("{out:?}") };
+    let TrainOutcome::Completed { final_loss: resumed_loss } = out else { panic!("{out:?}") };
     assert_eq!(resumed_loss, final_loss);
-    assert_eq!(resumed_evals, evals);
+    assert_eq!(heldout(dir.path(), &cfg, &final_ckpt(&part.checkpoint_dir), Precision::Fp32), evals);
     let last_full = full_rec.progress.last().unwrap();
     let last_part = rec.progress.last().unwrap();
     assert_eq!((last_part.step, last_part.loss, last_part.grad_norm), (30, last_full.loss, last_full.grad_norm));
@@ -192,11 +211,11 @@ fn stop_and_resume_is_bit_identical() {
         assert!(ta.equal(tb), "{na} differs after resume");
     }
 
-    // Resuming a finished run only evaluates.
+    // Resuming a finished run trains nothing and completes.
     part.resume_from = checkpoint::latest(&part.checkpoint_dir).map(|(_, p)| p);
-    let out = train(&part, &mut Recorder::default(), &AtomicBool::new(false)).unwrap();
-    let TrainOutcome::Completed { evals: again, .. } = out else { panic!("{out:?}") };
-    assert_eq!(again, evals);
+    let mut rec = Recorder::default();
+    let out = train(&part, &mut rec, &AtomicBool::new(false)).unwrap();
+    assert!(matches!(out, TrainOutcome::Completed { .. }) && rec.progress.is_empty(), "{out:?}");
 
     // A checkpoint of another run is refused.
     let mut other = part.clone();
@@ -222,8 +241,10 @@ fn bf16_trains_like_fp32_and_resumes() {
     };
     let (out32, p32, _) = run(Precision::Fp32, "fp32", None, None);
     let (out16, p16, dir16) = run(Precision::Bf16, "bf16", None, None);
-    let TrainOutcome::Completed { final_loss: l32, evals: e32 } = out32 else { panic!("{out32:?}") };
-    let TrainOutcome::Completed { final_loss: l16, evals: e16 } = out16 else { panic!("{out16:?}") };
+    let TrainOutcome::Completed { final_loss: l32 } = out32 else { panic!("{out32:?}") };
+    let TrainOutcome::Completed { final_loss: l16 } = out16 else { panic!("{out16:?}") };
+    let e32 = [heldout(dir.path(), &cfg, &final_ckpt(&dir.path().join("fp32")), Precision::Fp32)];
+    let e16 = [heldout(dir.path(), &cfg, &final_ckpt(&dir16), Precision::Bf16)];
     assert!(l16 < p16[0].loss - 2.0, "bf16 learns: {p16:?}");
     // Within 5%, or 0.02 nats once the (memorised) text's loss is near zero.
     let close = |a: f64, b: f64| (a - b).abs() < (0.05 * b).max(0.02);
@@ -239,7 +260,8 @@ fn bf16_trains_like_fp32_and_resumes() {
     let (stopped, _, part) = run(Precision::Bf16, "part", Some(20), None);
     let TrainOutcome::Stopped { step: 20, checkpoint } = stopped else { panic!("{stopped:?}") };
     let (out, p, _) = run(Precision::Bf16, "part", None, Some(checkpoint));
-    let TrainOutcome::Completed { final_loss, evals } = out else { panic!("{out:?}") };
+    let TrainOutcome::Completed { final_loss } = out else { panic!("{out:?}") };
+    let evals = [heldout(dir.path(), &cfg, &final_ckpt(&part), Precision::Bf16)];
     assert_eq!((final_loss, &evals), (l16, &e16));
     assert_eq!(p.last().unwrap().grad_norm, p16.last().unwrap().grad_norm);
     for ((na, ta), (nb, tb)) in state.iter().zip(&final_state(&part)) {
@@ -253,7 +275,6 @@ fn bf16_trains_like_fp32_and_resumes() {
 fn decay_scope_comes_from_the_recipe() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 10);
-    cfg.data.evals.clear();
     cfg.recipe.weight_decay = 0.5;
     let norms = |cfg: &RunConfig, name: &str| {
         let j = job(cfg.clone(), dir.path().join(name));
@@ -310,7 +331,6 @@ fn cautious_and_scheduled_decay_train() {
     let mut cfg = config(dir.path(), 30);
     cfg.recipe.cautious = true;
     cfg.recipe.wd_schedule = true;
-    cfg.data.evals.clear();
     let mut rec = Recorder::default();
     let out = train(&job(cfg.clone(), dir.path().join("ckpt")), &mut rec, &AtomicBool::new(false)).unwrap();
     let TrainOutcome::Completed { final_loss, .. } = out else { panic!("{out:?}") };
@@ -347,9 +367,9 @@ fn bad_data_is_a_user_error_naming_the_file() {
     let run = |cfg: RunConfig| train(&job(cfg, dir.path().join("ckpt")), &mut NoHooks, &AtomicBool::new(false));
 
     let mut cfg = good.clone();
-    cfg.data.evals[0].digest = "00".repeat(32);
+    cfg.data.train.digest = "00".repeat(32);
     let err = run(cfg).unwrap_err();
-    assert!(err.is_user_error() && err.to_string().contains("heldout.bin"), "{err}");
+    assert!(err.is_user_error() && err.to_string().contains("train.bin"), "{err}");
 
     let mut cfg = good.clone();
     cfg.data.train.path = dir.path().join("missing.bin").to_string_lossy().into_owned();
@@ -387,8 +407,7 @@ fn bad_data_is_a_user_error_naming_the_file() {
 #[test]
 fn micro_batches_match_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 1);
-    cfg.data.evals.clear();
+    let cfg = config(dir.path(), 1);
     // The batch each run sees, and its loss, do not depend on the micro-batch; so the
     // progress point says which micro-batch trained it.
     let progress = |micro: usize, name: &str| {

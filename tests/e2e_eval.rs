@@ -1,0 +1,178 @@
+//! Evaluation jobs end to end with the real binary and real training: adding a task to a
+//! finished sweep trains nothing and runs only the missing evaluation jobs; checkpoints at
+//! fractions of training are kept and scored; a store written by release 0.1.0 upgrades
+//! without retraining or re-evaluating.
+
+mod common;
+
+use common::{TINY_SWEEP, isoflop, show, write_spec};
+use isoflop_core::RunState;
+use isoflop_store::{RunRow, SqliteStore, Store};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Training attempts, and evaluation attempts by job id.
+fn attempts(store: &SqliteStore, sweep: &str) -> (u64, HashMap<String, u64>) {
+    let jobs = store.sweep_runs(sweep).unwrap();
+    let train = jobs.iter().filter(|r| r.is_training()).map(|r| r.attempts).sum();
+    (train, jobs.iter().filter(|r| !r.is_training()).map(|r| (r.run_id.clone(), r.attempts)).collect())
+}
+
+fn evals(store: &SqliteStore, sweep: &str) -> Vec<RunRow> {
+    store.sweep_runs(sweep).unwrap().into_iter().filter(|r| !r.is_training()).collect()
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn adding_a_task_to_a_finished_sweep_trains_nothing_and_runs_only_the_missing_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state/isoflop.db");
+    // The held-out task at the end and half way through training.
+    let first = TINY_SWEEP.replace("executor:", "eval: {at_fractions: [0.5]}\nexecutor:");
+    let spec = write_spec(dir.path(), &first);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let store = SqliteStore::open(&db).unwrap();
+    let (train, before) = attempts(&store, "tiny");
+    assert_eq!((train, before.len()), (4, 8), "4 runs, each evaluated at 2 checkpoints");
+    assert!(before.values().all(|&a| a == 1));
+    for r in store.sweep_runs("tiny").unwrap().iter().filter(|r| r.is_training()) {
+        assert_eq!(r.state, RunState::Succeeded);
+        let steps = store.eval_steps(&r.run_id).unwrap();
+        assert_eq!(steps.len(), 2, "{}", r.name);
+        // Both checkpoints evaluation jobs read are on disk (checkpoint_every 20 would have
+        // pruned the half-way one otherwise).
+        for c in store.checkpoints(&r.run_id).unwrap().iter().filter(|c| steps.contains(&c.step)) {
+            assert!(Path::new(&c.path).join("state.safetensors").is_file(), "{}: {}", r.name, c.path);
+        }
+        let evals = store.evals(&r.run_id).unwrap();
+        assert_eq!(evals.len(), 5, "the final checkpoint's held-out losses: {evals:?}");
+    }
+    let half: Vec<RunRow> = evals(&store, "tiny").into_iter().filter(|j| j.name.contains('@')).collect();
+    assert_eq!(half.len(), 4);
+    for j in &half {
+        assert_eq!(j.state, RunState::Succeeded, "{}: {}", j.name, j.message);
+        let final_job = evals(&store, "tiny").into_iter().find(|f| f.name == j.name.split('@').next().unwrap()).unwrap();
+        let bpb = |id: &str| -> f64 {
+            let m = store.eval_results(id).unwrap();
+            m.iter().filter(|m| m.metric == "bpb").map(|m| m.value).sum::<f64>()
+        };
+        assert!(bpb(&final_job.run_id) < bpb(&j.run_id), "{}: training goes on improving", j.name);
+    }
+    let kept = dir_size(&dir.path().join("state/runs"));
+    println!("checkpoints and logs kept for evaluation: {kept} bytes");
+
+    // Add a task: the Bible scored after the first 30 tokens of each document.
+    let second = first.replace(
+        "eval: {at_fractions: [0.5]}",
+        "eval:\n  at_fractions: [0.5]\n  tasks: [{name: bible-late, text: {shards: [bible], skip_tokens: 30}}]",
+    );
+    let spec = write_spec(dir.path(), &second);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("4 runs (4 already succeeded") && stdout.contains("16 evaluation jobs (8 already succeeded"),
+        "{stdout}"
+    );
+    let (train, after) = attempts(&store, "tiny");
+    assert_eq!(train, 4, "no training attempt");
+    assert_eq!(after.len(), 16, "one new job per run and evaluated checkpoint");
+    for (id, n) in &after {
+        assert_eq!(*n, 1, "{id}: every job ran once, the old ones not again");
+    }
+    for j in evals(&store, "tiny").iter().filter(|j| j.name.contains("bible-late")) {
+        assert_eq!(j.state, RunState::Succeeded, "{}: {}", j.name, j.message);
+        let m = store.eval_results(&j.run_id).unwrap();
+        let tokens = m.iter().find(|m| m.metric == "tokens").unwrap().value;
+        let heldout = evals(&store, "tiny").into_iter().find(|h| h.name == j.name.replace("bible-late", "heldout")).unwrap();
+        let all = store.eval_results(&heldout.run_id).unwrap();
+        let all_tokens = all.iter().find(|m| m.subset == "bible" && m.metric == "tokens").unwrap().value;
+        assert!(tokens < all_tokens, "{}: the skipped tokens are not scored ({tokens} vs {all_tokens})", j.name);
+    }
+    let out = isoflop(&["status", "tiny", "--format", "json", "--store", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let jobs = v["eval_jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 16);
+    assert!(jobs.iter().all(|j| j["state"] == "succeeded" && j["results"].as_object().is_some_and(|r| !r.is_empty())));
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+
+    // Remove the task again: nothing runs, nothing stored is deleted.
+    let spec = write_spec(dir.path(), &first);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(attempts(&store, "tiny"), (4, after), "no attempt at all");
+    assert!(evals(&store, "tiny").iter().all(|j| !store.eval_results(&j.run_id).unwrap().is_empty()));
+
+    // A spec that changes the training runs is still refused under the same name.
+    let spec = write_spec(dir.path(), &first.replace("[1.5e9, 3.0e9]", "[1.5e9]"));
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
+
+/// The fixture `tests/data/store-0.1.0` (written by `isoflop run` of release 0.1.0, whose
+/// runs were scored by their training attempts) upgrades on open: running its spec again
+/// trains nothing and evaluates nothing, and status, logs and the final table read as before.
+#[test]
+fn a_store_of_release_0_1_0_upgrades_without_retraining_or_reevaluating() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/store-0.1.0");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let db = dir.path().join("isoflop.db");
+    let old_evals: Vec<(String, f64)> = {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn.prepare("SELECT distribution, loss FROM evals ORDER BY loss").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    };
+    let out = isoflop(&["run", dir.path().join("spec.yaml").to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("4 runs (4 already succeeded, continuing)"), "{stdout}");
+    assert!(stdout.contains("4 evaluation jobs (4 already succeeded"), "{stdout}");
+    let store = SqliteStore::open(&db).unwrap();
+    let (train, evals) = attempts(&store, "fixture");
+    assert_eq!(train, 4, "the 4 attempts of 0.1.0, none more");
+    assert!(evals.len() == 4 && evals.values().all(|&a| a == 0), "results carried over, nothing re-run: {evals:?}");
+    let mut now: Vec<(String, f64)> = store
+        .sweep_runs("fixture")
+        .unwrap()
+        .iter()
+        .filter(|r| r.is_training())
+        .flat_map(|r| store.evals(&r.run_id).unwrap())
+        .map(|e| (e.distribution, e.loss))
+        .collect();
+    now.sort_by(|a, b| a.1.total_cmp(&b.1));
+    assert_eq!(now, old_evals);
+    // The logs of the old attempts are found where 0.1.0 wrote them.
+    let run = store.sweep_runs("fixture").unwrap().into_iter().find(|r| r.is_training()).unwrap();
+    let out = isoflop(&["logs", &run.run_id, "--store", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("worker: eval early"), "{}", show(&out));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
