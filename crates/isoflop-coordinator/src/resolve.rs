@@ -1,11 +1,12 @@
 //! From a spec to stored runs: resolve its data against the prepared manifest, plan it, and
 //! build the rows the store records.
 
-use isoflop_core::eval::{EvalTask, HELDOUT_TASK, TaskKind, TextTask};
+use isoflop_core::eval::{ChoiceTask, EvalTask, HELDOUT_TASK, SubsetGroup, TaskKind, TextTask};
 use isoflop_core::plan::{PlannedEval, PlannedRun, ResolvedData, plan, plan_evals};
-use isoflop_core::spec::{LoadedSpec, SpecError};
+use isoflop_core::spec::{ChoiceSampling, LoadedSpec, SpecError, TaskSpec};
 use isoflop_core::{EvalRef, config::RunConfig};
 use isoflop_data::Manifest;
+use isoflop_data::tasks::{self, Sampling, TaskDef, TaskError};
 use isoflop_store::{EvalOf, NewRun, NewSweep};
 
 /// Resolves a spec's corpora and eval distributions to shards with digests. Every error
@@ -93,6 +94,9 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
             }
             let text = TextTask { distributions, tokens: x.tokens.unwrap_or(spec.data.eval_tokens), skip_tokens: x.skip_tokens };
             tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::Text(text) });
+        } else {
+            let task = choice_task(loaded, i, t, &dir.join("tasks"), manifest.tokenizer)?;
+            tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::MultipleChoice(task) });
         }
     }
     let vocab = spec.model.vocab_size.unwrap_or(u64::from(manifest.vocab_size));
@@ -104,6 +108,59 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
         ));
     }
     Ok(ResolvedData { tokenizer: manifest.tokenizer, vocab_size: vocab, corpora, tasks })
+}
+
+/// Compiles a multiple-choice task of `eval.tasks[i]` into `out` (content-addressed) and checks
+/// what its worker would refuse: every choice's continuation must fit the model's window.
+fn choice_task(
+    loaded: &LoadedSpec,
+    i: usize,
+    t: &TaskSpec,
+    out: &std::path::Path,
+    tokenizer: isoflop_core::Tokenizer,
+) -> Result<ChoiceTask, SpecError> {
+    let file = &loaded.path;
+    let key = format!("eval.tasks[{i}]");
+    let err = |sub: &str, e: TaskError| SpecError::at(file, format!("{key}.{sub}"), e.to_string());
+    let sampling = |s: &ChoiceSampling| Sampling { shots: s.shots, per_subset: s.per_subset, seed: s.seed };
+    let (sub, compiled) = if let Some(m) = &t.multiple_choice {
+        let path = loaded.resolve(std::path::Path::new(&m.file));
+        let (def, records) = TaskDef::load(&path).map_err(|e| err("multiple_choice.file", e))?;
+        ("multiple_choice", def.compile(&t.name, &path, &records, sampling(&m.sampling)).map_err(|e| err("multiple_choice", e))?)
+    } else if let Some(m) = &t.mmlu {
+        let wheel = m.wheel.as_ref().map(|w| loaded.resolve(std::path::Path::new(w))).unwrap_or_else(tasks::mmlu_wheel_default);
+        let records = tasks::mmlu_records(&wheel).map_err(|e| err("mmlu.wheel", e))?;
+        ("mmlu", tasks::mmlu_def().compile(&t.name, &wheel, &records, sampling(&m.sampling)).map_err(|e| err("mmlu", e))?)
+    } else if let Some(a) = &t.anthropic {
+        let root = loaded.resolve(std::path::Path::new(&a.path));
+        let (records, groups) = tasks::anthropic_records(&root, &a.sets).map_err(|e| err("anthropic.path", e))?;
+        let mut c =
+            tasks::anthropic_def().compile(&t.name, &root, &records, sampling(&a.sampling)).map_err(|e| err("anthropic", e))?;
+        c.groups = groups;
+        ("anthropic", c)
+    } else {
+        unreachable!("validated: a task says what it scores")
+    };
+    let tok = isoflop_data::tokenizer_for(tokenizer).map_err(|e| SpecError::at(file, "data.tokenizer", e.to_string()))?;
+    let window = loaded.spec.model.seq_len as usize;
+    for it in &compiled.items {
+        for c in 0..it.choices.len() {
+            let (_, cont) = tasks::encode_choice(tok.as_ref(), &it.context, &it.continuation(c));
+            if cont.is_empty() || cont.len() > window {
+                return Err(SpecError::at(
+                    file,
+                    format!("{key}.{sub}"),
+                    format!("item {}: choice {c} is {} tokens, outside 1..={window} (model.seq_len)", it.id, cont.len()),
+                ));
+            }
+        }
+    }
+    let (path, digest) = tasks::write_compiled(out, &t.name, &compiled.items).map_err(|e| err(sub, e))?;
+    Ok(ChoiceTask {
+        items: EvalRef { name: t.name.clone(), path: path.display().to_string(), digest },
+        count: compiled.items.len() as u64,
+        groups: compiled.groups.into_iter().map(|(name, subsets)| SubsetGroup { name, subsets }).collect(),
+    })
 }
 
 fn dir_of(p: &std::path::Path) -> String {

@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(launched(&w).len(), 2);
         // A slot frees up (a success): the next run goes in.
         w.store.attach("r1", 1, 0, 2_000_000).unwrap();
-        w.coord.finish("r1", 1, &Ending::Succeeded { results: vec![], message: "done".into() }).unwrap();
+        w.coord.finish("r1", 1, &Ending::Succeeded { results: vec![], items: vec![], message: "done".into() }).unwrap();
         w.coord.tick().unwrap();
         assert_eq!(launched(&w).last(), Some(&("r3".into(), 1)));
         // The launch carries the owner's runtime: the sweep (for Job labels) and token.

@@ -200,6 +200,7 @@ async fn control_and_worker_apis_over_grpc() {
         attempt: first.attempt,
         outcome: Some(pb::finish_request::Outcome::Success(pb::Success {
             metrics: vec![],
+            items: vec![],
             final_loss: 2.5,
             evals: vec![pb::EvalResult { distribution: "code".into(), loss: 2.4, bits_per_byte: 3.4, tokens: 10, bytes: 10 }],
         })),

@@ -28,6 +28,8 @@ pub struct EvalTask {
 pub enum TaskKind {
     /// Bits per byte and nats per token of held-out text, per distribution.
     Text(TextTask),
+    /// Multiple-choice questions, scored by the log-likelihood of each choice.
+    MultipleChoice(ChoiceTask),
 }
 
 impl TaskKind {
@@ -35,6 +37,7 @@ impl TaskKind {
     pub fn family(&self) -> &'static str {
         match self {
             TaskKind::Text(_) => "text",
+            TaskKind::MultipleChoice(_) => "multiple_choice",
         }
     }
 }
@@ -52,6 +55,31 @@ pub struct TextTask {
     /// from the identity when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub skip_tokens: u64,
+}
+
+/// Multiple-choice questions, compiled at plan time to one file of [`crate::choice::ChoiceItem`]
+/// lines (prompts with their shots already written out), so that a worker scores exactly what
+/// the planner checked and the file's digest is the task's content in the job's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceTask {
+    /// The compiled items (its path is not part of the identity; its digest is the SHA-256 of
+    /// the file's bytes).
+    pub items: EvalRef,
+    /// Items in the file.
+    pub count: u64,
+    /// Groups of subsets, each scored as the mean over the items of its subsets (the
+    /// size-weighted mean of its subsets' scores).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<SubsetGroup>,
+}
+
+/// A named group of subsets (MMLU's four categories, a cluster of AI-risk behaviours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubsetGroup {
+    pub name: String,
+    pub subsets: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -75,6 +103,7 @@ impl EvalJobConfig {
         let mut c = self.clone();
         match &mut c.task.kind {
             TaskKind::Text(t) => t.distributions.iter_mut().for_each(|d| d.path.clear()),
+            TaskKind::MultipleChoice(t) => t.items.path.clear(),
         }
         serde_json::to_string(&c).expect("EvalJobConfig serialises")
     }
@@ -99,6 +128,14 @@ impl EvalJobConfig {
                     return Err(crate::InvalidRun {
                         field: "task.text.tokens",
                         message: "expected a positive number of tokens".into(),
+                    });
+                }
+            }
+            TaskKind::MultipleChoice(t) => {
+                if t.count == 0 {
+                    return Err(crate::InvalidRun {
+                        field: "task.multiple_choice.count",
+                        message: "expected at least one item".into(),
                     });
                 }
             }
@@ -136,6 +173,20 @@ pub mod metric {
     pub const TOKENS: &str = "tokens";
     /// UTF-8 bytes the scored tokens stand for.
     pub const BYTES: &str = "bytes";
+    /// Multiple choice: the gold choice has the highest log-likelihood.
+    pub const ACC: &str = "acc";
+    /// ... the highest log-likelihood per character of the choice.
+    pub const ACC_NORM: &str = "acc_norm";
+    /// ... the highest log-likelihood per UTF-8 byte of the choice.
+    pub const ACC_BYTES: &str = "acc_bytes";
+    /// The gold choice's log-likelihood (nats).
+    pub const LOGPROB: &str = "logprob";
+    /// The gold choice's log-probability among the choices: `ll_gold - logsumexp(ll)`.
+    pub const CHOICE_LOGPROB: &str = "choice_logprob";
+    /// Softmax over the choices of minus their bits per byte, at the gold choice.
+    pub const CHOICE_PROB_NORM: &str = "choice_prob_norm";
+    /// Items scored (multiple choice).
+    pub const ITEMS: &str = "items";
 }
 
 #[cfg(test)]
@@ -161,7 +212,7 @@ mod tests {
     fn job_identity_ignores_paths_and_covers_the_rest() {
         let a = job();
         let mut b = job();
-        let TaskKind::Text(t) = &mut b.task.kind;
+        let TaskKind::Text(t) = &mut b.task.kind else { unreachable!() };
         t.distributions[0].path = "/elsewhere/code.bin".into();
         assert_eq!(a.job_id(), b.job_id());
         assert_eq!(a.job_id().0.len(), 16);
@@ -174,15 +225,15 @@ mod tests {
             Box::new(|j| j.run = RunId("fedcba9876543210".into())),
             Box::new(|j| j.task.name = "other".into()),
             Box::new(|j| {
-                let TaskKind::Text(t) = &mut j.task.kind;
+                let TaskKind::Text(t) = &mut j.task.kind else { unreachable!() };
                 t.skip_tokens = 30
             }),
             Box::new(|j| {
-                let TaskKind::Text(t) = &mut j.task.kind;
+                let TaskKind::Text(t) = &mut j.task.kind else { unreachable!() };
                 t.tokens = 1
             }),
             Box::new(|j| {
-                let TaskKind::Text(t) = &mut j.task.kind;
+                let TaskKind::Text(t) = &mut j.task.kind else { unreachable!() };
                 t.distributions[0].digest = "cc".into()
             }),
         ];

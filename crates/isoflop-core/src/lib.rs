@@ -3,6 +3,7 @@
 //!
 //! Nothing here touches the network, a database or libtorch; every other crate builds on it.
 
+pub mod choice;
 pub mod clock;
 pub mod config;
 pub mod device;
@@ -19,7 +20,7 @@ pub mod tokenizer;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{DataRef, EvalRef, InvalidRun, ModelShape, Recipe, RopeScaling, RunConfig, RunId};
 pub use device::Device;
-pub use eval::{EvalJobConfig, EvalMetric, EvalTask, TaskKind, TextTask};
+pub use eval::{ChoiceTask, EvalJobConfig, EvalMetric, EvalTask, SubsetGroup, TaskKind, TextTask};
 pub use failure::{FailureClass, Retries, RetryDecision, after_failure};
 pub use record::{EvalScore, Progress};
 pub use spec::Precision;

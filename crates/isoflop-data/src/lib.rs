@@ -6,6 +6,7 @@ pub mod error;
 pub mod prepare;
 pub mod roff;
 pub mod shard;
+pub mod tasks;
 pub mod tokenizer;
 
 pub use corpus::{Document, SOURCE_NAMES, Source, SourcePaths};

@@ -235,6 +235,32 @@ impl From<&pb::EvalMetric> for EvalMetric {
     }
 }
 
+impl From<&isoflop_core::choice::ItemScore> for pb::ItemScore {
+    fn from(m: &isoflop_core::choice::ItemScore) -> Self {
+        pb::ItemScore {
+            item: m.item,
+            subset: m.subset.clone(),
+            gold: m.gold,
+            ll: m.ll.clone(),
+            chars: m.chars.clone(),
+            bytes: m.bytes.clone(),
+        }
+    }
+}
+
+impl From<&pb::ItemScore> for isoflop_core::choice::ItemScore {
+    fn from(m: &pb::ItemScore) -> Self {
+        isoflop_core::choice::ItemScore {
+            item: m.item,
+            subset: m.subset.clone(),
+            gold: m.gold,
+            ll: m.ll.clone(),
+            chars: m.chars.clone(),
+            bytes: m.bytes.clone(),
+        }
+    }
+}
+
 /// A run or evaluation job with its results, as the control API lists it.
 impl From<&RunResults> for pb::RunSummary {
     fn from(x: &RunResults) -> Self {

@@ -199,7 +199,9 @@ pub fn reports_are_all_or_nothing(store: &dyn Store) {
 /// (and only those); a job is launchable once its checkpoint is recorded; a success writes its
 /// results and ends the attempt in one transaction, a stale one writes none.
 pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(store: &dyn Store) {
-    let ev = store.end_attempt("r2", 1, &Ending::Succeeded { results: vec![], message: "final loss 1.2".into() }).unwrap();
+    let ev = store
+        .end_attempt("r2", 1, &Ending::Succeeded { results: vec![], items: vec![], message: "final loss 1.2".into() })
+        .unwrap();
     assert_eq!((ev.from, ev.to, ev.message.as_str()), (RunState::Running, RunState::Succeeded, "final loss 1.2"));
     // r2 has checkpoints at steps 10 and 20 (see the report check); r1 none at 99.
     let jobs = [new_run("r1", "one"), new_run("r2", "two"), new_eval("e2", "r2", 20), new_eval("e1", "r1", 99)];
@@ -226,15 +228,27 @@ pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(st
     store.start_attempt("e2", "h", T0 + 1_000).unwrap();
     store.attach("e2", 1, 0, T0 + 2_000).unwrap();
     let results = [text_result("code", 2.0), text_result("bible", 1.5)].concat();
-    let done = Ending::Succeeded { results: results.clone(), message: "scored".into() };
+    let items: Vec<isoflop_core::choice::ItemScore> = (0..3)
+        .map(|i| isoflop_core::choice::ItemScore {
+            item: i,
+            subset: if i == 0 { "anatomy".into() } else { "virology".into() },
+            gold: i as u32 % 2,
+            ll: vec![-1.25, -0.5 - i as f64],
+            chars: vec![1, 1],
+            bytes: vec![1, 2],
+        })
+        .collect();
+    let done = Ending::Succeeded { results: results.clone(), items: items.clone(), message: "scored".into() };
     store.end_attempt("e2", 1, &done).unwrap();
+    assert_eq!(store.eval_items("e2").unwrap(), items, "per-item rows round-trip exactly");
+    assert!(store.eval_items("e1").unwrap().is_empty());
     let evals = store.evals("r2").unwrap();
     assert_eq!(
         evals.iter().map(|e| (e.distribution.as_str(), e.loss, e.tokens)).collect::<Vec<_>>(),
         [("bible", 1.5, 10), ("code", 2.0, 10)]
     );
     assert_eq!(store.eval_results("e2").unwrap().len(), results.len());
-    let stale = Ending::Succeeded { results: text_result("code", 0.1), message: String::new() };
+    let stale = Ending::Succeeded { results: text_result("code", 0.1), items: vec![], message: String::new() };
     assert!(matches!(store.end_attempt("e2", 1, &stale), Err(StoreError::StaleAttempt { .. })));
     assert_eq!(store.evals("r2").unwrap()[1].loss, 2.0, "a refused success stores nothing");
     assert_eq!(store.attempt("e2", 1).unwrap().unwrap().outcome, AttemptOutcome::Succeeded);

@@ -125,6 +125,8 @@ pub trait Store: Send + Sync {
     fn evals(&self, run_id: &str) -> Result<Vec<EvalRow>>;
     /// The stored results of an evaluation job, by subset then metric.
     fn eval_results(&self, job_id: &str) -> Result<Vec<isoflop_core::EvalMetric>>;
+    /// The per-item results of a multiple-choice evaluation job, by item.
+    fn eval_items(&self, job_id: &str) -> Result<Vec<isoflop_core::choice::ItemScore>>;
     /// The checkpoint steps of a training run that evaluation jobs score (kept on disk).
     fn eval_steps(&self, run_id: &str) -> Result<Vec<u64>>;
     /// The state-transition events of a run, oldest first.

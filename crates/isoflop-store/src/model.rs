@@ -154,7 +154,12 @@ pub struct AttemptRow {
 pub enum Ending {
     /// The worker finished and the run succeeded: a training run with nothing more, an
     /// evaluation job with its results (stored in the same transaction).
-    Succeeded { results: Vec<isoflop_core::EvalMetric>, message: String },
+    Succeeded {
+        results: Vec<isoflop_core::EvalMetric>,
+        /// Per item, for multiple-choice jobs.
+        items: Vec<isoflop_core::choice::ItemScore>,
+        message: String,
+    },
     /// The attempt failed with `class`. The run's retries used are read in the transaction and
     /// [`isoflop_core::after_failure`] decides: requeued (after a back-off, maybe spending a
     /// retry) or failed for good.

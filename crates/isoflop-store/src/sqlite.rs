@@ -1,6 +1,7 @@
 //! The SQLite backend: one file, WAL journal, foreign keys on, migrations by `user_version`.
 
 use crate::*;
+use isoflop_core::choice::ItemScore;
 use isoflop_core::eval::metric;
 use isoflop_core::{Clock, EvalMetric, SystemClock, after_failure};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
@@ -20,6 +21,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("migrations/sqlite/0002_progress_micro_batch.sql")),
     Migration::Sql(include_str!("migrations/sqlite/0003_eval_jobs.sql")),
     Migration::Code(crate::migrate::evals_leave_run_identity),
+    Migration::Sql(include_str!("migrations/sqlite/0005_eval_items.sql")),
 ];
 
 /// The embedded store.
@@ -337,13 +339,32 @@ impl SqliteStore {
         let retries_used = Self::run_now(tx, run_id)?.retries_used;
         let now = self.now();
         let (outcome, to, change) = match ending {
-            Ending::Succeeded { results, message } => {
+            Ending::Succeeded { results, items, message } => {
                 let mut stmt = tx.prepare_cached(
                     "INSERT OR REPLACE INTO eval_results (run_id, subset, metric, value, attempt, at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for m in results {
                     stmt.execute(params![run_id, m.subset, m.metric, m.value, attempt as i64, now])?;
+                }
+                let mut stmt = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO eval_items (run_id, item, subset, gold, ll, chars, bytes, attempt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                fn json<T: serde::Serialize>(v: &T) -> String {
+                    serde_json::to_string(v).expect("numbers serialise")
+                }
+                for it in items {
+                    stmt.execute(params![
+                        run_id,
+                        it.item as i64,
+                        it.subset,
+                        it.gold as i64,
+                        json(&it.ll),
+                        json(&it.chars),
+                        json(&it.bytes),
+                        attempt as i64
+                    ])?;
                 }
                 let change = Change { attempt: Some(attempt), message: message.clone(), ..Change::default() };
                 (AttemptOutcome::Succeeded, RunState::Succeeded, change)
@@ -826,6 +847,37 @@ impl Store for SqliteStore {
                 tx.prepare_cached("SELECT subset, metric, value FROM eval_results WHERE run_id = ?1 ORDER BY subset, metric")?;
             let rows = stmt.query_map([job_id], |r| Ok(EvalMetric { subset: r.get(0)?, metric: r.get(1)?, value: r.get(2)? }))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn eval_items(&self, job_id: &str) -> Result<Vec<ItemScore>> {
+        self.with(|tx| {
+            let mut stmt =
+                tx.prepare_cached("SELECT item, subset, gold, ll, chars, bytes FROM eval_items WHERE run_id = ?1 ORDER BY item")?;
+            let rows = stmt.query_map([job_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (item, subset, gold, ll, chars, bytes) = row?;
+                let bad = |e: serde_json::Error| StoreError::Corrupt(format!("eval_items of {job_id}, item {item}: {e}"));
+                out.push(ItemScore {
+                    item: item as u64,
+                    subset,
+                    gold: gold as u32,
+                    ll: serde_json::from_str(&ll).map_err(bad)?,
+                    chars: serde_json::from_str(&chars).map_err(bad)?,
+                    bytes: serde_json::from_str(&bytes).map_err(bad)?,
+                });
+            }
+            Ok(out)
         })
     }
 

@@ -57,7 +57,7 @@ fn upgrades_a_version_1_database_keeping_its_progress() {
     let p = store.progress("r").unwrap();
     assert_eq!((p.len(), p[0].step, p[0].micro_batch), (1, 5, None), "old points have no micro-batch");
     let version: i64 = rusqlite::Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 /// A database written by release 0.1.0 (`tests/data/store-0.1.0`: four succeeded runs of a

@@ -5,6 +5,7 @@ use crate::model::Transformer;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::trainer::{Control, TrainError, open_shard};
 pub use isoflop_core::EvalScore;
+use isoflop_core::choice::{ChoiceItem, ItemScore, aggregate};
 use isoflop_core::eval::{EvalJobConfig, TaskKind, metric};
 use isoflop_core::{EvalMetric, Precision, RunConfig};
 use isoflop_data::Shard;
@@ -26,10 +27,18 @@ pub struct EvalJob {
     pub threads: usize,
 }
 
+/// What an evaluation job produced: its metrics, and per item for multiple choice.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EvalOutput {
+    pub metrics: Vec<EvalMetric>,
+    pub items: Vec<ItemScore>,
+}
+
 /// Scores one checkpoint on the job's task; `progress(done, total)` is called after each
-/// batch of windows and stops the job (`Ok(None)`) by returning [`Control::Stop`]. Errors in
-/// the job's data or checkpoint are user errors ([`TrainError::class`]).
-pub fn run_eval(job: &EvalJob, progress: &mut dyn FnMut(u64, u64) -> Control) -> Result<Option<Vec<EvalMetric>>, TrainError> {
+/// batch (of text windows, or of multiple-choice rows) and stops the job (`Ok(None)`) by
+/// returning [`Control::Stop`]. Errors in the job's data or checkpoint are user errors
+/// ([`TrainError::class`]).
+pub fn run_eval(job: &EvalJob, progress: &mut dyn FnMut(u64, u64) -> Control) -> Result<Option<EvalOutput>, TrainError> {
     job.run.validate().map_err(|e| TrainError::Config(e.to_string()))?;
     job.job.validate().map_err(|e| TrainError::Config(e.to_string()))?;
     if job.threads > 0 {
@@ -93,9 +102,123 @@ pub fn run_eval(job: &EvalJob, progress: &mut dyn FnMut(u64, u64) -> Control) ->
                     m(metric::BYTES, e.bytes),
                 ]);
             }
-            Ok(Some(out))
+            Ok(Some(EvalOutput { metrics: out, items: Vec::new() }))
+        }
+        TaskKind::MultipleChoice(t) => {
+            let items = isoflop_data::tasks::read_compiled(std::path::Path::new(&t.items.path), &t.items.digest)
+                .map_err(|e| TrainError::Config(e.to_string()))?;
+            if items.len() as u64 != t.count {
+                return Err(TrainError::Config(format!("{}: {} items, the job expects {}", t.items.path, items.len(), t.count)));
+            }
+            let tok = isoflop_data::tokenizer_for(job.run.data.tokenizer).map_err(|e| TrainError::Config(e.to_string()))?;
+            let budget = batch * job.run.model.seq_len as usize;
+            let Some(lls) = score_choices(&model, tok.as_ref(), &items, budget, job.device, progress)? else {
+                return Ok(None);
+            };
+            let scored: Vec<ItemScore> = items.iter().zip(lls).enumerate().map(|(i, (it, ll))| it.scored(i as u64, ll)).collect();
+            Ok(Some(EvalOutput { metrics: aggregate(&scored, &t.groups), items: scored }))
         }
     }
+}
+
+/// One forward row of multiple-choice scoring: an input, and the choices it scores.
+struct ChoiceRow {
+    item: usize,
+    input: Vec<i64>,
+    /// Per choice scored on this row: its index and `(position, target)` pairs.
+    choices: Vec<(usize, Vec<(usize, i64)>)>,
+}
+
+/// The log-likelihood of every choice of every item, as lm-evaluation-harness computes it
+/// ([`isoflop_data::tasks::encode_choice`]; the input is `context + continuation` without its
+/// last token, cut from the left to the model's window).
+///
+/// Choices of an item whose inputs are equal (MMLU's letters: they differ in their last token
+/// only) share one forward row. Rows run longest first, in batches of at most `budget_tokens`
+/// padded tokens (right padding: a causal model's earlier positions do not see it), and the
+/// output head runs only at the scored positions. `progress(rows done, rows)` after each batch.
+pub fn score_choices(
+    model: &Transformer,
+    tok: &dyn isoflop_data::Tokenizer,
+    items: &[ChoiceItem],
+    budget_tokens: usize,
+    device: Device,
+    progress: &mut dyn FnMut(u64, u64) -> Control,
+) -> Result<Option<Vec<Vec<f64>>>, TrainError> {
+    let window = model.shape().seq_len as usize;
+    let mut rows: Vec<ChoiceRow> = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let first_row = rows.len();
+        for c in 0..it.choices.len() {
+            let (ctx, cont) = isoflop_data::tasks::encode_choice(tok, &it.context, &it.continuation(c));
+            if cont.is_empty() || cont.len() > window {
+                return Err(TrainError::Config(format!(
+                    "item {}: choice {c} is {} tokens, outside 1..={window}",
+                    it.id,
+                    cont.len()
+                )));
+            }
+            let full: Vec<i64> = ctx.iter().chain(&cont).map(|&t| i64::from(t)).collect();
+            let start = (full.len() - 1).saturating_sub(window);
+            let input = full[start..full.len() - 1].to_vec();
+            let l = input.len();
+            let scored: Vec<(usize, i64)> = cont.iter().enumerate().map(|(k, &t)| (l - cont.len() + k, i64::from(t))).collect();
+            match rows[first_row..].iter_mut().find(|r| r.input == input) {
+                Some(r) => r.choices.push((c, scored)),
+                None => rows.push(ChoiceRow { item: i, input, choices: vec![(c, scored)] }),
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(rows[r].input.len()));
+    let mut lls: Vec<Vec<f64>> = items.iter().map(|it| vec![0.0; it.choices.len()]).collect();
+    let total = rows.len() as u64;
+    let mut done = 0u64;
+    if progress(0, total) == Control::Stop {
+        return Ok(None);
+    }
+    let budget = budget_tokens.max(window);
+    let mut next = 0;
+    let result = tch::no_grad(|| -> Result<bool, TrainError> {
+        while next < order.len() {
+            let width = rows[order[next]].input.len();
+            let n = (budget / width).max(1).min(order.len() - next);
+            let batch = &order[next..next + n];
+            let mut buf = vec![0i64; n * width];
+            let (mut at, mut targets) = (Vec::new(), Vec::new());
+            for (b, &r) in batch.iter().enumerate() {
+                let row = &rows[r];
+                buf[b * width..b * width + row.input.len()].copy_from_slice(&row.input);
+                for (_, scored) in &row.choices {
+                    for &(p, t) in scored {
+                        at.push((b * width + p) as i64);
+                        targets.push(t);
+                    }
+                }
+            }
+            let tokens = Tensor::f_from_slice(&buf)?.f_view([n as i64, width as i64])?.f_to_device(device)?;
+            let at_t = Tensor::f_from_slice(&at)?.f_to_device(device)?;
+            let tg = Tensor::f_from_slice(&targets)?.f_to_device(device)?.f_unsqueeze(1)?;
+            let logp = model.logits_at(&tokens, &at_t)?.f_to_kind(Kind::Float)?.f_log_softmax(-1, Kind::Float)?;
+            let picked = logp.f_gather(1, &tg, false)?.f_squeeze_dim(1)?.f_to_kind(Kind::Double)?.f_to_device(Device::Cpu)?;
+            let values = Vec::<f64>::try_from(&picked).map_err(|e| TrainError::Config(format!("reading scores: {e}")))?;
+            let mut k = 0;
+            for &r in batch {
+                let row = &rows[r];
+                for (c, scored) in &row.choices {
+                    lls[row.item][*c] = values[k..k + scored.len()].iter().sum();
+                    k += scored.len();
+                }
+            }
+            next += n;
+            done += n as u64;
+            if progress(done, total) == Control::Stop {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(result.then_some(lls))
 }
 
 /// Bits per byte of `total_nats` of cross-entropy spread over `bytes` bytes of text:
@@ -277,6 +400,87 @@ mod tests {
         let r = evaluate(&model, "short", &shard("short.bin", 10), 1 << 20, 4, Device::Cpu).unwrap();
         assert_eq!(r.tokens, 9);
         assert!(evaluate(&model, "tiny", &shard("tiny.bin", 1), 1 << 20, 4, Device::Cpu).is_err());
+    }
+
+    /// The log-likelihood of `cont` after `ctx`, by hand: one sequence, the full logits.
+    fn by_hand(model: &Transformer, ctx: &[u32], cont: &[u32]) -> f64 {
+        let window = model.shape().seq_len as usize;
+        let full: Vec<i64> = ctx.iter().chain(cont).map(|&t| i64::from(t)).collect();
+        let start = (full.len() - 1).saturating_sub(window);
+        let input = &full[start..full.len() - 1];
+        let t = Tensor::from_slice(input).view([1, input.len() as i64]);
+        let logp = tch::no_grad(|| model.forward(&t).unwrap().log_softmax(-1, Kind::Float));
+        let l = input.len();
+        cont.iter().enumerate().map(|(k, &tok)| logp.double_value(&[0, (l - cont.len() + k) as i64, i64::from(tok)])).sum()
+    }
+
+    #[test]
+    fn choices_score_as_one_sequence_each_by_hand() {
+        use isoflop_core::choice::ChoiceItem;
+        use isoflop_data::ByteTokenizer;
+        // `seeded` draws its initial weights under the init lock itself.
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = Transformer::seeded(&vs.root(), &crate::model::tests::tiny_shape(), 3).unwrap();
+        // Far from uniform predictions, so that a wrong position or target shows.
+        tch::no_grad(|| {
+            for mut p in vs.trainable_variables() {
+                let _ = p.g_mul_scalar_(8.0);
+            }
+        });
+        let item = |context: &str, delimiter: &str, choices: &[&str]| ChoiceItem {
+            id: "t/1".into(),
+            subset: "s".into(),
+            context: context.into(),
+            delimiter: delimiter.into(),
+            choices: choices.iter().map(|c| c.to_string()).collect(),
+            gold: 0,
+        };
+        let items = vec![
+            // Letters: the choices share one row.
+            item("Q?\nA. x\nB. y\nAnswer:", " ", &["A", "B", "C", "D"]),
+            // Longer continuations of different lengths, a context with trailing whitespace.
+            item("Is it so? ", "", &["Yes, it is", "No"]),
+            // A context longer than the window (seq_len 16) is cut from the left.
+            item("a long context that is well past sixteen bytes:", " ", &["one", "three"]),
+            // An empty context scores after the end-of-text token.
+            item("", " ", &["x", "yz"]),
+        ];
+        let tok = ByteTokenizer;
+        for budget in [1, 16, 1 << 12] {
+            let mut calls = Vec::new();
+            let lls = score_choices(&model, &tok, &items, budget, Device::Cpu, &mut |d, t| {
+                calls.push((d, t));
+                Control::Continue
+            })
+            .unwrap()
+            .unwrap();
+            for (it, ll) in items.iter().zip(&lls) {
+                for (c, v) in ll.iter().enumerate() {
+                    let (ctx, cont) = isoflop_data::tasks::encode_choice(&tok, &it.context, &it.continuation(c));
+                    let want = by_hand(&model, &ctx, &cont);
+                    assert!(
+                        (v - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "budget {budget}, {:?} choice {c}: {v} vs {want}",
+                        it.context
+                    );
+                }
+            }
+            let spread =
+                lls[0].iter().cloned().fold(f64::NEG_INFINITY, f64::max) - lls[0].iter().cloned().fold(f64::INFINITY, f64::min);
+            assert!(spread > 0.5, "the letters' log-likelihoods differ: {:?}", lls[0]);
+            // 4 letters on one row, then 2 + 2 + 2 rows.
+            assert_eq!(calls.last(), Some(&(7, 7)), "budget {budget}");
+        }
+        // Asked to stop, it stops.
+        let stopped = score_choices(&model, &tok, &items, 1, Device::Cpu, &mut |d, _| {
+            if d >= 2 { Control::Stop } else { Control::Continue }
+        })
+        .unwrap();
+        assert!(stopped.is_none());
+        // A continuation longer than the window is refused.
+        let long = vec![item("Q", " ", &["a", &"z".repeat(40)])];
+        let e = score_choices(&model, &tok, &long, 64, Device::Cpu, &mut |_, _| Control::Continue).unwrap_err();
+        assert!(e.to_string().contains("choice 1 is 41 tokens, outside 1..=16"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod trainer;
 
 pub use checkpoint::{CheckpointError, Manifest};
 pub use data::{Batch, BatchSampler};
-pub use eval::{EvalJob, EvalScore, bits_per_byte, evaluate, run_eval};
+pub use eval::{EvalJob, EvalOutput, EvalScore, bits_per_byte, evaluate, run_eval, score_choices};
 pub use model::{Param, ParamKind, Transformer};
 pub use optim::{AdamW, AdamWConfig, DecayScope};
 pub use schedule::Schedule;

@@ -235,6 +235,21 @@ impl Transformer {
 
     /// Logits `[B, T, V]` for tokens `[B, T]` (`i64`, `T <= seq_len`).
     pub fn forward(&self, tokens: &Tensor) -> Result<Tensor, TchError> {
+        let x = self.hidden(tokens)?;
+        x.f_linear(self.lm_head.as_ref().unwrap_or(&self.embed), None::<&Tensor>)
+    }
+
+    /// Logits `[M, V]` at `M` positions only: `at` holds indices into the flattened `[B·T]`
+    /// positions of `tokens [B, T]` (`i64`). The output head runs on those rows alone, which is
+    /// what scoring a few continuation tokens of long prompts needs.
+    pub fn logits_at(&self, tokens: &Tensor, at: &Tensor) -> Result<Tensor, TchError> {
+        let x = self.hidden(tokens)?;
+        let x = x.f_view([-1, self.hidden])?.f_index_select(0, at)?;
+        x.f_linear(self.lm_head.as_ref().unwrap_or(&self.embed), None::<&Tensor>)
+    }
+
+    /// The final hidden states `[B, T, H]` (after the last norm).
+    fn hidden(&self, tokens: &Tensor) -> Result<Tensor, TchError> {
         let (b, t) = tokens.size2()?;
         if t > self.shape.seq_len as i64 || t == 0 {
             return Err(TchError::Shape(format!("sequence length {t} outside 1..={}", self.shape.seq_len)));
@@ -254,8 +269,7 @@ impl Transformer {
             let m = self.mlp(blk, &self.norm(&x, &blk.mlp_norm, self.hidden)?)?;
             x = x.f_add(&m)?;
         }
-        let x = self.norm(&x, &self.final_norm, self.hidden)?;
-        x.f_linear(self.lm_head.as_ref().unwrap_or(&self.embed), None::<&Tensor>)
+        self.norm(&x, &self.final_norm, self.hidden)
     }
 
     /// Mean next-token cross-entropy (nats/token) of `targets [B, T]` given `inputs [B, T]`.

@@ -3,7 +3,7 @@
 use crate::client::WorkerClient;
 use crate::device;
 use isoflop_core::flops::mfu_flops_per_token;
-use isoflop_core::{Device, EvalJobConfig, EvalMetric, FailureClass, Precision, Progress, RunConfig};
+use isoflop_core::{Device, EvalJobConfig, FailureClass, Precision, Progress, RunConfig};
 use isoflop_proto::v1 as pb;
 use isoflop_proto::{PROTOCOL_VERSION, convert};
 use isoflop_train::{CheckpointInfo, Control, TrainError, TrainHooks, TrainJob, TrainOutcome};
@@ -380,19 +380,29 @@ async fn attempt(
         warn!(target: "worker", "the last report was not taken ({}); the outcome follows", s.message());
     }
     let (outcome, ended) = match result {
-        Done::Eval(Ok(Some(metrics))) => {
-            for m in &metrics {
+        Done::Eval(Ok(Some(out))) => {
+            // Multiple choice: the groups and the whole, not every subject.
+            let subsets: std::collections::HashSet<&str> = out.items.iter().map(|i| i.subset.as_str()).collect();
+            for m in out.metrics.iter().filter(|m| !subsets.contains(m.subset.as_str())) {
                 info!(target: "worker", "eval {} {}: {:.4}", m.subset, m.metric, m.value);
             }
-            let metrics = metrics.iter().map(pb::EvalMetric::from).collect();
-            (pb::finish_request::Outcome::Success(pb::Success { final_loss: 0.0, evals: vec![], metrics }), Ended::Succeeded)
+            if !out.items.is_empty() {
+                info!(target: "worker", "eval: {} items of {} subsets scored", out.items.len(), subsets.len());
+            }
+            let metrics = out.metrics.iter().map(pb::EvalMetric::from).collect();
+            let items = out.items.iter().map(pb::ItemScore::from).collect();
+            (
+                pb::finish_request::Outcome::Success(pb::Success { final_loss: 0.0, evals: vec![], metrics, items }),
+                Ended::Succeeded,
+            )
         }
         // A stopped evaluation has nothing to resume from: it starts again later.
         Done::Eval(Ok(None)) => failed(FailureClass::Preempted, "stopped before it finished".into()),
         Done::Eval(Err(e)) => failed(e.class(), e.to_string()),
-        Done::Train(Ok(TrainOutcome::Completed { final_loss })) => {
-            (pb::finish_request::Outcome::Success(pb::Success { final_loss, evals: vec![], metrics: vec![] }), Ended::Succeeded)
-        }
+        Done::Train(Ok(TrainOutcome::Completed { final_loss })) => (
+            pb::finish_request::Outcome::Success(pb::Success { final_loss, evals: vec![], metrics: vec![], items: vec![] }),
+            Ended::Succeeded,
+        ),
         Done::Train(Ok(TrainOutcome::Stopped { step, checkpoint })) => (
             pb::finish_request::Outcome::Interrupted(pb::Interrupted {
                 checkpoint_step: step,
@@ -428,13 +438,13 @@ async fn attempt(
 /// What the work thread runs: a training run or an evaluation job.
 enum Work {
     Train(Box<dyn FnOnce() -> Result<TrainOutcome, TrainError> + Send>),
-    Eval(Box<dyn FnOnce() -> Result<Option<Vec<EvalMetric>>, TrainError> + Send>),
+    Eval(Box<dyn FnOnce() -> Result<Option<isoflop_train::EvalOutput>, TrainError> + Send>),
 }
 
 /// How the work thread ended.
 enum Done {
     Train(Result<TrainOutcome, TrainError>),
-    Eval(Result<Option<Vec<EvalMetric>>, TrainError>),
+    Eval(Result<Option<isoflop_train::EvalOutput>, TrainError>),
 }
 
 fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome, Ended) {

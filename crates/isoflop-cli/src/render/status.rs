@@ -121,6 +121,21 @@ pub fn final_table(runs: &[RunResults]) -> String {
     out
 }
 
+/// The headline of an evaluation job's result: multiple choice, the accuracies and bits per
+/// byte over all its items; text, the mean of its first metric over distributions.
+fn headline(x: &RunResults) -> Option<String> {
+    use isoflop_core::eval::metric;
+    let all = |m: &str| x.metrics.iter().find(|v| v.subset == isoflop_core::choice::ALL && v.metric == m).map(|v| v.value);
+    if let (Some(acc), Some(norm), Some(bpb), Some(n)) =
+        (all(metric::ACC), all(metric::ACC_NORM), all(metric::BPB), all(metric::ITEMS))
+    {
+        return Some(format!("acc {acc:.4} acc_norm {norm:.4} bpb {bpb:.4} ({n} items)"));
+    }
+    let first = x.metrics.first()?;
+    let v: Vec<f64> = x.metrics.iter().filter(|m| m.metric == first.metric).map(|m| m.value).collect();
+    Some(format!("{} {:.4} (mean of {})", first.metric, v.iter().sum::<f64>() / v.len() as f64, v.len()))
+}
+
 /// An evaluation job's metrics as `{subset: {metric: value}}`.
 fn metrics_json(x: &RunResults) -> serde_json::Value {
     let mut out = serde_json::Map::new();
@@ -200,11 +215,7 @@ pub fn status_table(sweep: &str, runs: &[RunResults]) -> String {
             None => r.message.clone(),
         };
         if let Some(of) = &r.eval {
-            // The headline of a result: the mean of its first metric over subsets.
-            let result = x.metrics.first().map(|first| {
-                let v: Vec<f64> = x.metrics.iter().filter(|m| m.metric == first.metric).map(|m| m.value).collect();
-                format!("{} {:.4} (mean of {})", first.metric, v.iter().sum::<f64>() / v.len() as f64, v.len())
-            });
+            let result = headline(x);
             jobs.row([
                 r.run_id.clone(),
                 r.name.clone(),

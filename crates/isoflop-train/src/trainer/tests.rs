@@ -109,7 +109,7 @@ fn heldout(dir: &Path, cfg: &RunConfig, checkpoint: &Path, precision: Precision)
     let job =
         EvalJobConfig { run: cfg.run_id(), step: m.step, task: EvalTask { name: "heldout".into(), kind: TaskKind::Text(text) } };
     let job = crate::EvalJob { run: cfg.clone(), job, checkpoint: checkpoint.into(), device: Device::Cpu, precision, threads: 1 };
-    let metrics = crate::run_eval(&job, &mut |_, _| Control::Continue).unwrap().unwrap();
+    let metrics = crate::run_eval(&job, &mut |_, _| Control::Continue).unwrap().unwrap().metrics;
     let v = |name: &str| metrics.iter().find(|x| x.metric == name).unwrap().value;
     EvalScore {
         distribution: "heldout".into(),
