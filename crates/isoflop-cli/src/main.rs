@@ -6,6 +6,7 @@ mod args;
 mod cmd_bench;
 mod cmd_control;
 mod cmd_data;
+mod cmd_export;
 mod cmd_fit;
 mod cmd_plan;
 mod cmd_run;
@@ -87,6 +88,22 @@ enum Command {
         store: StoreArgs,
         #[command(flatten)]
         remote: RemoteArgs,
+    },
+    /// Write a run's checkpoint as a Hugging Face model directory (safetensors, config.json
+    /// as LlamaForCausalLM or Qwen3ForCausalLM, tokenizer files) that transformers loads.
+    Export {
+        /// Run id (or a unique prefix) or run name.
+        run: String,
+        /// Only `hf`.
+        #[arg(long, default_value = "hf")]
+        format: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The checkpoint step (default: the newest).
+        #[arg(long)]
+        step: Option<u64>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Requeue the runs of a sweep that ended failed or cancelled, and run them.
     Resume {
@@ -204,6 +221,7 @@ fn main() {
         Command::Cancel { target, run, store, remote } => cmd_control::cancel(&target, run, &store, &remote),
         Command::Fit { sweep, args, format, store } => cmd_fit::fit(&args.source(sweep, &store.store), &args, format),
         Command::Report { sweep, out, args, store } => cmd_fit::report(&args.source(sweep, &store.store), &args, &out),
+        Command::Export { run, format, out, step, store } => cmd_export::export(&run, &format, &out, step, &store.store),
         Command::Bench { command } => cmd_bench::bench(command),
         Command::Data { command } => cmd_data::data(command),
         Command::Worker(args) => cmd_worker::main(args),

@@ -5,8 +5,8 @@ use isoflop_core::eval::{ChoiceTask, EvalTask, HELDOUT_TASK, SubsetGroup, TaskKi
 use isoflop_core::plan::{PlannedEval, PlannedRun, ResolvedData, plan, plan_evals};
 use isoflop_core::spec::{ChoiceSampling, LoadedSpec, SpecError, TaskSpec};
 use isoflop_core::{EvalRef, config::RunConfig};
-use isoflop_data::Manifest;
 use isoflop_data::tasks::{self, Sampling, TaskDef, TaskError};
+use isoflop_data::{Manifest, english};
 use isoflop_store::{EvalOf, NewRun, NewSweep};
 
 /// Resolves a spec's corpora and eval distributions to shards with digests. Every error
@@ -93,6 +93,22 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
                 distributions.push(shard_ref(format!("eval.tasks[{i}].text.shards[{j}]"), n, 2)?);
             }
             let text = TextTask { distributions, tokens: x.tokens.unwrap_or(spec.data.eval_tokens), skip_tokens: x.skip_tokens };
+            tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::Text(text) });
+        } else if let Some(e) = &t.english {
+            let nltk = loaded.resolve(std::path::Path::new(&e.nltk));
+            let tok = isoflop_data::tokenizer_for(manifest.tokenizer)
+                .map_err(|x| SpecError::at(file, "data.tokenizer", x.to_string()))?;
+            let mut distributions = Vec::new();
+            for (j, name) in e.varieties.iter().enumerate() {
+                let key = format!("eval.tasks[{i}].english.varieties[{j}]");
+                let v = english::Variety::parse(name).expect("validated");
+                let docs = english::documents(&nltk, v)
+                    .map_err(|x| SpecError::at(file, format!("eval.tasks[{i}].english.nltk"), x.to_string()))?;
+                let (path, digest) = english::write_shard(&dir.join("tasks"), v.name(), &docs, tok.as_ref())
+                    .map_err(|x| SpecError::at(file, &key, x.to_string()))?;
+                distributions.push(EvalRef { name: v.name().into(), path: path.display().to_string(), digest });
+            }
+            let text = TextTask { distributions, tokens: e.tokens.unwrap_or(spec.data.eval_tokens), skip_tokens: e.skip_tokens };
             tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::Text(text) });
         } else {
             let task = choice_task(loaded, i, t, &dir.join("tasks"), manifest.tokenizer)?;

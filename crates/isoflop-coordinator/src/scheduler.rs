@@ -151,6 +151,8 @@ impl Coordinator {
             token,
             coordinator_url: self.inner.cfg.worker_url.clone(),
             log_path: self.log_path(&run.artifacts_key, attempt.attempt),
+            artifacts_key: run.artifacts_key.clone(),
+            eval: !run.is_training(),
         };
         match self.inner.executor.launch(&spec) {
             Ok(r) => {

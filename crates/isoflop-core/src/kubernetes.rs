@@ -67,6 +67,10 @@ pub struct KubernetesSpec {
     /// Persistent volume claims mounted into workers (token shards, checkpoints).
     #[serde(default)]
     pub volumes: Vec<VolumeSpec>,
+    /// What an evaluation job's pod asks for instead (each field absent: training's). An
+    /// evaluation reads one checkpoint and scores it, and may want less than a training pod.
+    #[serde(default)]
+    pub eval_resources: Option<PodResources>,
     /// Kueue LocalQueue: Jobs are created suspended with the queue-name label.
     #[serde(default)]
     pub kueue_queue: Option<String>,
@@ -120,6 +124,18 @@ fn default_burst() -> u32 {
     10
 }
 
+/// Resource requests and limits of a pod (each absent: the training pod's setting).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodResources {
+    #[serde(default)]
+    pub gpus_per_run: Option<u32>,
+    #[serde(default)]
+    pub cpu: Option<String>,
+    #[serde(default)]
+    pub memory: Option<String>,
+}
+
 /// A persistent volume claim mounted into every worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +180,17 @@ pub fn is_quantity(s: &str) -> bool {
 }
 
 impl KubernetesSpec {
+    /// The GPUs, CPU and memory a pod asks for: training's, or for an evaluation job its
+    /// `eval_resources` where given.
+    pub fn resources(&self, eval: bool) -> (u32, Option<String>, Option<String>) {
+        let e = self.eval_resources.as_ref().filter(|_| eval);
+        (
+            e.and_then(|e| e.gpus_per_run).unwrap_or(self.gpus_per_run),
+            e.and_then(|e| e.cpu.clone()).or_else(|| self.cpu.clone()),
+            e.and_then(|e| e.memory.clone()).or_else(|| self.memory.clone()),
+        )
+    }
+
     /// Checks every value a type cannot check.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key: &str, message: String| Err(ConfigError { key: key.into(), message });
@@ -179,7 +206,13 @@ impl KubernetesSpec {
         if !(self.coordinator_url.starts_with("http://") || self.coordinator_url.starts_with("https://")) {
             return err("coordinator_url", format!("`{}`: expected an http:// or https:// URL", self.coordinator_url));
         }
-        for (key, q) in [("cpu", &self.cpu), ("memory", &self.memory)] {
+        let eval = self.eval_resources.clone().unwrap_or_default();
+        for (key, q) in [
+            ("cpu", &self.cpu),
+            ("memory", &self.memory),
+            ("eval_resources.cpu", &eval.cpu),
+            ("eval_resources.memory", &eval.memory),
+        ] {
             if let Some(q) = q
                 && !is_quantity(q)
             {

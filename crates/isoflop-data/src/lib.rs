@@ -2,6 +2,7 @@
 //! preparation of real corpora into training and evaluation shards.
 
 pub mod corpus;
+pub mod english;
 pub mod error;
 pub mod prepare;
 pub mod roff;

@@ -83,3 +83,22 @@ fn missing_data_is_named_with_how_to_get_it() {
     let e = tasks::anthropic_records(&shared().join("data/anthropic-evals"), &["nope".into()]).unwrap_err().to_string();
     assert!(e.contains("no eval set `nope`"), "{e}");
 }
+
+#[test]
+fn varieties_of_english_are_the_brown_and_abc_corpora() {
+    use isoflop_data::english::{self, Variety};
+    let nltk = shared().join("data/nltk");
+    let us = english::documents(&nltk, Variety::American).unwrap();
+    assert_eq!(us.len(), 500, "the Brown corpus: 500 documents");
+    assert!(us.iter().all(|d| !d.text.contains("/at ") && !d.text.contains("``")), "tags dropped");
+    assert!(
+        us[0].text.starts_with("The Fulton County Grand Jury said Friday an investigation of Atlanta's"),
+        "{}",
+        &us[0].text[..80]
+    );
+    let au = english::documents(&nltk, Variety::Australian).unwrap();
+    assert_eq!(au.len(), 3_188, "blocks of ABC rural and science news");
+    assert!(au[0].text.starts_with("PM denies knowledge of AWB kickbacks"));
+    let mb = |d: &[isoflop_data::Document]| d.iter().map(|d| d.bytes()).sum::<u64>() as f64 / 1e6;
+    println!("american: {} documents, {:.1} MB; australian: {} documents, {:.1} MB", us.len(), mb(&us), au.len(), mb(&au));
+}

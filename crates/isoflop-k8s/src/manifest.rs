@@ -23,6 +23,11 @@ pub const LABEL_RUN: &str = "isoflop.dev/run";
 pub const LABEL_ATTEMPT: &str = "isoflop.dev/attempt";
 /// Annotation with the exact run id (labels hold it too when it is a valid label value).
 pub const RUN_ID_ANNOTATION: &str = "isoflop.dev/run-id";
+/// Annotation with the directory of the run's files under the artifacts root (where its
+/// attempt logs are copied; not the run id for a run re-keyed by a migration).
+pub const ARTIFACTS_KEY_ANNOTATION: &str = "isoflop.dev/artifacts-key";
+/// Label saying what the pod does: `train` or `eval`.
+pub const LABEL_KIND: &str = "isoflop.dev/kind";
 /// Kueue's queue-name label.
 pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 /// Key of the token in an attempt's Secret.
@@ -36,6 +41,10 @@ pub struct AttemptRef<'a> {
     pub sweep: &'a str,
     pub run_id: &'a str,
     pub attempt: u64,
+    /// The run's directory under the artifacts root.
+    pub artifacts_key: &'a str,
+    /// An evaluation job (its pod gets `eval_resources`).
+    pub eval: bool,
 }
 
 /// The deterministic name of an attempt's Job (and of its Secret).
@@ -61,6 +70,7 @@ pub fn labels(a: &AttemptRef<'_>) -> BTreeMap<String, String> {
         (LABEL_SWEEP.to_string(), label_value(a.sweep)),
         (LABEL_RUN.to_string(), label_value(a.run_id)),
         (LABEL_ATTEMPT.to_string(), a.attempt.to_string()),
+        (LABEL_KIND.to_string(), if a.eval { "eval" } else { "train" }.to_string()),
     ])
 }
 
@@ -69,7 +79,10 @@ fn meta(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> ObjectMeta {
         name: Some(job_name(a.run_id, a.attempt)),
         namespace: Some(cfg.namespace.clone()),
         labels: Some(labels(a)),
-        annotations: Some(BTreeMap::from([(RUN_ID_ANNOTATION.to_string(), a.run_id.to_string())])),
+        annotations: Some(BTreeMap::from([
+            (RUN_ID_ANNOTATION.to_string(), a.run_id.to_string()),
+            (ARTIFACTS_KEY_ANNOTATION.to_string(), a.artifacts_key.to_string()),
+        ])),
         ..ObjectMeta::default()
     }
 }
@@ -98,14 +111,15 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
         metadata.labels.get_or_insert_with(BTreeMap::new).insert(LABEL_KUEUE_QUEUE.into(), q.clone());
     }
     let mut limits = BTreeMap::new();
-    if cfg.gpus_per_run > 0 {
-        limits.insert(cfg.gpu_resource.clone(), Quantity(cfg.gpus_per_run.to_string()));
+    let (gpus, cpu, memory) = cfg.resources(a.eval);
+    if gpus > 0 {
+        limits.insert(cfg.gpu_resource.clone(), Quantity(gpus.to_string()));
     }
-    if let Some(c) = &cfg.cpu {
-        limits.insert("cpu".to_string(), Quantity(c.clone()));
+    if let Some(c) = cpu {
+        limits.insert("cpu".to_string(), Quantity(c));
     }
-    if let Some(m) = &cfg.memory {
-        limits.insert("memory".to_string(), Quantity(m.clone()));
+    if let Some(m) = memory {
+        limits.insert("memory".to_string(), Quantity(m));
     }
     let resources = (!limits.is_empty()).then(|| ResourceRequirements {
         requests: Some(limits.clone()),
@@ -223,7 +237,13 @@ mod tests {
         c
     }
 
-    const A: AttemptRef<'static> = AttemptRef { sweep: "marin-2025", run_id: "9d8df6557f84421f", attempt: 3 };
+    const A: AttemptRef<'static> = AttemptRef {
+        sweep: "marin-2025",
+        run_id: "9d8df6557f84421f",
+        attempt: 3,
+        artifacts_key: "9d8df6557f84421f",
+        eval: false,
+    };
 
     #[test]
     fn names_and_labels_are_deterministic() {
@@ -289,6 +309,29 @@ mod tests {
         assert_eq!((mounts[0].mount_path.as_str(), mounts[0].read_only), ("/data", Some(true)));
         let vols = pod.volumes.unwrap();
         assert_eq!(vols[1].persistent_volume_claim.as_ref().unwrap().claim_name, "isoflop-ckpt");
+    }
+
+    #[test]
+    fn evaluation_pods_ask_for_their_own_resources_and_logs_go_by_artifacts_key() {
+        use isoflop_core::kubernetes::PodResources;
+        let mut c = cfg();
+        c.eval_resources = Some(PodResources { gpus_per_run: Some(0), cpu: Some("2".into()), memory: None });
+        let eval = AttemptRef { eval: true, artifacts_key: "0123456789abcdef", ..A };
+        let j = job_for(&eval, &c);
+        assert_eq!(j.metadata.labels.as_ref().unwrap()[LABEL_KIND], "eval");
+        assert_eq!(j.metadata.annotations.as_ref().unwrap()[ARTIFACTS_KEY_ANNOTATION], "0123456789abcdef");
+        let pod = j.spec.unwrap().template.spec.unwrap();
+        let limits = pod.containers[0].resources.as_ref().unwrap().limits.clone().unwrap();
+        assert!(!limits.contains_key("nvidia.com/gpu"), "no GPU for the evaluation: {limits:?}");
+        assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("2", "64Gi"), "memory falls back to training's");
+        // Training pods keep theirs.
+        let t = job_for(&A, &c);
+        assert_eq!(t.metadata.labels.as_ref().unwrap()[LABEL_KIND], "train");
+        let limits = t.spec.unwrap().template.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+        assert_eq!(limits["nvidia.com/gpu"], Quantity("2".into()));
+        // A bad quantity is refused, naming the key.
+        c.eval_resources = Some(PodResources { memory: Some("lots".into()), ..PodResources::default() });
+        assert_eq!(c.validate().unwrap_err().key, "eval_resources.memory");
     }
 
     #[test]

@@ -210,6 +210,13 @@ pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(st
     assert_eq!(store.sweep("a").unwrap().unwrap().spec_yaml, "spec-a with evals", "the new spec is stored");
     let again = store.submit_sweep(&sweep("a", "spec-a with evals"), &jobs).unwrap();
     assert_eq!((again.evals, again.evals_reused, again.existed), (2, 2, true));
+    // The same spec submitted from another place: the sweep's spec path follows it.
+    let moved = NewSweep { spec_path: "/moved/a.yaml".into(), ..sweep("a", "spec-a with evals") };
+    assert!(store.submit_sweep(&moved, &jobs).unwrap().existed);
+    assert_eq!(store.sweep("a").unwrap().unwrap().spec_path, "/moved/a.yaml");
+    let remote = NewSweep { spec_path: String::new(), ..sweep("a", "spec-a with evals") };
+    store.submit_sweep(&remote, &jobs).unwrap();
+    assert_eq!(store.sweep("a").unwrap().unwrap().spec_path, "/moved/a.yaml", "an empty path changes nothing");
     let listed: Vec<_> =
         store.sweep_runs("a").unwrap().into_iter().map(|r| (r.is_training(), r.run_id)).map(|(t, id)| (id, t)).collect();
     assert_eq!(listed, [("r1".into(), true), ("r2".into(), true), ("e2".into(), false), ("e1".into(), false)]);

@@ -454,7 +454,17 @@ impl Store for SqliteStore {
             let existing: Option<String> =
                 tx.query_row("SELECT spec_yaml FROM sweeps WHERE name = ?1", [&sweep.name], |r| r.get(0)).optional()?;
             let (existed, updated) = match existing {
-                Some(spec) if spec == sweep.spec_yaml => (true, false),
+                Some(spec) if spec == sweep.spec_yaml => {
+                    // The same spec from another place (a moved or copied directory): its
+                    // relative paths now resolve from where it was submitted.
+                    if !sweep.spec_path.is_empty() {
+                        tx.execute(
+                            "UPDATE sweeps SET spec_path = ?2 WHERE name = ?1 AND spec_path <> ?2",
+                            params![sweep.name, sweep.spec_path],
+                        )?;
+                    }
+                    (true, false)
+                }
                 Some(_) => {
                     // Another spec under this name: allowed when it trains the same runs.
                     let mut stmt = tx.prepare(

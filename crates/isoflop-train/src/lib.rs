@@ -4,7 +4,8 @@
 //! * [`optim`]: a hand-written AdamW whose state can be checkpointed.
 //! * [`schedule`]: the warmup-stable-decay learning-rate schedule.
 //! * [`data`]: the deterministic training batch sampler.
-//! * [`eval`]: evaluation jobs: loss and bits-per-byte on held-out shards.
+//! * [`eval`]: evaluation jobs: loss and bits-per-byte on held-out shards, multiple choice.
+//! * [`export`]: a checkpoint as a Hugging Face model directory.
 //! * [`checkpoint`]: atomic checkpoint directories.
 //! * [`trainer`]: [`train`], the entry point tying them together.
 //! * [`bench`]: the training-step benchmark of `isoflop bench train`.
@@ -15,6 +16,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod optim;
 pub mod schedule;

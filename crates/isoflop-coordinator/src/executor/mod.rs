@@ -25,6 +25,11 @@ pub struct LaunchSpec {
     pub coordinator_url: String,
     /// File that receives the worker's stdout and stderr.
     pub log_path: PathBuf,
+    /// The directory of the run's files under the artifacts root (its id, or the id it had
+    /// before a migration re-keyed it).
+    pub artifacts_key: String,
+    /// An evaluation job (an executor may give it other resources than training).
+    pub eval: bool,
 }
 
 impl std::fmt::Debug for LaunchSpec {
@@ -36,6 +41,8 @@ impl std::fmt::Debug for LaunchSpec {
             .field("token", &"<redacted>")
             .field("coordinator_url", &self.coordinator_url)
             .field("log_path", &self.log_path)
+            .field("artifacts_key", &self.artifacts_key)
+            .field("eval", &self.eval)
             .finish()
     }
 }

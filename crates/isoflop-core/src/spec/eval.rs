@@ -46,6 +46,31 @@ pub struct TaskSpec {
     /// Anthropic's advanced-AI-risk and persona evals, from a clone of anthropics/evals.
     #[serde(default)]
     pub anthropic: Option<AnthropicSpec>,
+    /// Regional varieties of English as held-out text (Brown and ABC, from NLTK's data).
+    #[serde(default)]
+    pub english: Option<EnglishSpec>,
+}
+
+/// `english: {nltk, varieties, tokens, skip_tokens}`: a text task over varieties of English.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnglishSpec {
+    /// NLTK's data: a directory holding `brown.zip` and `abc.zip` (or `brown/` and `abc/`),
+    /// relative to the spec.
+    pub nltk: String,
+    /// `american` (the Brown corpus) and `australian` (the ABC corpus).
+    #[serde(default = "default_varieties")]
+    pub varieties: Vec<String>,
+    /// Tokens scored per variety (default `data.eval_tokens`).
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    /// Tokens at the start of each document left out of the score (the paper: 30).
+    #[serde(default)]
+    pub skip_tokens: u64,
+}
+
+fn default_varieties() -> Vec<String> {
+    vec!["american".into(), "australian".into()]
 }
 
 impl TaskSpec {
@@ -57,6 +82,7 @@ impl TaskSpec {
             (self.multiple_choice.is_some(), "multiple_choice"),
             (self.mmlu.is_some(), "mmlu"),
             (self.anthropic.is_some(), "anthropic"),
+            (self.english.is_some(), "english"),
         ] {
             if given {
                 k.push(name);
@@ -165,7 +191,7 @@ impl EvalSpec {
                     return Err(SpecError::at(
                         file,
                         &key,
-                        "expected what the task scores: one of `text`, `multiple_choice`, `mmlu`, `anthropic`",
+                        "expected what the task scores: one of `text`, `multiple_choice`, `mmlu`, `anthropic`, `english`",
                     ));
                 }
                 [_] => {}
@@ -173,7 +199,10 @@ impl EvalSpec {
                     return Err(SpecError::at(
                         file,
                         &key,
-                        format!("expected one of `text`, `multiple_choice`, `mmlu`, `anthropic`, got {}", many.join(" and ")),
+                        format!(
+                            "expected one of `text`, `multiple_choice`, `mmlu`, `anthropic`, `english`, got {}",
+                            many.join(" and ")
+                        ),
                     ));
                 }
             }
@@ -193,6 +222,23 @@ impl EvalSpec {
             for (kind, s) in sampling.into_iter().flatten() {
                 if s.per_subset == Some(0) {
                     return Err(SpecError::at(file, format!("{key}.{kind}.per_subset"), "expected a positive number of items"));
+                }
+            }
+            if let Some(e) = &t.english {
+                if e.varieties.is_empty() {
+                    return Err(SpecError::at(file, format!("{key}.english.varieties"), "expected at least one variety"));
+                }
+                for (j, v) in e.varieties.iter().enumerate() {
+                    if v != "american" && v != "australian" || e.varieties[..j].contains(v) {
+                        return Err(SpecError::at(
+                            file,
+                            format!("{key}.english.varieties[{j}]"),
+                            format!("`{v}`: expected american or australian, each once"),
+                        ));
+                    }
+                }
+                if e.tokens == Some(0) {
+                    return Err(SpecError::at(file, format!("{key}.english.tokens"), "expected a positive number of tokens"));
                 }
             }
             if let Some(a) = &t.anthropic

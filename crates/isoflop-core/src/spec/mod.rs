@@ -14,7 +14,7 @@ mod runtime;
 #[cfg(test)]
 mod tests;
 
-pub use eval::{AnthropicSpec, ChoiceSampling, ChoiceTaskSpec, EvalSpec, MmluSpec, TaskSpec, TextTaskSpec};
+pub use eval::{AnthropicSpec, ChoiceSampling, ChoiceTaskSpec, EnglishSpec, EvalSpec, MmluSpec, TaskSpec, TextTaskSpec};
 pub use executor::ExecutorSpec;
 pub use grid::{CoarseStep, GridSpec, HeadsRule, HiddenSpec, LayersRule, NamedLayers};
 pub use recipe::{Beta2Spec, RecipeSpec};

@@ -67,6 +67,9 @@ struct Tracked {
     blocked: bool,
     /// Since when the pod has been stuck (bad image, missing secret), and why.
     stuck: Option<(Instant, String)>,
+    /// The run's directory under the artifacts root (from the launch, or from the Job's
+    /// annotation when adopted); its attempt log is copied there.
+    artifacts_key: Option<String>,
 }
 
 type Key = (String, u64);
@@ -201,7 +204,9 @@ impl KubernetesExecutor {
             let Some(key) = run_of(&job.metadata) else { continue };
             let done = matches!(job_verdict(&job), JobVerdict::Complete | JobVerdict::Failed { .. })
                 || job.metadata.deletion_timestamp.is_some();
-            t.insert(key, Tracked { job: job.name_any(), done, ..Tracked::default() });
+            let artifacts_key =
+                job.metadata.annotations.as_ref().and_then(|a| a.get(crate::manifest::ARTIFACTS_KEY_ANNOTATION)).cloned();
+            t.insert(key, Tracked { job: job.name_any(), done, artifacts_key, ..Tracked::default() });
         }
         let live = t.values().filter(|x| !x.done).count();
         if !t.is_empty() {
@@ -244,7 +249,8 @@ impl Executor for KubernetesExecutor {
     fn launch(&self, spec: &LaunchSpec) -> Result<String, ExecutorError> {
         let name = job_name(&spec.run_id, spec.attempt);
         let key = (spec.run_id.clone(), spec.attempt);
-        self.shared.lock().insert(key, Tracked { job: name.clone(), ..Tracked::default() });
+        let artifacts_key = Some(spec.artifacts_key.clone());
+        self.shared.lock().insert(key, Tracked { job: name.clone(), artifacts_key, ..Tracked::default() });
         self.shared.spawn(self.shared.clone().create(spec.clone()));
         Ok(name)
     }

@@ -44,7 +44,8 @@ impl Shared {
     /// Copies an ended attempt's pod log (through the API server's pods/log) to the attempt's
     /// log file, where `isoflop logs` reads it. A pod whose node is gone has no log to give.
     pub(super) async fn save_log(self: Arc<Self>, key: Key) {
-        let path = isoflop_coordinator::log_path(&self.artifacts, &key.0, key.1);
+        let dir = self.with(&key, |t| t.artifacts_key.clone()).flatten().unwrap_or_else(|| key.0.clone());
+        let path = isoflop_coordinator::log_path(&self.artifacts, &dir, key.1);
         let text = match self.pod_log(&key).await {
             Ok(Some(t)) => t,
             Ok(None) => "(no pod left to read the log from)\n".to_string(),
@@ -73,7 +74,13 @@ impl Shared {
     /// attempt as `user_error` (the spec asks for something the cluster will not run).
     pub(super) async fn create(self: Arc<Self>, spec: LaunchSpec) {
         let key = (spec.run_id.clone(), spec.attempt);
-        let a = AttemptRef { sweep: &spec.sweep, run_id: &spec.run_id, attempt: spec.attempt };
+        let a = AttemptRef {
+            sweep: &spec.sweep,
+            run_id: &spec.run_id,
+            attempt: spec.attempt,
+            artifacts_key: &spec.artifacts_key,
+            eval: spec.eval,
+        };
         let secret = secret_for(&a, &self.cfg, &spec.token);
         let job = job_for(&a, &self.cfg);
         let mut delay = Duration::from_millis(500);
