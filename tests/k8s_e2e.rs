@@ -182,6 +182,43 @@ fn tiny_sweep_on_gpu_nodes_blocks_then_completes() {
     // One Job per run and per evaluation job: nothing was created twice.
     assert_eq!(c.jobs("isoflop.dev/sweep=tiny").len(), 8);
     assert!(api_calls_line(&out).contains("API calls for 8 jobs"), "{}", show(&out));
+
+    // An evaluation-only submission: a multiple-choice task added to the finished sweep, its
+    // pods without GPUs (`eval_resources`), so they fit on the 1-GPU nodes too. No training
+    // Job; one evaluation Job per run; every item stored.
+    let dir = spec.parent().unwrap();
+    std::fs::write(
+        dir.join("yes.jsonl"),
+        (0..6).map(|i| format!("{{\"q\": \"Is {i} even?\", \"gold\": {}}}\n", i % 2)).collect::<String>(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("yes.yaml"), "items: yes.jsonl\ncontext: \"{q}\"\nchoices: [\"yes\", \"no\"]\ngold: \"{gold}\"\n")
+        .unwrap();
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("  gpus_per_run: 2\n", "  gpus_per_run: 2\n  eval_resources: {gpus_per_run: 0}\n");
+    let text = text.replacen("executor:", "eval:\n  tasks: [{name: parity, multiple_choice: {file: yes.yaml}}]\nexecutor:", 1);
+    std::fs::write(&spec, text).unwrap();
+    let out = c.spawn_run(&spec).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let trained: u64 = common::training(&store, "tiny").iter().map(|r| r.attempts).sum();
+    assert_eq!(trained, 4, "no training attempt");
+    let parity: Vec<_> = store.sweep_runs("tiny").unwrap().into_iter().filter(|j| j.name.ends_with("/parity")).collect();
+    assert_eq!(parity.len(), 4);
+    for j in &parity {
+        assert_eq!((j.state, j.attempts), (RunState::Succeeded, 1), "{}: {}", j.name, j.message);
+        assert_eq!(store.eval_items(&j.run_id).unwrap().len(), 6);
+    }
+    let eval_jobs = c.jobs("isoflop.dev/sweep=tiny,isoflop.dev/kind=eval");
+    assert_eq!(eval_jobs.len(), 8, "the 4 held-out and the 4 new evaluation Jobs");
+    assert_eq!(c.jobs("isoflop.dev/sweep=tiny").len(), 12, "4 more Jobs, no training one");
+    for j in eval_jobs.iter().filter(|j| parity.iter().any(|p| j.metadata.name.as_deref().is_some_and(|n| n.contains(&p.run_id))))
+    {
+        let limits =
+            j.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].resources.clone().and_then(|r| r.limits);
+        assert!(limits.is_none_or(|l| !l.contains_key("nvidia.com/gpu")), "{:?}", j.metadata.name);
+    }
+    eprintln!("evaluation-only submission through Kubernetes: {}", api_calls_line(&out));
 }
 
 /// A pod OOMKilled → `oom`; its node deleted mid-run → `node_lost`, rescheduled on another node
