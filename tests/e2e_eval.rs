@@ -286,6 +286,32 @@ fn multiple_choice_tasks_score_every_item_and_train_nothing() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("acc_norm") && table.contains("(57 items)"), "{table}");
 
+    // The fitter reads one task's results: its subsets and groups are the distributions.
+    let fit = |args: &[&str]| {
+        let mut all = vec!["fit", "tiny", "--store", db.to_str().unwrap(), "--no-parametric", "--bootstrap", "10"];
+        all.extend_from_slice(args);
+        isoflop(&all)
+    };
+    let out = fit(&["--task", "english", "--baseline", "american", "--format", "json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"australian\"") && text.contains("\"american\""), "{text}");
+    let out = fit(&["--task", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no succeeded evaluation of task `nope` (its tasks: english, heldout, mmlu, risk, sums)"),
+        "{}",
+        show(&out)
+    );
+    let out = fit(&["--task", "sums", "--metric", "acc"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expected one of bpb, error, error_norm, prob_error, nll"),
+        "{}",
+        show(&out)
+    );
+
     // Run again: nothing to do.
     let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
     assert!(out.status.success(), "{}", show(&out));

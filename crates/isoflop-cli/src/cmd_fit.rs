@@ -13,7 +13,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A sweep in a store.
-    Sweep { store: PathBuf, sweep: Option<String> },
+    Sweep {
+        store: PathBuf,
+        sweep: Option<String>,
+        /// One evaluation task's results, and the error metric fitted.
+        task: Option<String>,
+        metric: Option<String>,
+    },
     /// A long CSV table.
     Csv(PathBuf),
 }
@@ -25,9 +31,19 @@ pub struct FitArgs {
     /// instead of a sweep.
     #[arg(long, value_name = "FILE")]
     pub from_csv: Option<PathBuf>,
-    /// Baseline distribution of the relative laws (default: `all`).
+    /// Baseline distribution of the relative laws (default: `all`): with `--task`, one of its
+    /// subsets or groups (an MMLU category, a variety of English).
     #[arg(long)]
     pub baseline: Option<String>,
+    /// Fit one evaluation task's results (its subsets, groups and `all` as the distributions)
+    /// instead of the held-out text losses.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// The error fitted for `--task`: text `loss` (default) or `bpb`; multiple choice `bpb` of
+    /// the gold answer (default), `error` (1 - acc), `error_norm` (1 - acc_norm), `prob_error`
+    /// (1 - choice_prob_norm) or `nll` (-logprob).
+    #[arg(long, requires = "task")]
+    pub metric: Option<String>,
     /// Bootstrap replicates (resampling whole runs within budgets) for every interval.
     #[arg(long, default_value_t = 200)]
     pub bootstrap: usize,
@@ -71,7 +87,7 @@ impl FitArgs {
     pub fn source(&self, sweep: Option<String>, store: &Path) -> Source {
         match &self.from_csv {
             Some(p) => Source::Csv(p.clone()),
-            None => Source::Sweep { store: store.to_path_buf(), sweep },
+            None => Source::Sweep { store: store.to_path_buf(), sweep, task: self.task.clone(), metric: self.metric.clone() },
         }
     }
 }
@@ -80,7 +96,7 @@ impl FitArgs {
 pub fn load(source: &Source) -> Result<(Table, Vec<String>, String), crate::exit::CliError> {
     match source {
         Source::Csv(path) => Ok((read_csv(path).map_err(input)?, Vec::new(), path.display().to_string())),
-        Source::Sweep { store, sweep } => {
+        Source::Sweep { store, sweep, task, metric } => {
             if !store.is_file() {
                 return Err(input(anyhow!("no isoflop store at {} (set --store or ISOFLOP_STORE)", store.display())));
             }
@@ -97,8 +113,15 @@ pub fn load(source: &Source) -> Result<(Table, Vec<String>, String), crate::exit
             if st.sweep(&name)?.is_none() {
                 return Err(input(anyhow!("sweep `{name}` not found in {}", store.display())));
             }
-            let (t, notes) = table_from_store(&st, &name).map_err(input)?;
-            Ok((t, notes, format!("sweep {name}")))
+            let (t, notes) = match task {
+                Some(task) => isoflop_fit::sweep::table_from_task(&st, &name, task, metric.as_deref()).map_err(input)?,
+                None => table_from_store(&st, &name).map_err(input)?,
+            };
+            let what = match task {
+                Some(task) => format!("sweep {name}, task {task}"),
+                None => format!("sweep {name}"),
+            };
+            Ok((t, notes, what))
         }
     }
 }

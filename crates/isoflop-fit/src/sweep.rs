@@ -15,6 +15,10 @@ pub enum SweepTableError {
     Config { run: String, source: serde_json::Error },
     #[error("sweep `{0}` has no succeeded run with eval results yet")]
     Empty(String),
+    #[error("sweep `{sweep}` has no succeeded evaluation of task `{task}` (its tasks: {have})")]
+    NoTask { sweep: String, task: String, have: String },
+    #[error("metric `{metric}` of task `{task}`: expected one of {valid}")]
+    Metric { task: String, metric: String, valid: String },
     #[error(transparent)]
     Table(#[from] FitError),
 }
@@ -57,6 +61,94 @@ pub fn table_from_store(store: &dyn Store, sweep: &str) -> Result<(Table, Vec<St
     }
     if points.is_empty() {
         return Err(SweepTableError::Empty(sweep.into()));
+    }
+    Ok((Table::from_points(points)?, notes))
+}
+
+/// The error metrics a task's results are fitted on: the stored metric, and whether the error is
+/// one minus it (an accuracy or probability, where higher is better).
+fn task_metric(family: &str, metric: &str) -> Option<(&'static str, bool)> {
+    use isoflop_core::eval::metric as m;
+    match (family, metric) {
+        ("text", "loss") => Some((m::LOSS, false)),
+        ("text", "bpb") => Some((m::BPB, false)),
+        ("multiple_choice", "bpb") => Some((m::BPB, false)),
+        ("multiple_choice", "nll") => Some((m::LOGPROB, true)),
+        ("multiple_choice", "error") => Some((m::ACC, true)),
+        ("multiple_choice", "error_norm") => Some((m::ACC_NORM, true)),
+        ("multiple_choice", "prob_error") => Some((m::CHOICE_PROB_NORM, true)),
+        _ => None,
+    }
+}
+
+/// The metrics [`table_from_task`] takes for a task family, the default first.
+pub fn task_metrics(family: &str) -> &'static [&'static str] {
+    match family {
+        "text" => &["loss", "bpb"],
+        _ => &["bpb", "error", "error_norm", "prob_error", "nll"],
+    }
+}
+
+/// The points of a sweep on one evaluation task: every subset (distribution, subject, group,
+/// `all`) of the task's job on each succeeded run's latest evaluated checkpoint, as the error
+/// `metric` (default: `loss` for text, the gold answer's `bpb` for multiple choice; `error` is
+/// 1 - acc, `error_norm` 1 - acc_norm, `prob_error` 1 - choice_prob_norm, `nll` -logprob).
+pub fn table_from_task(
+    store: &dyn Store,
+    sweep: &str,
+    task: &str,
+    metric: Option<&str>,
+) -> Result<(Table, Vec<String>), SweepTableError> {
+    let jobs = store.sweep_runs(sweep)?;
+    let mut tasks: Vec<&str> = jobs.iter().filter_map(|j| j.eval.as_ref().map(|e| e.task.as_str())).collect();
+    tasks.sort_unstable();
+    tasks.dedup();
+    let no_task = || SweepTableError::NoTask { sweep: sweep.into(), task: task.into(), have: tasks.join(", ") };
+    let family =
+        jobs.iter().find_map(|j| j.eval.as_ref().filter(|e| e.task == task).map(|e| e.family.clone())).ok_or_else(no_task)?;
+    let metric = metric.unwrap_or(task_metrics(&family)[0]);
+    let (stored, one_minus) = task_metric(&family, metric).ok_or_else(|| SweepTableError::Metric {
+        task: task.into(),
+        metric: metric.into(),
+        valid: task_metrics(&family).join(", "),
+    })?;
+    let mut points = Vec::new();
+    let mut notes = Vec::new();
+    for r in jobs.iter().filter(|r| r.is_training()) {
+        if r.state != RunState::Succeeded {
+            notes.push(format!("run {} ({}) left out: {}", r.name, r.run_id, r.state));
+            continue;
+        }
+        let job = jobs
+            .iter()
+            .filter(|j| j.state == RunState::Succeeded)
+            .filter(|j| j.eval.as_ref().is_some_and(|e| e.parent == r.run_id && e.task == task))
+            .max_by_key(|j| j.eval.as_ref().map(|e| e.step));
+        let Some(job) = job else {
+            notes.push(format!("run {} ({}) left out: task `{task}` not evaluated yet", r.name, r.run_id));
+            continue;
+        };
+        let c: RunConfig =
+            serde_json::from_str(&r.config_json).map_err(|source| SweepTableError::Config { run: r.run_id.clone(), source })?;
+        for m in store.eval_results(&job.run_id)?.into_iter().filter(|m| m.metric == stored) {
+            let value = if one_minus {
+                if stored == isoflop_core::eval::metric::LOGPROB { -m.value } else { 1.0 - m.value }
+            } else {
+                m.value
+            };
+            points.push(Point {
+                run: r.run_id.clone(),
+                params: flops::params(&c.model) as f64,
+                tokens: c.tokens() as f64,
+                loss: value,
+                budget: r.budget,
+                flops: r.budget,
+                distribution: m.subset,
+            });
+        }
+    }
+    if points.is_empty() {
+        return Err(no_task());
     }
     Ok((Table::from_points(points)?, notes))
 }
