@@ -296,6 +296,14 @@ fn multiple_choice_tasks_score_every_item_and_train_nothing() {
     assert!(out.status.success(), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("\"australian\"") && text.contains("\"american\""), "{text}");
+    assert!(text.contains("\"questions_resampled\": false"), "text has no questions: {text}");
+    let out = fit(&["--task", "sums", "--metric", "error", "--baseline", "even", "--format", "json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"questions_resampled\": true") && text.contains("\"numbers\""), "{text}");
+    let out = fit(&["--task", "mmlu"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resampling whole runs and the task's questions"), "{}", show(&out));
     let out = fit(&["--task", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(

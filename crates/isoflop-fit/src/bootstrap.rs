@@ -87,6 +87,61 @@ pub fn resample_runs(points: &[Point], rng: &mut Rng) -> Vec<Point> {
     out
 }
 
+/// The per-question errors of a multiple-choice task on every run: what a replicate resamples
+/// so that its intervals count the questions' sampling as well as the runs'.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Questions {
+    /// The subset of each question (by item index).
+    pub subset_of: Vec<String>,
+    /// Per run id: its error on each question (by item index).
+    pub errors: BTreeMap<String, Vec<f64>>,
+    /// Groups of subsets (a group's points are the mean over its subsets' questions).
+    pub groups: Vec<(String, Vec<String>)>,
+    /// The name of the point over every question.
+    pub all: String,
+}
+
+impl Questions {
+    /// The points again with each (run, subset) loss recomputed on a draw of the questions with
+    /// replacement within each subset: one draw for all runs (every run answered the same
+    /// questions), so differences between runs stay paired. Points the questions do not cover
+    /// are kept as they are.
+    pub fn resample(&self, points: &[Point], rng: &mut Rng) -> Vec<Point> {
+        let mut by_subset: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, s) in self.subset_of.iter().enumerate() {
+            by_subset.entry(s.as_str()).or_default().push(i);
+        }
+        let mut drawn: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (s, items) in &by_subset {
+            drawn.insert(s, (0..items.len()).map(|_| items[rng.below(items.len())]).collect());
+        }
+        let members = |name: &str| -> Option<Vec<usize>> {
+            if let Some(d) = drawn.get(name) {
+                return Some(d.clone());
+            }
+            if name == self.all {
+                return Some(drawn.values().flatten().copied().collect());
+            }
+            let (_, subs) = self.groups.iter().find(|(g, _)| g == name)?;
+            Some(subs.iter().filter_map(|s| drawn.get(s.as_str())).flatten().copied().collect())
+        };
+        let mut cache: BTreeMap<String, Option<Vec<usize>>> = BTreeMap::new();
+        points
+            .iter()
+            .map(|p| {
+                let mut q = p.clone();
+                let items = cache.entry(p.distribution.clone()).or_insert_with(|| members(&p.distribution));
+                if let (Some(items), Some(errs)) = (items.as_ref(), self.errors.get(&p.run))
+                    && !items.is_empty()
+                {
+                    q.loss = items.iter().map(|&i| errs[i]).sum::<f64>() / items.len() as f64;
+                }
+                q
+            })
+            .collect()
+    }
+}
+
 /// Percentile of sorted finite values (linear interpolation, like NumPy's default).
 pub fn percentile_sorted(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -135,5 +190,53 @@ mod tests {
         let v: Vec<f64> = (0..=100).map(f64::from).collect();
         let ci = percentile_ci(&v, 0.9).unwrap();
         assert!((ci[0] - 5.0).abs() < 1e-12 && (ci[1] - 95.0).abs() < 1e-12);
+    }
+}
+
+#[cfg(test)]
+mod question_tests {
+    use super::*;
+
+    fn pt(run: &str, d: &str, loss: f64) -> Point {
+        Point { run: run.into(), params: 1e5, tokens: 1e7, loss, budget: 1e12, flops: 1e12, distribution: d.into() }
+    }
+
+    #[test]
+    fn questions_are_drawn_within_subsets_once_for_every_run() {
+        let q = Questions {
+            subset_of: vec!["a".into(), "a".into(), "b".into()],
+            errors: BTreeMap::from([("r1".to_string(), vec![0.2, 0.4, 1.0]), ("r2".to_string(), vec![1.2, 1.4, 2.0])]),
+            groups: vec![("g".into(), vec!["a".into(), "b".into()])],
+            all: "all".into(),
+        };
+        let points: Vec<Point> = ["r1", "r2"]
+            .iter()
+            .flat_map(|r| {
+                let o = if *r == "r2" { 1.0 } else { 0.0 };
+                [
+                    pt(r, "a", 0.3 + o),
+                    pt(r, "b", 1.0 + o),
+                    pt(r, "g", 1.6 / 3.0 + o),
+                    pt(r, "all", 1.6 / 3.0 + o),
+                    pt(r, "zz", 9.0),
+                ]
+            })
+            .collect();
+        let mut rng = Rng::new(7);
+        let mut seen_a = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let out = q.resample(&points, &mut rng);
+            let get = |r: &str, d: &str| out.iter().find(|p| p.run == r && p.distribution == d).unwrap().loss;
+            assert_eq!(get("r1", "b"), 1.0, "one question: always itself");
+            assert_eq!(get("r1", "zz"), 9.0, "not a subset of the task: unchanged");
+            assert!((get("r2", "a") - get("r1", "a") - 1.0).abs() < 1e-12, "the same draw for every run");
+            assert!(
+                (get("r1", "g") - (2.0 * get("r1", "a") + 1.0) / 3.0).abs() < 1e-12,
+                "a group is the mean over its questions"
+            );
+            assert_eq!(get("r1", "g"), get("r1", "all"));
+            seen_a.insert((get("r1", "a") * 10.0).round() as i64);
+        }
+        assert_eq!(seen_a.into_iter().collect::<Vec<_>>(), [2, 3, 4], "draws with replacement: 0.2, 0.3 and 0.4");
     }
 }

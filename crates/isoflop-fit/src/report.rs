@@ -152,6 +152,9 @@ pub struct FitReport {
     pub exclusions: Vec<Exclusion>,
     pub notes: Vec<String>,
     pub bootstrap_replicates: usize,
+    /// The replicates resampled a multiple-choice task's questions as well as the runs.
+    #[serde(default)]
+    pub questions_resampled: bool,
     pub seed: u64,
     pub ci_level: f64,
 }
@@ -336,7 +339,10 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
 
     // Bootstrap of approach 2 and the relative fits: resample whole runs within each budget.
     let reps = run_replicates(opts.bootstrap, opts.seed, opts.threads, |rng| {
-        let pts = resample_runs(&table.points, rng);
+        let pts = match &table.questions {
+            Some(q) => resample_runs(&q.resample(&table.points, rng), rng),
+            None => resample_runs(&table.points, rng),
+        };
         let f = fit_isoflop(&pts, iso);
         let r = relatives(&f, &baseline, iso);
         scalars(&f, &r, iso)
@@ -408,6 +414,7 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
         exclusions,
         notes,
         bootstrap_replicates: opts.bootstrap,
+        questions_resampled: table.questions.is_some(),
         seed: opts.seed,
         ci_level: opts.ci_level,
     })

@@ -114,6 +114,8 @@ pub fn table_from_task(
     })?;
     let mut points = Vec::new();
     let mut notes = Vec::new();
+    let mut questions = crate::bootstrap::Questions { all: isoflop_core::choice::ALL.into(), ..Default::default() };
+    let mut per_item = family == "multiple_choice";
     for r in jobs.iter().filter(|r| r.is_training()) {
         if r.state != RunState::Succeeded {
             notes.push(format!("run {} ({}) left out: {}", r.name, r.run_id, r.state));
@@ -130,6 +132,37 @@ pub fn table_from_task(
         };
         let c: RunConfig =
             serde_json::from_str(&r.config_json).map_err(|source| SweepTableError::Config { run: r.run_id.clone(), source })?;
+        if per_item {
+            // Every run's job scored the same compiled items (its task's digest is the same);
+            // a run whose rows differ in number or subsets turns question resampling off.
+            let items = store.eval_items(&job.run_id)?;
+            let subsets: Vec<String> = items.iter().map(|i| i.subset.clone()).collect();
+            if items.is_empty() || (!questions.subset_of.is_empty() && questions.subset_of != subsets) {
+                per_item = false;
+            } else {
+                questions.subset_of = subsets;
+                let errors = items
+                    .iter()
+                    .map(|i| {
+                        let v = i.metrics();
+                        match metric {
+                            "error" => 1.0 - v.acc,
+                            "error_norm" => 1.0 - v.acc_norm,
+                            "prob_error" => 1.0 - v.choice_prob_norm,
+                            "nll" => -v.logprob,
+                            _ => v.bpb,
+                        }
+                    })
+                    .collect();
+                questions.errors.insert(r.run_id.clone(), errors);
+            }
+            if questions.groups.is_empty()
+                && let Ok(cfg) = serde_json::from_str::<isoflop_core::EvalJobConfig>(&job.config_json)
+                && let isoflop_core::TaskKind::MultipleChoice(t) = cfg.task.kind
+            {
+                questions.groups = t.groups.into_iter().map(|g| (g.name, g.subsets)).collect();
+            }
+        }
         for m in store.eval_results(&job.run_id)?.into_iter().filter(|m| m.metric == stored) {
             let value = if one_minus {
                 if stored == isoflop_core::eval::metric::LOGPROB { -m.value } else { 1.0 - m.value }
@@ -150,5 +183,9 @@ pub fn table_from_task(
     if points.is_empty() {
         return Err(no_task());
     }
-    Ok((Table::from_points(points)?, notes))
+    let mut table = Table::from_points(points)?;
+    if per_item && !questions.errors.is_empty() {
+        table.questions = Some(questions);
+    }
+    Ok((table, notes))
 }

@@ -32,6 +32,10 @@ pub struct Point {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Table {
     pub points: Vec<Point>,
+    /// Per-question errors behind the points, when they come from a multiple-choice task: the
+    /// bootstrap then resamples questions as well as runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questions: Option<crate::bootstrap::Questions>,
 }
 
 impl Table {
@@ -49,7 +53,7 @@ impl Table {
                 })?;
             }
         }
-        Ok(Table { points })
+        Ok(Table { points, questions: None })
     }
 
     /// The distinct distributions, sorted.
@@ -255,7 +259,7 @@ pub fn parse_csv(text: &str, file: &str) -> Result<Table, FitError> {
         };
         points.push(Point { run, params, tokens, loss, budget, flops, distribution });
     }
-    Ok(Table { points })
+    Ok(Table { points, questions: None })
 }
 
 #[cfg(test)]

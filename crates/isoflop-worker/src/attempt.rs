@@ -247,6 +247,14 @@ async fn attempt(
             if let Some((step, path)) = isoflop_train::checkpoint::latest(&checkpoint_dir)
                 && resume.as_ref().is_none_or(|(s, _)| step > *s)
             {
+                // The store does not know it: report it, or a run whose final checkpoint was
+                // written just before its coordinator died would succeed without the
+                // checkpoint row its evaluation jobs wait for.
+                let _ = tx.send(Msg::Checkpoint(pb::CheckpointSaved {
+                    step,
+                    path: path.display().to_string(),
+                    tokens_seen: config.tokens_at(step),
+                }));
                 resume = Some((step, path));
             }
             let resumed_from = resume.as_ref().map(|(s, _)| *s).unwrap_or(0);

@@ -275,3 +275,26 @@ async fn a_training_error_is_classified_and_a_refused_outcome_is_an_error() {
     assert_eq!(f.class, pb::FailureClass::UserError as i32, "a digest mismatch is the run's data: {}", f.message);
     assert!(f.message.contains("train.bin"), "{}", f.message);
 }
+
+/// Regression (found by the k8s fault test): the final checkpoint was written, then the
+/// coordinator died before recording it. The next attempt resumes from it on disk and finishes
+/// at once; it must report it, or the run succeeds without the checkpoint row its evaluation
+/// jobs wait for (and the sweep never settles).
+#[tokio::test]
+async fn a_checkpoint_on_disk_the_store_never_recorded_is_reported_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 10);
+    let mut first = coordinator(dir.path(), &cfg);
+    assert_eq!(
+        run_attempt(&mut first, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap(),
+        Ended::Succeeded
+    );
+    // A new attempt whose coordinator knows no checkpoint (nothing was recorded).
+    let mut again = coordinator(dir.path(), &cfg);
+    let second = Attempt { run_id: cfg.run_id().0, attempt: 2 };
+    let ended = run_attempt(&mut again, &second, &Options::default(), CancellationToken::new()).await.unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    assert_eq!(again.reports[0].resumed_from, Some(10));
+    let reported: Vec<(u64, u64)> = again.reports.iter().flat_map(|r| &r.checkpoints).map(|c| (c.step, c.tokens_seen)).collect();
+    assert_eq!(reported, [(10, cfg.tokens_at(10))], "the checkpoint it resumed from is recorded");
+}

@@ -117,8 +117,10 @@ pub fn render(report: &FitReport, what: &str) -> String {
         out.push_str(&format!("note: {n}\n"));
     }
     out.push_str(&format!(
-        "intervals: {} bootstrap replicates resampling whole runs, seed {}\n",
-        report.bootstrap_replicates, report.seed
+        "intervals: {} bootstrap replicates resampling whole runs{}, seed {}\n",
+        report.bootstrap_replicates,
+        if report.questions_resampled { " and the task's questions" } else { "" },
+        report.seed
     ));
     out
 }
