@@ -86,6 +86,8 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
         let text = TextTask { distributions, tokens: spec.data.eval_tokens, skip_tokens: spec.eval.skip_tokens };
         tasks.push(EvalTask { name: HELDOUT_TASK.into(), kind: TaskKind::Text(text) });
     }
+    // The tokenizer of tasks compiled here (GPT-2's takes a moment to build): once, if needed.
+    let mut tok: Option<Box<dyn isoflop_data::Tokenizer>> = None;
     for (i, t) in spec.eval.tasks.iter().enumerate() {
         if let Some(x) = &t.text {
             let mut distributions = Vec::new();
@@ -96,22 +98,21 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
             tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::Text(text) });
         } else if let Some(e) = &t.english {
             let nltk = loaded.resolve(std::path::Path::new(&e.nltk));
-            let tok = isoflop_data::tokenizer_for(manifest.tokenizer)
-                .map_err(|x| SpecError::at(file, "data.tokenizer", x.to_string()))?;
+            let tokenizer = built_once(&mut tok, manifest.tokenizer, file)?;
             let mut distributions = Vec::new();
             for (j, name) in e.varieties.iter().enumerate() {
                 let key = format!("eval.tasks[{i}].english.varieties[{j}]");
                 let v = english::Variety::parse(name).expect("validated");
                 let docs = english::documents(&nltk, v)
                     .map_err(|x| SpecError::at(file, format!("eval.tasks[{i}].english.nltk"), x.to_string()))?;
-                let (path, digest) = english::write_shard(&dir.join("tasks"), v.name(), &docs, tok.as_ref())
+                let (path, digest) = english::write_shard(&dir.join("tasks"), v.name(), &docs, tokenizer)
                     .map_err(|x| SpecError::at(file, &key, x.to_string()))?;
                 distributions.push(EvalRef { name: v.name().into(), path: path.display().to_string(), digest });
             }
             let text = TextTask { distributions, tokens: e.tokens.unwrap_or(spec.data.eval_tokens), skip_tokens: e.skip_tokens };
             tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::Text(text) });
         } else {
-            let task = choice_task(loaded, i, t, &dir.join("tasks"), manifest.tokenizer)?;
+            let task = choice_task(loaded, i, t, &dir.join("tasks"), built_once(&mut tok, manifest.tokenizer, file)?)?;
             tasks.push(EvalTask { name: t.name.clone(), kind: TaskKind::MultipleChoice(task) });
         }
     }
@@ -126,6 +127,18 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
     Ok(ResolvedData { tokenizer: manifest.tokenizer, vocab_size: vocab, corpora, tasks })
 }
 
+/// The tokenizer in `slot`, built on first use.
+fn built_once<'a>(
+    slot: &'a mut Option<Box<dyn isoflop_data::Tokenizer>>,
+    kind: isoflop_core::Tokenizer,
+    file: &std::path::Path,
+) -> Result<&'a dyn isoflop_data::Tokenizer, SpecError> {
+    if slot.is_none() {
+        *slot = Some(isoflop_data::tokenizer_for(kind).map_err(|x| SpecError::at(file, "data.tokenizer", x.to_string()))?);
+    }
+    Ok(slot.as_deref().expect("just set"))
+}
+
 /// Compiles a multiple-choice task of `eval.tasks[i]` into `out` (content-addressed) and checks
 /// what its worker would refuse: every choice's continuation must fit the model's window.
 fn choice_task(
@@ -133,7 +146,7 @@ fn choice_task(
     i: usize,
     t: &TaskSpec,
     out: &std::path::Path,
-    tokenizer: isoflop_core::Tokenizer,
+    tok: &dyn isoflop_data::Tokenizer,
 ) -> Result<ChoiceTask, SpecError> {
     let file = &loaded.path;
     let key = format!("eval.tasks[{i}]");
@@ -157,11 +170,10 @@ fn choice_task(
     } else {
         unreachable!("validated: a task says what it scores")
     };
-    let tok = isoflop_data::tokenizer_for(tokenizer).map_err(|e| SpecError::at(file, "data.tokenizer", e.to_string()))?;
     let window = loaded.spec.model.seq_len as usize;
     for it in &compiled.items {
         for c in 0..it.choices.len() {
-            let (_, cont) = tasks::encode_choice(tok.as_ref(), &it.context, &it.continuation(c));
+            let (_, cont) = tasks::encode_choice(tok, &it.context, &it.continuation(c));
             if cont.is_empty() || cont.len() > window {
                 return Err(SpecError::at(
                     file,

@@ -3,6 +3,7 @@
 
 use crate::table::DEFAULT_DISTRIBUTION;
 use crate::{FitError, Point, Table};
+use isoflop_core::choice::ItemMetrics;
 use isoflop_core::{FailureClass, RunConfig, RunState, flops};
 use isoflop_store::{Store, StoreError};
 
@@ -65,18 +66,25 @@ pub fn table_from_store(store: &dyn Store, sweep: &str) -> Result<(Table, Vec<St
     Ok((Table::from_points(points)?, notes))
 }
 
-/// The error metrics a task's results are fitted on: the stored metric, and whether the error is
-/// one minus it (an accuracy or probability, where higher is better).
-fn task_metric(family: &str, metric: &str) -> Option<(&'static str, bool)> {
+/// An error metric of a task: the stored metric it is read from and how the error follows from
+/// it (the same map on a subset's mean and on each question, since every map is affine).
+#[derive(Clone, Copy)]
+struct ErrorMetric {
+    stored: &'static str,
+    error: fn(f64) -> f64,
+}
+
+fn task_metric(family: &str, metric: &str) -> Option<ErrorMetric> {
     use isoflop_core::eval::metric as m;
+    let same = |stored| Some(ErrorMetric { stored, error: |v| v });
+    let one_minus = |stored| Some(ErrorMetric { stored, error: |v| 1.0 - v });
     match (family, metric) {
-        ("text", "loss") => Some((m::LOSS, false)),
-        ("text", "bpb") => Some((m::BPB, false)),
-        ("multiple_choice", "bpb") => Some((m::BPB, false)),
-        ("multiple_choice", "nll") => Some((m::LOGPROB, true)),
-        ("multiple_choice", "error") => Some((m::ACC, true)),
-        ("multiple_choice", "error_norm") => Some((m::ACC_NORM, true)),
-        ("multiple_choice", "prob_error") => Some((m::CHOICE_PROB_NORM, true)),
+        ("text", "loss") => same(m::LOSS),
+        ("text", "bpb") | ("multiple_choice", "bpb") => same(m::BPB),
+        ("multiple_choice", "nll") => Some(ErrorMetric { stored: m::LOGPROB, error: |v| -v }),
+        ("multiple_choice", "error") => one_minus(m::ACC),
+        ("multiple_choice", "error_norm") => one_minus(m::ACC_NORM),
+        ("multiple_choice", "prob_error") => one_minus(m::CHOICE_PROB_NORM),
         _ => None,
     }
 }
@@ -107,7 +115,7 @@ pub fn table_from_task(
     let family =
         jobs.iter().find_map(|j| j.eval.as_ref().filter(|e| e.task == task).map(|e| e.family.clone())).ok_or_else(no_task)?;
     let metric = metric.unwrap_or(task_metrics(&family)[0]);
-    let (stored, one_minus) = task_metric(&family, metric).ok_or_else(|| SweepTableError::Metric {
+    let em = task_metric(&family, metric).ok_or_else(|| SweepTableError::Metric {
         task: task.into(),
         metric: metric.into(),
         valid: task_metrics(&family).join(", "),
@@ -141,19 +149,8 @@ pub fn table_from_task(
                 per_item = false;
             } else {
                 questions.subset_of = subsets;
-                let errors = items
-                    .iter()
-                    .map(|i| {
-                        let v = i.metrics();
-                        match metric {
-                            "error" => 1.0 - v.acc,
-                            "error_norm" => 1.0 - v.acc_norm,
-                            "prob_error" => 1.0 - v.choice_prob_norm,
-                            "nll" => -v.logprob,
-                            _ => v.bpb,
-                        }
-                    })
-                    .collect();
+                let k = ItemMetrics::NAMES.iter().position(|n| *n == em.stored).expect("a per-item metric");
+                let errors = items.iter().map(|i| (em.error)(i.metrics().values()[k])).collect();
                 questions.errors.insert(r.run_id.clone(), errors);
             }
             if questions.groups.is_empty()
@@ -163,12 +160,8 @@ pub fn table_from_task(
                 questions.groups = t.groups.into_iter().map(|g| (g.name, g.subsets)).collect();
             }
         }
-        for m in store.eval_results(&job.run_id)?.into_iter().filter(|m| m.metric == stored) {
-            let value = if one_minus {
-                if stored == isoflop_core::eval::metric::LOGPROB { -m.value } else { 1.0 - m.value }
-            } else {
-                m.value
-            };
+        for m in store.eval_results(&job.run_id)?.into_iter().filter(|m| m.metric == em.stored) {
+            let value = (em.error)(m.value);
             points.push(Point {
                 run: r.run_id.clone(),
                 params: flops::params(&c.model) as f64,
