@@ -325,3 +325,93 @@ fn multiple_choice_tasks_score_every_item_and_train_nothing() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(attempts(&store, "tiny"), (4, jobs));
 }
+
+/// The report `isoflop run` writes has a section per task family: the held-out text, a
+/// variety-of-English text task (each distribution at its own minimum, against American
+/// English) and MMLU (its four groups read at the held-out compute-optimal sizes, against
+/// the aggregate), each with its relative laws and verdicts; `isoflop report` writes the same
+/// files with the same defaults, and `isoflop fit --task` gives the same intervals.
+#[test]
+fn the_run_report_has_a_section_per_task_with_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let nltk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/nltk");
+    assert!(nltk.is_dir(), "{} is missing: the test reads ../shared", nltk.display());
+    // 3 budgets x 4 widths whose held-out minima are bracketed (about 30 s on 2 cores).
+    let spec = TINY_SWEEP
+        .replace("name: tiny", "name: small")
+        .replace("budgets: [1.5e9, 3.0e9]", "budgets: [8.0e9, 1.6e10, 3.2e10]")
+        .replace("hidden: [16, 32]", "hidden: [8, 16, 32, 64]")
+        .replace("heads: {head_size: 16}", "heads: {head_size: 8}")
+        .replace("checkpoint_every: 20", "checkpoint_every: 1000")
+        .replace(
+            "executor:",
+            &format!(
+                "eval:\n  tasks:\n    - {{name: mmlu, mmlu: {{shots: 0, per_subset: 1}}}}\n    \
+                 - {{name: english, english: {{nltk: {}, skip_tokens: 30}}}}\nexecutor:",
+                nltk.display()
+            ),
+        );
+    let spec = write_spec(dir.path(), &spec);
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3 sections") && stdout.contains("relative laws: heldout: "), "{stdout}");
+    assert!(stdout.contains("; english: ") && stdout.contains("; mmlu: "), "{stdout}");
+
+    let reports = dir.path().join("state/reports/small");
+    let html = std::fs::read_to_string(reports.join("report.html")).unwrap();
+    for s in ["Verdicts", "Held-out text", "Task english", "Task mmlu", "mmlu/relative-gaps.svg", "english/distribution-loss.svg"]
+    {
+        assert!(html.contains(s), "report.html lacks {s}");
+    }
+    let json = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let names = |v: &serde_json::Value, key: &str, field: &str| -> Vec<String> {
+        v[key].as_array().unwrap().iter().map(|d| d[field].as_str().unwrap().to_string()).collect()
+    };
+    let mmlu = json(&reports.join("mmlu/report.json"));
+    assert_eq!(mmlu["frontier"], "heldout");
+    assert_eq!(mmlu["questions_resampled"], true);
+    assert_eq!(names(&mmlu, "distributions", "name"), ["all", "heldout", "humanities", "other", "social_sciences", "stem"]);
+    assert_eq!(names(&mmlu, "relative", "target"), ["humanities", "other", "social_sciences", "stem"]);
+    // Every budget where the held-out minimum is bracketed is read there.
+    let heldout = mmlu["distributions"].as_array().unwrap().iter().find(|d| d["name"] == "heldout").unwrap();
+    let bracketed: Vec<serde_json::Value> = heldout["isoflop"]["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["bracketed"] == true)
+        .map(|b| b["budget"].clone())
+        .collect();
+    assert!(bracketed.len() >= 2, "{heldout}");
+    for r in mmlu["relative"].as_array().unwrap() {
+        assert_eq!(r["baseline"], "all");
+        assert!(r["delta_beta_ci"].is_array() && r["verdict"].is_string(), "{r}");
+        assert_eq!(r["budgets"].as_array().unwrap(), &bracketed, "{r}");
+    }
+    let english = json(&reports.join("english/report.json"));
+    assert!(english.get("frontier").is_none(), "text at its own minima");
+    assert_eq!(names(&english, "relative", "target"), ["australian"]);
+    assert_eq!(english["relative"][0]["baseline"], "american");
+    assert!(names(&json(&reports.join("report.json")), "relative", "target").contains(&"bible".to_string()));
+
+    // `isoflop report` writes the same report: one set of defaults.
+    let db = dir.path().join("state/isoflop.db");
+    let again = dir.path().join("again");
+    let out = isoflop(&["report", "small", "--store", db.to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    for f in ["report.json", "mmlu/report.json", "english/report.json"] {
+        assert_eq!(std::fs::read(reports.join(f)).unwrap(), std::fs::read(again.join(f)).unwrap(), "{f} differs");
+    }
+    // `isoflop fit --task mmlu` fits every subject too, with the same intervals for the groups.
+    let out = isoflop(&["fit", "small", "--store", db.to_str().unwrap(), "--task", "mmlu", "--format", "json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let fit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fit["distributions"].as_array().unwrap().len(), 57 + 4 + 1 + 1);
+    let stem = |v: &serde_json::Value| v["relative"].as_array().unwrap().iter().find(|r| r["target"] == "stem").unwrap().clone();
+    assert_eq!(stem(&fit)["delta_beta_ci"], stem(&mmlu)["delta_beta_ci"]);
+    let out =
+        isoflop(&["fit", "small", "--store", db.to_str().unwrap(), "--task", "mmlu", "--frontier", "own", "--format", "json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let own: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(own.get("frontier").is_none() && !names(&own, "distributions", "name").contains(&"heldout".to_string()));
+}

@@ -1,11 +1,11 @@
 //! `isoflop fit` and `isoflop report`: scaling laws from a sweep in the store or from a CSV.
 
 use crate::args::Format;
-use crate::exit::{CliResult, input};
-use crate::render::fit::render;
+use crate::exit::{CliError, CliResult, input};
+use crate::render::fit::{render, render_verdicts};
 use anyhow::anyhow;
-use isoflop_fit::sweep::table_from_store;
-use isoflop_fit::{FitOptions, Table, fit_all, read_csv};
+use isoflop_fit::sweep::{FRONTIER, Frontier, SectionOptions, SweepTableError, TaskInfo, section, sweep_tasks};
+use isoflop_fit::{FitOptions, FitReport, fit_all, read_csv};
 use isoflop_store::{SqliteStore, Store};
 use std::path::{Path, PathBuf};
 
@@ -13,15 +13,18 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A sweep in a store.
-    Sweep {
-        store: PathBuf,
-        sweep: Option<String>,
-        /// One evaluation task's results, and the error metric fitted.
-        task: Option<String>,
-        metric: Option<String>,
-    },
+    Sweep { store: PathBuf, sweep: Option<String> },
     /// A long CSV table.
     Csv(PathBuf),
+}
+
+/// Where each distribution's compute-optimal error is read (`--frontier`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontierArg {
+    /// At its own IsoFLOP minimum.
+    Own,
+    /// At the minimum of the sweep's held-out text loss.
+    Heldout,
 }
 
 /// Options of `isoflop fit` shared with `isoflop report`.
@@ -31,27 +34,35 @@ pub struct FitArgs {
     /// instead of a sweep.
     #[arg(long, value_name = "FILE")]
     pub from_csv: Option<PathBuf>,
-    /// Baseline distribution of the relative laws (default: `all`): with `--task`, one of its
-    /// subsets or groups (an MMLU category, a variety of English).
+    /// Baseline distribution of the relative laws (default: `all`; for a text task, its first
+    /// distribution): with `--task`, one of its subsets or groups (an MMLU category, a variety
+    /// of English).
     #[arg(long)]
     pub baseline: Option<String>,
     /// Fit one evaluation task's results (its subsets, groups and `all` as the distributions)
-    /// instead of the held-out text losses.
+    /// instead of the held-out text losses; `isoflop report` without it writes a section for
+    /// every task of the sweep.
     #[arg(long)]
     pub task: Option<String>,
-    /// The error fitted for `--task`: text `loss` (default) or `bpb`; multiple choice `bpb` of
+    /// The error fitted for `--task`: text `bpb` (default; `loss` for `heldout`) or `loss`
+    /// (nats/token); multiple choice `bpb` of
     /// the gold answer (default), `error` (1 - acc), `error_norm` (1 - acc_norm), `prob_error`
     /// (1 - choice_prob_norm) or `nll` (-logprob).
     #[arg(long, requires = "task")]
     pub metric: Option<String>,
+    /// Where a task's compute-optimal errors are read: at each distribution's own IsoFLOP
+    /// minimum, or at the models the held-out text loss picks (default: `heldout` for multiple
+    /// choice, `own` for text).
+    #[arg(long, value_enum)]
+    pub frontier: Option<FrontierArg>,
     /// Bootstrap replicates (resampling whole runs within budgets) for every interval.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = FitOptions::default().bootstrap)]
     pub bootstrap: usize,
     /// Bootstrap replicates of the parametric fit.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = FitOptions::default().parametric_bootstrap)]
     pub parametric_bootstrap: usize,
     /// Seed of the bootstrap.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = FitOptions::default().seed)]
     pub seed: u64,
     /// Skip the parametric (approach 3) fit.
     #[arg(long)]
@@ -66,6 +77,27 @@ pub struct FitArgs {
     /// lowest-loss size (wide curves are not parabolic far from their minimum).
     #[arg(long)]
     pub window_decades: Option<f64>,
+}
+
+impl Default for FitArgs {
+    /// What `isoflop fit` and `isoflop report` do without options (and `isoflop run` writes).
+    fn default() -> Self {
+        let o = FitOptions::default();
+        FitArgs {
+            from_csv: None,
+            baseline: None,
+            task: None,
+            metric: None,
+            frontier: None,
+            bootstrap: o.bootstrap,
+            parametric_bootstrap: o.parametric_bootstrap,
+            seed: o.seed,
+            no_parametric: !o.run_parametric,
+            predict_at: o.predict_at,
+            include_unbracketed: o.isoflop.include_unbracketed,
+            window_decades: o.isoflop.window_decades,
+        }
+    }
 }
 
 impl FitArgs {
@@ -84,68 +116,183 @@ impl FitArgs {
         o
     }
 
+    fn section_options(&self, every_subset: bool) -> SectionOptions {
+        SectionOptions {
+            metric: self.metric.clone(),
+            baseline: self.baseline.clone(),
+            frontier: self.frontier.map(|f| match f {
+                FrontierArg::Own => Frontier::Own,
+                FrontierArg::Heldout => Frontier::Heldout,
+            }),
+            every_subset,
+        }
+    }
+
     pub fn source(&self, sweep: Option<String>, store: &Path) -> Source {
         match &self.from_csv {
             Some(p) => Source::Csv(p.clone()),
-            None => Source::Sweep { store: store.to_path_buf(), sweep, task: self.task.clone(), metric: self.metric.clone() },
+            None => Source::Sweep { store: store.to_path_buf(), sweep },
         }
     }
 }
 
-/// Loads the table of a source.
-pub fn load(source: &Source) -> Result<(Table, Vec<String>, String), crate::exit::CliError> {
-    match source {
-        Source::Csv(path) => Ok((read_csv(path).map_err(input)?, Vec::new(), path.display().to_string())),
-        Source::Sweep { store, sweep, task, metric } => {
-            if !store.is_file() {
-                return Err(input(anyhow!("no isoflop store at {} (set --store or ISOFLOP_STORE)", store.display())));
-            }
-            let st = SqliteStore::open(store)?;
-            let name = match sweep {
-                Some(s) => s.clone(),
-                None => st
-                    .sweeps()?
-                    .into_iter()
-                    .next()
-                    .map(|s| s.name)
-                    .ok_or_else(|| input(anyhow!("the store holds no sweep yet")))?,
-            };
-            if st.sweep(&name)?.is_none() {
-                return Err(input(anyhow!("sweep `{name}` not found in {}", store.display())));
-            }
-            let (t, notes) = match task {
-                Some(task) => isoflop_fit::sweep::table_from_task(&st, &name, task, metric.as_deref()).map_err(input)?,
-                None => table_from_store(&st, &name).map_err(input)?,
-            };
-            let what = match task {
-                Some(task) => format!("sweep {name}, task {task}"),
-                None => format!("sweep {name}"),
-            };
-            Ok((t, notes, what))
-        }
+/// Opens the store of a sweep source and names the sweep (default: the newest).
+fn open_sweep(store: &Path, sweep: &Option<String>) -> Result<(SqliteStore, String), CliError> {
+    if !store.is_file() {
+        return Err(input(anyhow!("no isoflop store at {} (set --store or ISOFLOP_STORE)", store.display())));
     }
+    let st = SqliteStore::open(store)?;
+    let name = match sweep {
+        Some(s) => s.clone(),
+        None => st.sweeps()?.into_iter().next().map(|s| s.name).ok_or_else(|| input(anyhow!("the store holds no sweep yet")))?,
+    };
+    if st.sweep(&name)?.is_none() {
+        return Err(input(anyhow!("sweep `{name}` not found in {}", store.display())));
+    }
+    Ok((st, name))
+}
+
+/// The held-out text of a sweep as a task, whether or not its jobs are listed.
+fn heldout_info(tasks: &[TaskInfo]) -> TaskInfo {
+    tasks.iter().find(|t| t.name == FRONTIER).cloned().unwrap_or(TaskInfo {
+        name: FRONTIER.into(),
+        family: "text".into(),
+        subsets: Vec::new(),
+        groups: Vec::new(),
+        settings: String::new(),
+    })
+}
+
+/// The task `name` of a sweep (`None`: the held-out text).
+fn find_task(store: &dyn Store, sweep: &str, name: Option<&str>) -> Result<TaskInfo, CliError> {
+    let tasks = sweep_tasks(store, sweep).map_err(input)?;
+    match name {
+        None => Ok(heldout_info(&tasks)),
+        Some(n) => tasks.iter().find(|t| t.name == n).cloned().ok_or_else(|| {
+            let mut have: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            have.sort_unstable();
+            input(SweepTableError::NoTask { sweep: sweep.into(), task: n.into(), have: have.join(", ") })
+        }),
+    }
+}
+
+/// A section's heading.
+fn title(task: &TaskInfo) -> String {
+    if task.name == FRONTIER { "Held-out text".to_string() } else { format!("Task {}", task.name) }
 }
 
 /// `isoflop fit`.
 pub fn fit(source: &Source, args: &FitArgs, format: Format) -> CliResult {
-    let (table, notes, what) = load(source)?;
-    let mut report = fit_all(&table, &args.options()).map_err(input)?;
-    report.notes.extend(notes);
+    let (report, text) = match source {
+        Source::Csv(path) => {
+            let table = read_csv(path).map_err(input)?;
+            let report = fit_all(&table, &args.options()).map_err(input)?;
+            let text = render(&report, &path.display().to_string());
+            (report, text)
+        }
+        Source::Sweep { store, sweep } => {
+            let (st, name) = open_sweep(store, sweep)?;
+            let task = find_task(&st, &name, args.task.as_deref())?;
+            let s = section(&st, &name, &task, &args.options(), &args.section_options(true)).map_err(input)?;
+            let report = s.fit().map_err(input)?;
+            let what = what(&name, &task);
+            let text = format!("{}\n{}", s.describe(), render(&report, &what));
+            (report, text)
+        }
+    };
     match format {
         Format::Json => println!("{}", report.to_json()),
-        Format::Table => print!("{}", render(&report, &what)),
+        Format::Table => print!("{text}"),
     }
     Ok(())
 }
 
+fn what(sweep: &str, task: &TaskInfo) -> String {
+    if task.name == FRONTIER { format!("sweep {sweep}") } else { format!("sweep {sweep}, task {}", task.name) }
+}
+
+/// A written report: its files and each section's fit (or why it has none).
+pub struct Written {
+    pub files: Vec<PathBuf>,
+    pub fits: Vec<(String, Result<FitReport, String>)>,
+    pub text: String,
+}
+
+/// Fits a sweep's held-out text and every evaluation task (only `args.task` when given) and
+/// writes the report into `out`. What `isoflop report` and `isoflop run` both write.
+pub fn sweep_report(store: &dyn Store, sweep: &str, args: &FitArgs, out: &Path) -> Result<Written, CliError> {
+    let tasks = match &args.task {
+        Some(t) => vec![find_task(store, sweep, Some(t))?],
+        None => {
+            let all = sweep_tasks(store, sweep).map_err(input)?;
+            let mut v = vec![heldout_info(&all)];
+            v.extend(all.into_iter().filter(|t| t.name != FRONTIER));
+            v
+        }
+    };
+    let base = args.options();
+    let mut built = Vec::new();
+    for task in &tasks {
+        // Without --task, --baseline and --frontier concern the held-out text and the tasks.
+        let mut so = args.section_options(false);
+        if args.task.is_none() && task.name != FRONTIER {
+            so.baseline = None;
+        }
+        let fitted = section(store, sweep, task, &base, &so)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.fit().map(|r| (s, r)).map_err(|e| e.to_string()));
+        built.push((task, fitted));
+    }
+    if let Some((task, Err(e))) = built.first()
+        && (args.task.is_some() || built.len() == 1)
+    {
+        return Err(input(anyhow!("{}: {e}", what(sweep, task))));
+    }
+    let mut text = String::new();
+    let mut views = Vec::new();
+    for (task, fitted) in &built {
+        let (describe, body) = match fitted {
+            Ok((s, r)) => (s.describe(), render(r, &what(sweep, task))),
+            Err(e) => (format!("task `{}`", task.name), format!("no fit: {e}\n")),
+        };
+        let section_text = format!("== {} ==\n{describe}\n{body}", title(task));
+        text.push_str(&section_text);
+        text.push('\n');
+        views.push(isoflop_plot::report::Section {
+            id: &task.name,
+            title: title(task),
+            describe,
+            metric: fitted.as_ref().map_or("error", |(s, _)| s.metric_label()),
+            text: body,
+            fit: fitted.as_ref().map(|(s, r)| (r, &s.table)).map_err(|e| e.clone()),
+        });
+    }
+    let reports: Vec<(&str, &FitReport)> =
+        built.iter().filter_map(|(t, f)| f.as_ref().ok().map(|(_, r)| (t.name.as_str(), r))).collect();
+    text.push_str(&render_verdicts(&reports));
+    let files = isoflop_plot::report::write_sections(&format!("sweep {sweep}"), &views, out)?;
+    let fits = built.into_iter().map(|(t, f)| (t.name.clone(), f.map(|(_, r)| r))).collect();
+    Ok(Written { files, fits, text })
+}
+
 /// `isoflop report`.
 pub fn report(source: &Source, args: &FitArgs, out: &Path) -> CliResult {
-    let (table, notes, what) = load(source)?;
-    let mut report = fit_all(&table, &args.options()).map_err(input)?;
-    report.notes.extend(notes);
-    let text = render(&report, &what);
-    let files = isoflop_plot::report::write_report(&report, &table, &what, &text, out)?;
-    print!("{text}");
-    println!("wrote {} files to {} (open report.html)", files.len(), out.display());
+    match source {
+        Source::Csv(path) => {
+            let table = read_csv(path).map_err(input)?;
+            let report = fit_all(&table, &args.options()).map_err(input)?;
+            let what = path.display().to_string();
+            let text = render(&report, &what);
+            let files = isoflop_plot::report::write_report(&report, &table, &what, &text, out)?;
+            print!("{text}");
+            println!("wrote {} files to {} (open report.html)", files.len(), out.display());
+        }
+        Source::Sweep { store, sweep } => {
+            let (st, name) = open_sweep(store, sweep)?;
+            let w = sweep_report(&st, &name, args, out)?;
+            print!("{}", w.text);
+            println!("wrote {} files to {} (open report.html)", w.files.len(), out.display());
+        }
+    }
     Ok(())
 }

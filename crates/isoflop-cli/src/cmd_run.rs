@@ -11,6 +11,7 @@ use isoflop_coordinator::resolve::PlannedSweep;
 use isoflop_coordinator::{CoordinatorError, stored_spec, sweep_settled};
 use isoflop_core::RunState;
 use isoflop_core::spec::{LoadedSpec, SweepSpec};
+use isoflop_fit::relative::Verdict;
 use isoflop_server::host::kube_calls_line;
 use isoflop_server::{Endpoint, Host, StoreLock};
 use isoflop_store::{RunResults, SqliteStore, Store, StoreError};
@@ -185,26 +186,40 @@ fn reports_dir(store_path: &Path, sweep: &str) -> PathBuf {
     store_path.parent().unwrap_or(Path::new(".")).join("reports").join(sweep)
 }
 
-/// Fits the finished sweep and writes its report into `dir`; the line to print. A sweep that
-/// cannot be fitted yet (too few sizes per budget) gets a note, not an error.
+/// Fits the finished sweep (its held-out text and every evaluation task, with the defaults of
+/// `isoflop report`) and writes its report into `dir`; the line to print. A sweep that cannot
+/// be fitted yet (too few sizes per budget) gets a note, not an error.
 fn write_sweep_report(store: &dyn Store, sweep: &str, dir: &Path) -> String {
-    let result = (|| -> anyhow::Result<isoflop_fit::FitReport> {
-        let (table, notes) = isoflop_fit::sweep::table_from_store(store, sweep)?;
-        let mut report = isoflop_fit::fit_all(&table, &isoflop_fit::FitOptions::default())?;
-        report.notes.extend(notes);
-        let what = format!("sweep {sweep}");
-        let text = crate::render::fit::render(&report, &what);
-        isoflop_plot::report::write_report(&report, &table, &what, &text, dir)?;
-        Ok(report)
-    })();
-    match result {
-        Ok(r) => {
-            let a = r
-                .isoflop
-                .n_opt_exponent
+    match crate::cmd_fit::sweep_report(store, sweep, &crate::cmd_fit::FitArgs::default(), dir) {
+        Ok(w) => {
+            let heldout = w.fits.first().and_then(|(_, f)| f.as_ref().ok());
+            let a = heldout
+                .and_then(|r| r.isoflop.n_opt_exponent)
                 .map(|a| format!("N* ~ C^{a:.3}"))
                 .unwrap_or_else(|| "no N* law (too few bracketed budgets)".into());
-            format!("scaling-law report: {} ({a}); `isoflop fit {sweep}` prints it", dir.join("report.html").display())
+            let mut verdicts: Vec<String> = Vec::new();
+            for (task, f) in &w.fits {
+                if let Ok(r) = f
+                    && !r.relative.is_empty()
+                {
+                    let count = |v: Verdict| r.relative.iter().filter(|g| g.verdict == v).count();
+                    verdicts.push(format!(
+                        "{task}: {} converging, {} diverging, {} parallel",
+                        count(Verdict::Converging),
+                        count(Verdict::Diverging),
+                        count(Verdict::Parallel)
+                    ));
+                }
+            }
+            let sections = if w.fits.len() > 1 { format!(", {} sections", w.fits.len()) } else { String::new() };
+            let mut line = format!(
+                "scaling-law report: {} ({a}{sections}); `isoflop report {sweep} --out DIR` writes it again",
+                dir.join("report.html").display()
+            );
+            if !verdicts.is_empty() {
+                line.push_str(&format!("\nrelative laws: {}", verdicts.join("; ")));
+            }
+            line
         }
         Err(e) => format!("no scaling-law report yet: {e:#}"),
     }

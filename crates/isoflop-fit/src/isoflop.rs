@@ -21,11 +21,19 @@ pub struct IsoflopOptions {
     /// lowest-loss size of the budget; `None` fits all points. Wide IsoFLOP curves are not parabolic far
     /// from their minimum, so a window reduces the vertex bias.
     pub window_decades: Option<f64>,
+    /// The distribution whose IsoFLOP minima are the compute-optimal models of every budget:
+    /// each other distribution's error is read at that N* (from its own parabola in log N over
+    /// the budget's sizes) instead of at its own minimum. Downstream errors of small models
+    /// (multiple-choice answers) are too noisy, or too monotone in N, to have a minimum of
+    /// their own; the models a sweep would train are the ones its held-out loss picks.
+    /// `None`: every distribution at its own minimum.
+    #[serde(default)]
+    pub frontier: Option<String>,
 }
 
 impl Default for IsoflopOptions {
     fn default() -> Self {
-        IsoflopOptions { min_sizes: 3, huber_k: 1.345, include_unbracketed: false, window_decades: None }
+        IsoflopOptions { min_sizes: 3, huber_k: 1.345, include_unbracketed: false, window_decades: None, frontier: None }
     }
 }
 
@@ -140,6 +148,43 @@ pub fn fit_budget(points: &[&Point], opts: &IsoflopOptions) -> Result<BudgetOpti
     })
 }
 
+/// One budget of a distribution read at the compute-optimal size of the frontier's budget
+/// `at`: the distribution's parabola in ln N over the budget's sizes, evaluated at ln N* (a
+/// local quadratic smoother over the IsoFLOP curve; with a bracketed N* it interpolates).
+pub fn fit_budget_at(points: &[&Point], at: &BudgetOptimum, opts: &IsoflopOptions) -> Result<BudgetOptimum, String> {
+    let first = points.first().ok_or("no points")?;
+    let centre = at.n_opt.log10();
+    let points: Vec<&Point> = match opts.window_decades {
+        Some(w) => points.iter().copied().filter(|p| (p.params.log10() - centre).abs() <= w).collect(),
+        None => points.to_vec(),
+    };
+    let mut sizes: Vec<f64> = points.iter().map(|p| p.params).collect();
+    sizes.sort_by(f64::total_cmp);
+    sizes.dedup();
+    let min_sizes = opts.min_sizes.max(3);
+    if sizes.len() < min_sizes {
+        return Err(format!("{} distinct model sizes, fewer than {min_sizes}", sizes.len()));
+    }
+    let ln_n: Vec<f64> = points.iter().map(|p| p.params.ln()).collect();
+    let loss: Vec<f64> = points.iter().map(|p| p.loss).collect();
+    let pn = huber_parabola(&ln_n, &loss, opts.huber_k).ok_or("parabola in log N is singular")?;
+    let l = pn.eval(at.n_opt.ln());
+    if !(l.is_finite() && l > 0.0) {
+        return Err(format!("the fitted error at the compute-optimal N* = {:.3e} is {l:.4}, not positive", at.n_opt));
+    }
+    Ok(BudgetOptimum {
+        distribution: first.distribution.clone(),
+        budget: first.budget,
+        n_opt: at.n_opt,
+        d_opt: at.d_opt,
+        l_opt: l,
+        bracketed: at.bracketed,
+        n_points: points.len(),
+        n_sizes: sizes.len(),
+        parabola_ln_n: pn,
+    })
+}
+
 /// Fits log-log power laws of the optima against the budget.
 pub fn fit_power_laws(optima: &[&BudgetOptimum]) -> (Option<PowerLaw>, Option<PowerLaw>, Option<PowerLaw>) {
     let c: Vec<f64> = optima.iter().map(|b| b.budget.ln()).collect();
@@ -150,44 +195,72 @@ pub fn fit_power_laws(optima: &[&BudgetOptimum]) -> (Option<PowerLaw>, Option<Po
     (law(&|b| b.n_opt), law(&|b| b.d_opt), law(&|b| b.l_opt))
 }
 
-/// Runs the IsoFLOP analysis for every distribution in `points` (sorted by name).
+/// Runs the IsoFLOP analysis for every distribution in `points` (sorted by name); with
+/// `opts.frontier`, every other distribution is read at the frontier's minima.
 pub fn fit_isoflop(points: &[Point], opts: &IsoflopOptions) -> Vec<IsoflopFit> {
     let mut groups: BTreeMap<&str, BTreeMap<u64, Vec<&Point>>> = BTreeMap::new();
     for p in points {
         groups.entry(p.distribution.as_str()).or_default().entry(p.budget.to_bits()).or_default().push(p);
     }
-    let mut out = Vec::new();
-    for (dist, budgets) in groups {
-        let mut fit = IsoflopFit {
-            distribution: dist.to_string(),
-            budgets: Vec::new(),
-            exclusions: Vec::new(),
-            n_opt: None,
-            d_opt: None,
-            loss: None,
+    let frontier = opts.frontier.as_deref().and_then(|f| {
+        let own = IsoflopOptions { frontier: None, ..opts.clone() };
+        Some(fit_distribution(f, groups.get(f)?, &own, None))
+    });
+    groups
+        .iter()
+        .map(|(dist, budgets)| match &frontier {
+            Some(f) if f.distribution == *dist => f.clone(),
+            f => fit_distribution(dist, budgets, opts, f.as_ref()),
+        })
+        .collect()
+}
+
+/// One distribution's analysis: at its own minima, or at the frontier's.
+fn fit_distribution(
+    dist: &str,
+    budgets: &BTreeMap<u64, Vec<&Point>>,
+    opts: &IsoflopOptions,
+    frontier: Option<&IsoflopFit>,
+) -> IsoflopFit {
+    let mut fit = IsoflopFit {
+        distribution: dist.to_string(),
+        budgets: Vec::new(),
+        exclusions: Vec::new(),
+        n_opt: None,
+        d_opt: None,
+        loss: None,
+    };
+    let mut ordered: Vec<(f64, Vec<&Point>)> = budgets.iter().map(|(k, v)| (f64::from_bits(*k), v.clone())).collect();
+    ordered.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (budget, pts) in ordered {
+        let result = match frontier {
+            None => fit_budget(&pts, opts),
+            Some(f) => match f.budgets.iter().find(|b| b.budget.to_bits() == budget.to_bits()) {
+                Some(at) => fit_budget_at(&pts, at, opts),
+                None => Err(format!("the frontier `{}` has no compute-optimal size at this budget", f.distribution)),
+            },
         };
-        let mut ordered: Vec<(f64, Vec<&Point>)> = budgets.into_iter().map(|(k, v)| (f64::from_bits(k), v)).collect();
-        ordered.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for (budget, pts) in ordered {
-            match fit_budget(&pts, opts) {
-                Ok(b) => fit.budgets.push(b),
-                Err(reason) => fit.exclusions.push(Exclusion { distribution: dist.to_string(), budget: Some(budget), reason }),
-            }
+        match result {
+            Ok(b) => fit.budgets.push(b),
+            Err(reason) => fit.exclusions.push(Exclusion { distribution: dist.to_string(), budget: Some(budget), reason }),
         }
-        let used: Vec<&BudgetOptimum> = fit.used_budgets(opts).collect();
-        if used.len() >= 2 {
-            (fit.n_opt, fit.d_opt, fit.loss) = fit_power_laws(&used);
-        }
-        let unbracketed: Vec<f64> =
-            fit.budgets.iter().filter(|b| !b.bracketed && !opts.include_unbracketed).map(|b| b.budget).collect();
-        for budget in unbracketed {
-            fit.exclusions.push(Exclusion {
-                distribution: dist.to_string(),
-                budget: Some(budget),
-                reason: "vertex outside the sampled sizes (bracketed: false); left out of the power laws".into(),
-            });
-        }
-        out.push(fit);
     }
-    out
+    let used: Vec<&BudgetOptimum> = fit.used_budgets(opts).collect();
+    if used.len() >= 2 {
+        (fit.n_opt, fit.d_opt, fit.loss) = fit_power_laws(&used);
+    }
+    let unbracketed: Vec<f64> =
+        fit.budgets.iter().filter(|b| !b.bracketed && !opts.include_unbracketed).map(|b| b.budget).collect();
+    let whose = match frontier {
+        Some(f) => format!("the frontier `{}`'s vertex", f.distribution),
+        None => "vertex".to_string(),
+    };
+    for budget in unbracketed {
+        fit.exclusions.push(Exclusion {
+            distribution: dist.to_string(),
+            budget: Some(budget),
+            reason: format!("{whose} outside the sampled sizes (bracketed: false); left out of the power laws"),
+        });
+    }
+    fit
 }

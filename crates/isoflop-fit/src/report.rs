@@ -44,7 +44,7 @@ impl Default for FitOptions {
             run_parametric: true,
             bootstrap: 200,
             parametric_bootstrap: 100,
-            seed: 0x150F_10F5,
+            seed: 0,
             ci_level: 0.95,
             primary: None,
             baseline: None,
@@ -155,6 +155,10 @@ pub struct FitReport {
     /// The replicates resampled a multiple-choice task's questions as well as the runs.
     #[serde(default)]
     pub questions_resampled: bool,
+    /// The distribution whose minima picked the compute-optimal models at which every other
+    /// distribution was read (`None`: each at its own minimum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontier: Option<String>,
     pub seed: u64,
     pub ci_level: f64,
 }
@@ -201,9 +205,15 @@ fn scalars(fits: &[IsoflopFit], rels: &[RelativeFit], opts: &IsoflopOptions) -> 
     m
 }
 
+/// Whether a distribution is compared with the baseline: every one but the baseline and the
+/// frontier (which measures another quantity: the held-out loss that picks the models).
+fn is_target(dist: &str, baseline: &str, opts: &IsoflopOptions) -> bool {
+    dist != baseline && opts.frontier.as_deref() != Some(dist)
+}
+
 fn relatives(fits: &[IsoflopFit], baseline: &str, opts: &IsoflopOptions) -> Vec<RelativeFit> {
     let Some(base) = fits.iter().find(|f| f.distribution == baseline) else { return Vec::new() };
-    fits.iter().filter(|f| f.distribution != baseline).filter_map(|f| fit_relative(f, base, opts)).collect()
+    fits.iter().filter(|f| is_target(&f.distribution, baseline, opts)).filter_map(|f| fit_relative(f, base, opts)).collect()
 }
 
 fn threads(n: usize) -> usize {
@@ -310,7 +320,18 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
     if !(opts.ci_level > 0.0 && opts.ci_level < 1.0) {
         return Err(FitError::InvalidOption(format!("ci_level {} is not in (0, 1)", opts.ci_level)));
     }
-    let dists = table.distributions();
+    let iso = &opts.isoflop;
+    let frontier = iso.frontier.as_deref();
+    let all = table.distributions();
+    if let Some(f) = frontier
+        && !all.iter().any(|d| d == f)
+    {
+        return Err(FitError::InvalidOption(format!("frontier distribution `{f}` is not in the table")));
+    }
+    let dists: Vec<String> = all.into_iter().filter(|d| Some(d.as_str()) != frontier).collect();
+    if dists.is_empty() {
+        return Err(FitError::NotEnoughData("the table has no distribution besides the frontier".into()));
+    }
     let primary = match &opts.primary {
         Some(p) if dists.contains(p) => p.clone(),
         Some(p) => return Err(FitError::InvalidOption(format!("primary distribution `{p}` is not in the table"))),
@@ -319,15 +340,19 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
     };
     let baseline = match &opts.baseline {
         Some(b) if dists.contains(b) => b.clone(),
-        Some(b) => return Err(FitError::InvalidOption(format!("baseline distribution `{b}` is not in the table"))),
+        Some(b) => {
+            return Err(FitError::InvalidOption(format!(
+                "baseline distribution `{b}` is not in the table (expected one of {})",
+                dists.join(", ")
+            )));
+        }
         None => primary.clone(),
     };
-    let iso = &opts.isoflop;
     let fits = fit_isoflop(&table.points, iso);
     let rels = relatives(&fits, &baseline, iso);
     let mut notes = Vec::new();
     let mut exclusions: Vec<Exclusion> = fits.iter().flat_map(|f| f.exclusions.iter().cloned()).collect();
-    for f in fits.iter().filter(|f| f.distribution != baseline) {
+    for f in fits.iter().filter(|f| is_target(&f.distribution, &baseline, iso)) {
         if !rels.iter().any(|r| r.target == f.distribution) {
             exclusions.push(Exclusion {
                 distribution: f.distribution.clone(),
@@ -415,6 +440,7 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
         notes,
         bootstrap_replicates: opts.bootstrap,
         questions_resampled: table.questions.is_some(),
+        frontier: iso.frontier.clone(),
         seed: opts.seed,
         ci_level: opts.ci_level,
     })

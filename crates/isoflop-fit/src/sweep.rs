@@ -89,17 +89,31 @@ fn task_metric(family: &str, metric: &str) -> Option<ErrorMetric> {
     }
 }
 
+/// The error `metric` of a task family in words, for tables and axes.
+pub fn metric_label(family: &str, metric: &str) -> &'static str {
+    match (family, metric) {
+        ("text", "loss") => "loss (nats/token)",
+        ("text", "bpb") => "bits per byte",
+        ("multiple_choice", "bpb") => "bits per byte of the gold answer",
+        ("multiple_choice", "nll") => "-log p(gold answer) (nats)",
+        ("multiple_choice", "error") => "error, 1 - acc",
+        ("multiple_choice", "error_norm") => "error, 1 - acc_norm",
+        ("multiple_choice", "prob_error") => "1 - p(gold | choices)",
+        _ => "error",
+    }
+}
+
 /// The metrics [`table_from_task`] takes for a task family, the default first.
 pub fn task_metrics(family: &str) -> &'static [&'static str] {
     match family {
-        "text" => &["loss", "bpb"],
+        "text" => &["bpb", "loss"],
         _ => &["bpb", "error", "error_norm", "prob_error", "nll"],
     }
 }
 
 /// The points of a sweep on one evaluation task: every subset (distribution, subject, group,
 /// `all`) of the task's job on each succeeded run's latest evaluated checkpoint, as the error
-/// `metric` (default: `loss` for text, the gold answer's `bpb` for multiple choice; `error` is
+/// `metric` (default: `bpb` for text and the gold answer's `bpb` for multiple choice; `error` is
 /// 1 - acc, `error_norm` 1 - acc_norm, `prob_error` 1 - choice_prob_norm, `nll` -logprob).
 pub fn table_from_task(
     store: &dyn Store,
@@ -133,6 +147,7 @@ pub fn table_from_task(
             .iter()
             .filter(|j| j.state == RunState::Succeeded)
             .filter(|j| j.eval.as_ref().is_some_and(|e| e.parent == r.run_id && e.task == task))
+            // The latest step; of equal steps, the newest submitted (the last in sweep order).
             .max_by_key(|j| j.eval.as_ref().map(|e| e.step));
         let Some(job) = job else {
             notes.push(format!("run {} ({}) left out: task `{task}` not evaluated yet", r.name, r.run_id));
@@ -181,4 +196,242 @@ pub fn table_from_task(
         table.questions = Some(questions);
     }
     Ok((table, notes))
+}
+
+/// The distribution added to a task's table as the frontier: the sweep's held-out text loss
+/// (`all` of the `heldout` task), whose IsoFLOP minima pick each budget's compute-optimal models.
+pub const FRONTIER: &str = isoflop_core::eval::HELDOUT_TASK;
+
+/// Where a distribution's compute-optimal error is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontier {
+    /// At the distribution's own IsoFLOP minimum (text losses have one).
+    Own,
+    /// At the minimum of the held-out text loss: the models the sweep would pick (the default
+    /// for multiple choice, whose errors on small models seldom have a minimum of their own).
+    Heldout,
+}
+
+/// One evaluation task of a sweep, as a report describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskInfo {
+    pub name: String,
+    /// `text` or `multiple_choice`.
+    pub family: String,
+    /// Its subsets in the task's order (text: the distributions).
+    pub subsets: Vec<String>,
+    /// Groups of subsets (multiple choice).
+    pub groups: Vec<(String, Vec<String>)>,
+    /// Its settings in words: items or tokens scored, tokens skipped.
+    pub settings: String,
+}
+
+impl TaskInfo {
+    /// The default error metric: bits per byte (of the gold answer for multiple choice), and
+    /// the loss in nats per token for the held-out text, as the training loss is.
+    pub fn default_metric(&self) -> &'static str {
+        if self.name == FRONTIER { "loss" } else { task_metrics(&self.family)[0] }
+    }
+
+    /// The default frontier: the held-out loss for multiple choice, each distribution's own
+    /// minimum for text.
+    pub fn default_frontier(&self) -> Frontier {
+        if self.family == "multiple_choice" && self.name != FRONTIER { Frontier::Heldout } else { Frontier::Own }
+    }
+
+    /// The default baseline: `all` when the task has one (multiple choice; the held-out text),
+    /// else its first distribution (American English for the varieties of English).
+    pub fn default_baseline(&self) -> String {
+        if self.family == "multiple_choice" || self.name == FRONTIER {
+            isoflop_core::choice::ALL.to_string()
+        } else {
+            self.subsets.first().cloned().unwrap_or_else(|| isoflop_core::choice::ALL.to_string())
+        }
+    }
+
+    /// The distributions a report section shows: the groups and `all` when the task has
+    /// groups (MMLU's four categories rather than its 57 subjects), else every subset (and
+    /// `all` where there is one). `isoflop fit --task` shows every subset.
+    pub fn shown(&self) -> Vec<String> {
+        let all = isoflop_core::choice::ALL.to_string();
+        let mut v: Vec<String> =
+            if self.groups.is_empty() { self.subsets.clone() } else { self.groups.iter().map(|g| g.0.clone()).collect() };
+        if self.family == "multiple_choice" || self.name == FRONTIER {
+            v.push(all);
+        }
+        v
+    }
+}
+
+/// The sweep's evaluation tasks with a succeeded job, the held-out text first, then by name;
+/// each described by its newest submitted job.
+pub fn sweep_tasks(store: &dyn Store, sweep: &str) -> Result<Vec<TaskInfo>, SweepTableError> {
+    let jobs = store.sweep_runs(sweep)?;
+    let mut out: Vec<TaskInfo> = Vec::new();
+    // The newest submitted job of each task describes it, as the table reads the newest
+    // (a task whose settings changed keeps its older jobs in the sweep).
+    for j in jobs.iter().rev().filter(|j| j.state == RunState::Succeeded) {
+        let Some(e) = &j.eval else { continue };
+        if out.iter().any(|t| t.name == e.task) {
+            continue;
+        }
+        let Ok(cfg) = serde_json::from_str::<isoflop_core::EvalJobConfig>(&j.config_json) else { continue };
+        let info = match cfg.task.kind {
+            isoflop_core::TaskKind::Text(t) => TaskInfo {
+                name: e.task.clone(),
+                family: e.family.clone(),
+                subsets: t.distributions.iter().map(|d| d.name.clone()).collect(),
+                groups: Vec::new(),
+                settings: if t.skip_tokens > 0 {
+                    format!("{} tokens per distribution, the first {} of each document not scored", t.tokens, t.skip_tokens)
+                } else {
+                    format!("{} tokens per distribution", t.tokens)
+                },
+            },
+            isoflop_core::TaskKind::MultipleChoice(t) => {
+                let groups: Vec<(String, Vec<String>)> = t.groups.into_iter().map(|g| (g.name, g.subsets)).collect();
+                let mut subsets: Vec<String> = Vec::new();
+                for s in store.eval_items(&j.run_id)?.into_iter().map(|i| i.subset) {
+                    if subsets.last() != Some(&s) && !subsets.contains(&s) {
+                        subsets.push(s);
+                    }
+                }
+                TaskInfo {
+                    name: e.task.clone(),
+                    family: e.family.clone(),
+                    settings: format!(
+                        "{} questions in {} subsets{}",
+                        t.count,
+                        subsets.len(),
+                        if groups.is_empty() { String::new() } else { format!(", {} groups", groups.len()) }
+                    ),
+                    subsets,
+                    groups,
+                }
+            }
+        };
+        out.push(info);
+    }
+    out.sort_by(|a, b| (a.name != FRONTIER, &a.name).cmp(&(b.name != FRONTIER, &b.name)));
+    Ok(out)
+}
+
+/// How a report section (or `isoflop fit --task`) reads a task.
+#[derive(Debug, Clone, Default)]
+pub struct SectionOptions {
+    /// The error metric (default: [`TaskInfo::default_metric`]).
+    pub metric: Option<String>,
+    /// The baseline of the relative laws (default: [`TaskInfo::default_baseline`]).
+    pub baseline: Option<String>,
+    /// Where compute-optimal errors are read (default: [`TaskInfo::default_frontier`]).
+    pub frontier: Option<Frontier>,
+    /// Keep every subset, not only [`TaskInfo::shown`].
+    pub every_subset: bool,
+}
+
+/// One task of a sweep ready to fit: its table (with the frontier's points when the errors are
+/// read at the held-out minimum), and the fit options that go with it.
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub task: TaskInfo,
+    pub metric: String,
+    pub baseline: String,
+    pub frontier: Frontier,
+    pub table: Table,
+    pub options: crate::FitOptions,
+    /// Runs left out, and why.
+    pub notes: Vec<String>,
+}
+
+impl Section {
+    /// Fits the section's table with its options.
+    pub fn fit(&self) -> Result<crate::FitReport, FitError> {
+        let mut r = crate::fit_all(&self.table, &self.options)?;
+        r.notes.extend(self.notes.iter().cloned());
+        Ok(r)
+    }
+
+    /// The error in words.
+    pub fn metric_label(&self) -> &'static str {
+        metric_label(&self.task.family, &self.metric)
+    }
+
+    /// One line saying what the section fits.
+    pub fn describe(&self) -> String {
+        let at = match self.frontier {
+            Frontier::Own => "each distribution's own IsoFLOP minimum".to_string(),
+            Frontier::Heldout => "the compute-optimal sizes of the held-out text loss".to_string(),
+        };
+        format!(
+            "task `{}` ({}, {}): E(F) is the {} at {at}; G(F) against `{}`",
+            self.task.name,
+            self.task.family.replace('_', " "),
+            self.task.settings,
+            self.metric_label(),
+            self.baseline
+        )
+    }
+}
+
+/// Builds the section of `task` (the held-out text when it is [`FRONTIER`]): its table and
+/// options, from `base` (bootstrap, seed, IsoFLOP settings) and `so`. The parametric fit is
+/// only run for the held-out text.
+pub fn section(
+    store: &dyn Store,
+    sweep: &str,
+    task: &TaskInfo,
+    base: &crate::FitOptions,
+    so: &SectionOptions,
+) -> Result<Section, SweepTableError> {
+    let metric = so.metric.clone().unwrap_or_else(|| task.default_metric().to_string());
+    let frontier = so.frontier.unwrap_or(task.default_frontier());
+    let mut options = base.clone();
+    let (mut table, mut notes) = if task.name == FRONTIER && metric == "loss" {
+        table_from_store(store, sweep)?
+    } else {
+        options.run_parametric = false;
+        table_from_task(store, sweep, &task.name, Some(&metric))?
+    };
+    if !so.every_subset {
+        let shown = task.shown();
+        table.points.retain(|p| shown.contains(&p.distribution));
+    }
+    if frontier == Frontier::Heldout && task.name != FRONTIER {
+        if table.points.iter().any(|p| p.distribution == FRONTIER) {
+            return Err(SweepTableError::Table(FitError::InvalidOption(format!(
+                "task `{}` has a subset named `{FRONTIER}`, the name of the frontier: use `--frontier own`",
+                task.name
+            ))));
+        }
+        let held = match table_from_store(store, sweep) {
+            Ok((t, _)) => t,
+            Err(SweepTableError::Empty(_)) => Table::default(),
+            Err(e) => return Err(e),
+        };
+        let runs: std::collections::BTreeSet<String> = table.points.iter().map(|p| p.run.clone()).collect();
+        let before = table.points.len();
+        table.points.extend(
+            held.points.into_iter().filter(|p| p.distribution == DEFAULT_DISTRIBUTION && runs.contains(&p.run)).map(|mut p| {
+                p.distribution = FRONTIER.to_string();
+                p
+            }),
+        );
+        if table.points.len() == before {
+            notes.push(format!(
+                "no held-out text loss for the runs of task `{}`: each distribution at its own minimum",
+                task.name
+            ));
+        } else {
+            options.isoflop.frontier = Some(FRONTIER.to_string());
+        }
+    }
+    let frontier = if options.isoflop.frontier.is_some() { Frontier::Heldout } else { Frontier::Own };
+    let baseline = so.baseline.clone().unwrap_or_else(|| task.default_baseline());
+    options.baseline = Some(baseline.clone());
+    options.primary = Some(if table.points.iter().any(|p| p.distribution == DEFAULT_DISTRIBUTION) {
+        DEFAULT_DISTRIBUTION.to_string()
+    } else {
+        baseline.clone()
+    });
+    Ok(Section { task: task.clone(), metric, baseline, frontier, table, options, notes })
 }

@@ -230,3 +230,53 @@ fn parametric_intervals_cover_the_truth() {
     assert!(lo <= pred.n_opt && pred.n_opt <= hi);
     assert!((pred.n_opt / true_n_opt(1e22)).ln().abs() < 0.3, "{} vs {}", pred.n_opt, true_n_opt(1e22));
 }
+
+/// Errors with no IsoFLOP minimum of their own (monotone in N, as small models' multiple-choice
+/// errors are) are read at the frontier's compute-optimal sizes: their laws and the gap
+/// between them come back; without a frontier they have none.
+#[test]
+fn errors_without_a_minimum_are_read_at_the_frontier() {
+    let mut rng = Rng::new(5);
+    let mut pts = chinchilla_points(0.001, 3);
+    for p in &mut pts {
+        p.distribution = "heldout".into();
+    }
+    let truth = [("task", 3.0, 0.05), ("task2", 5.0, 0.08)];
+    for p in pts.clone() {
+        let ratio = p.params / true_n_opt(p.budget);
+        for (name, alpha, beta) in truth {
+            let mut q = p.clone();
+            q.distribution = name.into();
+            // Falls with N at every budget: its own parabola has no vertex within the sizes.
+            q.loss = alpha * p.budget.powf(-beta) * ratio.powf(-0.1) * (0.001 * rng.normal()).exp();
+            pts.push(q);
+        }
+    }
+    let table = Table::from_points(pts).unwrap();
+    let mut opts = FitOptions { run_parametric: false, bootstrap: 50, baseline: Some("task".into()), ..FitOptions::default() };
+
+    let own = fit_all(&table, &opts).unwrap();
+    let task = own.distributions.iter().find(|d| d.name == "task").unwrap();
+    assert_eq!((task.beta, task.n_budgets), (None, 0), "no minimum of its own: {:?}", task.isoflop.exclusions);
+    assert!(own.relative.iter().all(|r| r.target != "task2"), "no gap without laws");
+
+    opts.isoflop.frontier = Some("heldout".into());
+    let at = fit_all(&table, &opts).unwrap();
+    assert_eq!(at.frontier.as_deref(), Some("heldout"));
+    for (name, _, beta) in truth {
+        let d = at.distributions.iter().find(|d| d.name == name).unwrap();
+        assert_eq!(d.n_budgets, BUDGETS.len(), "{name}");
+        assert!((d.beta.unwrap() - beta).abs() < 0.003, "{name}: beta {:?}, truth {beta}", d.beta);
+        let n_star = at.distributions.iter().find(|d| d.name == "heldout").unwrap().isoflop.budgets[0].optimum.n_opt;
+        assert_eq!(d.isoflop.budgets[0].optimum.n_opt, n_star, "read at the frontier's N*");
+    }
+    assert_eq!(at.relative.len(), 1, "the frontier is no target: {:?}", at.relative);
+    let g = &at.relative[0];
+    assert_eq!((g.target.as_str(), g.baseline.as_str()), ("task2", "task"));
+    assert!((g.delta_beta - (0.05 - 0.08)).abs() < 0.004, "dbeta {}", g.delta_beta);
+    assert_eq!(g.verdict, Verdict::Diverging, "{g:?}");
+
+    opts.isoflop.frontier = Some("nope".into());
+    let e = fit_all(&table, &opts).unwrap_err().to_string();
+    assert!(e.contains("frontier distribution `nope` is not in the table"), "{e}");
+}

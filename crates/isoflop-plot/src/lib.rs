@@ -143,7 +143,16 @@ impl Chart {
     pub fn svg(&self) -> Result<String, PlotError> {
         let (x0, x1, y0, y1) = self.bounds().ok_or_else(|| PlotError::Empty(self.title.clone()))?;
         let (w, h) = (self.width as f64, self.height as f64);
-        let (left, right, top, bottom) = (78.0, 180.0, 40.0, 56.0);
+        // The legend's column is as wide as its longest label (about 6.8 px a character at 12 px).
+        let longest = self
+            .series
+            .iter()
+            .map(|s| s.label.chars().count())
+            .chain(self.bands.iter().map(|b| b.label.chars().count()))
+            .max()
+            .unwrap_or(0);
+        let right = (40.0 + 6.8 * longest as f64).clamp(180.0, w * 0.45);
+        let (left, top, bottom) = (78.0, 40.0, 56.0);
         let (pw, ph) = (w - left - right, h - top - bottom);
         let tx = |x: f64| if self.x_log { x.log10() } else { x };
         let ty = |y: f64| if self.y_log { y.log10() } else { y };

@@ -29,6 +29,12 @@ pub fn render(report: &FitReport, what: &str) -> String {
         ]);
     }
     out.push_str(&t.render());
+    if let Some(f) = &report.frontier {
+        out.push_str(&format!(
+            "N* and D* are the compute-optimal sizes of `{f}` (the held-out text loss); L* is the error of `{}` there\n",
+            iso.distribution
+        ));
+    }
     out.push_str(&format!(
         "N* = k C^a: a = {} {}   D* = k' C^b: b = {} {}   L* = alpha C^-beta: beta = {} {}\n\n",
         opt(iso.n_opt_exponent),
@@ -75,11 +81,16 @@ pub fn render(report: &FitReport, what: &str) -> String {
         out.push('\n');
     }
     if !report.distributions.is_empty() {
-        out.push_str("Per distribution E(F) = alpha F^-beta on the compute-optimal losses:\n");
+        out.push_str(if report.frontier.is_some() {
+            "Per distribution E(F) = alpha F^-beta on the errors at the held-out compute-optimal sizes:\n"
+        } else {
+            "Per distribution E(F) = alpha F^-beta on the compute-optimal losses:\n"
+        });
         let mut t = TextTable::new(["distribution", "alpha", "beta", "beta 95% CI", "budgets"]);
         for d in &report.distributions {
+            let frontier = report.frontier.as_ref() == Some(&d.name);
             t.row([
-                d.name.clone(),
+                if frontier { format!("{} (frontier, nats/token)", d.name) } else { d.name.clone() },
                 d.alpha.map(sci).unwrap_or_else(|| "-".into()),
                 opt(d.beta),
                 ci(d.beta_ci),
@@ -123,4 +134,28 @@ pub fn render(report: &FitReport, what: &str) -> String {
         report.seed
     ));
     out
+}
+
+/// The verdicts of every section's relative laws in one table (`isoflop report`'s summary).
+pub fn render_verdicts(sections: &[(&str, &FitReport)]) -> String {
+    let mut t = TextTable::new(["section", "target", "baseline", "dbeta", "dbeta 95% CI", "verdict", "parity FLOPs"]);
+    let mut any = false;
+    for (name, r) in sections {
+        for g in &r.relative {
+            any = true;
+            t.row([
+                name.to_string(),
+                g.target.clone(),
+                g.baseline.clone(),
+                format!("{:+.5}", g.delta_beta),
+                ci(g.delta_beta_ci),
+                format!("{:?}", g.verdict).to_lowercase(),
+                g.parity_flops.map(sci).unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    if !any {
+        return "verdicts: no relative law could be fitted\n".into();
+    }
+    format!("Verdicts of the relative laws (converging or diverging when the interval of dbeta excludes 0):\n{}", t.render())
 }
