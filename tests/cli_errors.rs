@@ -30,6 +30,9 @@ fn bad_specs_exit_2_and_write_nothing() {
     rejects(&good().replace("  fixed_batch: 8", "  fixed_batch: 8\n  fixd: 1"), &["9:3: grid: unknown field `fixd`"]);
     rejects(&good().replace("seq_len: 32", "seq_len: short"), &["model.seq_len: invalid type: string \"short\", expected u64"]);
     rejects(&good().replace("[1.5e9]", "[1.5e9, 0]"), &["budgets[1]: expected FLOPs > 0, got 0"]);
+    // Duplicates would plan every run of a budget or width twice.
+    rejects(&good().replace("[1.5e9]", "[1.5e9, 1.5e9]"), &["budgets[1]: 1.5e9 repeats budgets[0]"]);
+    rejects(&good().replace("hidden: [16, 32]", "hidden: [16, 32, 16]"), &["grid.hidden[2]: 16 repeats grid.hidden[0]"]);
     rejects(
         &good().replace("heads: {head_size: 16}", "heads: {fixed: 3}"),
         &["grid.heads.fixed: width 16 is not divisible by its 3 heads"],
@@ -85,6 +88,56 @@ fn bench_train_runs_in_bf16() {
         assert_eq!(r["precision"], precision, "{r}");
         assert!(r["loss_last"].as_f64().unwrap() < r["loss_first"].as_f64().unwrap(), "{r}");
     }
+}
+
+/// Issue 12, defect 8: `plan` of a cluster spec previews its grid without the data mounted
+/// (run ids need the data, so none are shown); a local spec without its data is still refused.
+#[test]
+fn a_cluster_spec_plans_without_its_data_and_a_local_one_does_not() {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster-sweep.yaml");
+    assert!(!Path::new("/data/quickstart/manifest.json").exists(), "the example's data is not on this machine");
+    let out = isoflop(&["plan", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(needs data)") && text.contains("isoflop-"), "{text}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a preview"), "{}", show(&out));
+    let out = isoflop(&["plan", spec.to_str().unwrap(), "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(runs.as_array().unwrap().iter().all(|r| r["run_id"] == ""), "no made-up run ids");
+
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("spec.yaml");
+    std::fs::write(&local, good().replace("@MANIFEST@", "/nonexistent/manifest.json")).unwrap();
+    let out = isoflop(&["plan", local.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("isoflop data prepare").count(), 1, "one hint: {err}");
+}
+
+/// Issue 12, defect 2: a truncated training shard is refused by `plan` and `run` (exit 2,
+/// naming the file) instead of failing in every worker.
+#[test]
+fn a_truncated_shard_is_refused_at_plan_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for e in std::fs::read_dir(common::corpus()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), corpus.join(e.file_name())).unwrap();
+    }
+    let train = corpus.join("train.bin");
+    let len = std::fs::metadata(&train).unwrap().len();
+    std::fs::File::options().write(true).open(&train).unwrap().set_len(len - 1000).unwrap();
+    let body = good().replace("@MANIFEST@", &corpus.join("manifest.json").display().to_string());
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(&spec, body).unwrap();
+    for cmd in ["plan", "run"] {
+        let out = isoflop(&[cmd, spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("data.corpora[0].shard") && err.contains("train.bin") && err.contains("bytes"), "{cmd}: {err}");
+    }
+    assert!(!dir.path().join("state").exists(), "nothing written to the store");
 }
 
 #[test]

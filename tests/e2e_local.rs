@@ -58,6 +58,10 @@ fn tiny_sweep_trains_every_run_and_stores_every_loss() {
     let out = isoflop(&["logs", &runs[0].run_id[..8], "--store", db.to_str().unwrap()]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("checkpoint at step"), "{}", show(&out));
+    // An attempt that does not exist is bad input, naming what exists (it exited 0).
+    let out = isoflop(&["logs", &runs[0].run_id[..8], "--attempt", "9", "--store", db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no attempt 9: it has only attempt 1"), "{}", show(&out));
     let out = isoflop(&["logs", &format!("{}/heldout", runs[0].name), "--store", db.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("worker: eval python bpb"), "{}", show(&out));
 
@@ -167,6 +171,8 @@ fn killed_worker_and_interrupted_sweep_resume_from_checkpoints() {
     assert_eq!(out.status.code(), Some(130), "{}", show(&out));
     let interrupted = store.attempt(&run_id, 2).unwrap().unwrap();
     assert_eq!(interrupted.outcome, AttemptOutcome::Interrupted, "{}", show(&out));
+    // Stopped by its own sweep, not preempted from outside (issue 12, defect 8).
+    assert_eq!(interrupted.failure_class, Some(isoflop_core::FailureClass::Interrupted), "{}", show(&out));
     let r = store.run(&run_id).unwrap().unwrap();
     assert_eq!(r.state, RunState::Queued);
     let stopped_at = store.latest_checkpoint(&run_id).unwrap().unwrap().step;
@@ -188,6 +194,52 @@ fn killed_worker_and_interrupted_sweep_resume_from_checkpoints() {
     );
 }
 
+/// Issue 12, defect 3: after `kill -9` of `isoflop run`, `status` marks its active runs stale
+/// (no coordinator holds the store) with the time since their last report, instead of showing
+/// them running forever; the rerun finishes them with one final train loss, the same in the
+/// run's note, its last progress point and `status`.
+#[test]
+fn a_killed_sweep_shows_stale_runs_and_reruns_to_one_final_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &long_run());
+    let db = dir.path().join("state/isoflop.db");
+    let db_arg = db.to_str().unwrap();
+    let mut child = spawn_run(&spec);
+    let store = wait_for(&SqliteStore::in_memory().unwrap(), 60, "the store", |_| {
+        SqliteStore::open(&db).ok().filter(|s| !s.sweeps().unwrap().is_empty())
+    });
+    let run_id = common::training(&store, "long")[0].run_id.clone();
+    wait_for(&store, 120, "progress", |s| s.progress(&run_id).unwrap().into_iter().find(|p| p.step >= 50));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = isoflop(&["status", "long", "--store", db_arg]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("running (stale)") && text.contains("no coordinator holds this store"), "{text}");
+    assert!(text.contains(" ago"), "the time since the last report: {text}");
+    let out = isoflop(&["status", "long", "--store", db_arg, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["coordinator_running"], false);
+    let run = v["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == run_id.as_str()).unwrap().clone();
+    assert_eq!(run["stale"], true);
+    assert!(run["heartbeat_age_seconds"].as_f64().is_some_and(|a| a >= 0.0), "{run}");
+
+    // The rerun recovers and finishes it: one final train loss everywhere.
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r = store.run(&run_id).unwrap().unwrap();
+    assert_eq!(r.state, RunState::Succeeded);
+    let last = r.progress.clone().unwrap();
+    let planned = serde_json::from_str::<isoflop_core::RunConfig>(&r.config_json).unwrap().recipe.steps;
+    assert_eq!(last.step, planned, "status shows the final step");
+    assert_eq!(r.message, format!("final loss {:.4}", last.loss), "the note and the last point agree");
+    let out = isoflop(&["status", "long", "--store", db_arg, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["coordinator_running"], false, "nobody holds the store after the run");
+    let run = v["runs"].as_array().unwrap().iter().find(|x| x["run_id"] == run_id.as_str()).unwrap().clone();
+    assert_eq!((run["loss"].as_f64(), run["stale"].as_bool()), (Some(last.loss), Some(false)), "{run}");
+}
+
 #[test]
 fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,8 +258,9 @@ fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
     let db = dir.path().join("state/isoflop.db");
     let db_arg = db.to_str().unwrap();
 
-    // 1. The training shard is clobbered after planning: the worker fails with a user error,
-    //    which is not retried.
+    // 1. The training shard's tokens are corrupted after planning, at the same size (it
+    //    trained and succeeded before issue 12's defect 2 was fixed): the worker's digest
+    //    check fails the attempt with a user error, which is not retried.
     let train = corpus.join("train.bin");
     let saved = dir.path().join("train.bin.saved");
     std::fs::copy(&train, &saved).unwrap();
@@ -215,7 +268,7 @@ fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
     let loaded = isoflop_core::spec::SweepSpec::load(&spec).unwrap();
     let planned = isoflop_coordinator::resolve::PlannedSweep::from_spec(&loaded).unwrap();
     store.submit_sweep(&planned.sweep, &planned.new_runs()).unwrap();
-    std::fs::write(&train, b"not a shard").unwrap();
+    common::flip_a_token(&train);
     let out = isoflop(&["resume", "tiny", "--store", db_arg, "--plain"]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let r = &common::training(&store, "tiny")[0];
@@ -225,10 +278,18 @@ fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
         "{}",
         r.message
     );
-    assert!(r.message.contains("train.bin"), "the failure names the file: {}", r.message);
+    assert!(r.message.contains("train.bin") && r.message.contains("corrupt"), "the failure names the file: {}", r.message);
+
+    // `isoflop data verify` finds it too, naming the file (exit 2).
+    let out = isoflop(&["data", "verify", corpus.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("train.bin"), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BAD"), "{}", show(&out));
 
     // 2. Put it back: `isoflop resume` requeues the failed run and completes it.
     std::fs::copy(&saved, &train).unwrap();
+    let out = isoflop(&["data", "verify", corpus.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
     let out = isoflop(&["resume", "tiny", "--store", db_arg, "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 1 run(s)"), "{}", show(&out));
@@ -239,6 +300,89 @@ fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
     // 3. Resume leaves succeeded runs alone.
     let out = isoflop(&["resume", "tiny", "--store", db_arg, "--no-run"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 0 run(s)"), "{}", show(&out));
+}
+
+/// Issue 12, defect 1: a run shared by a second sweep whose corpus lies elsewhere (a copy:
+/// the same digests) reads the second sweep's shards when the second sweep launches it, and a
+/// failure in the first sweep (its shard clobbered) is tried again for the second.
+#[test]
+fn a_shared_run_reads_the_data_of_the_sweep_that_launches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut specs = Vec::new();
+    for name in ["one", "two"] {
+        let corpus = dir.path().join(name).join("corpus");
+        std::fs::create_dir_all(&corpus).unwrap();
+        for e in std::fs::read_dir(common::corpus()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), corpus.join(e.file_name())).unwrap();
+        }
+        let body = TINY_SWEEP
+            .replace("name: tiny", &format!("name: {name}"))
+            .replace("@MANIFEST@", &corpus.join("manifest.json").display().to_string())
+            .replace("[1.5e9, 3.0e9]", "[1.5e9]")
+            .replace("hidden: [16, 32]", "hidden: [16]")
+            .replace("state/isoflop.db", "../state/isoflop.db");
+        specs.push(write_spec(&dir.path().join(name), &body));
+    }
+    let db = dir.path().join("state/isoflop.db");
+    let db_arg = db.to_str().unwrap();
+    // 1. Sweep `one` fails its run: its training shard is corrupted after planning.
+    let store = SqliteStore::open(&db).unwrap();
+    let loaded = isoflop_core::spec::SweepSpec::load(&specs[0]).unwrap();
+    let planned = isoflop_coordinator::resolve::PlannedSweep::from_spec(&loaded).unwrap();
+    store.submit_sweep(&planned.sweep, &planned.new_runs()).unwrap();
+    common::flip_a_token(&dir.path().join("one/corpus/train.bin"));
+    let out = isoflop(&["resume", "one", "--store", db_arg, "--plain"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let run = common::training(&store, "one")[0].clone();
+    assert_eq!((run.state, run.failure_class), (RunState::Failed, Some(isoflop_core::FailureClass::UserError)));
+    assert!(run.message.contains("one/corpus/train.bin"), "{}", run.message);
+
+    // 2. Sweep `two` plans the same run over its own copy: it is tried again there and reads
+    //    two's shard (before the fix: reported failed, never attempted, or reading one's shard).
+    let out = isoflop(&["run", specs[1].to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued again"), "{}", show(&out));
+    let r = store.run(&run.run_id).unwrap().unwrap();
+    assert_eq!((r.state, r.attempts), (RunState::Succeeded, 2), "{}", r.message);
+    let config: isoflop_core::RunConfig = serde_json::from_str(&r.config_json).unwrap();
+    assert!(config.data.train.path.contains("two/corpus/train.bin"), "{}", config.data.train.path);
+    let log =
+        std::fs::read_to_string(isoflop_coordinator::log_path(&dir.path().join("state/runs"), &r.artifacts_key, 2)).unwrap();
+    assert!(log.contains("two/corpus") && !log.contains("one/corpus"), "attempt 2 reads two's corpus only:\n{log}");
+}
+
+/// Issue 12, defect 4: a new store over the artifacts directory of another trains its runs
+/// itself: it adopted the other store's checkpoints (trained on other data: it "succeeded" in
+/// 3 s) and appended its attempt logs to the other's files.
+#[test]
+fn a_new_store_over_old_artifacts_shares_no_checkpoint_or_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |db: &str| {
+        TINY_SWEEP
+            .replace("[1.5e9, 3.0e9]", "[1.5e9]")
+            .replace("hidden: [16, 32]", "hidden: [16]")
+            .replace("store: {sqlite: state/isoflop.db}", &format!("store: {{sqlite: state/{db}, artifacts: shared-runs}}"))
+    };
+    let spec = write_spec(dir.path(), &body("first.db"));
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let first = SqliteStore::open(dir.path().join("state/first.db")).unwrap();
+    let old = common::training(&first, "tiny")[0].clone();
+
+    let spec = write_spec(dir.path(), &body("second.db"));
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let second = SqliteStore::open(dir.path().join("state/second.db")).unwrap();
+    let new = common::training(&second, "tiny")[0].clone();
+    assert_eq!(new.run_id, old.run_id, "the same run");
+    assert_ne!(new.artifacts_key, old.artifacts_key, "in its own store's directory");
+    assert_eq!(second.attempt(&new.run_id, 1).unwrap().unwrap().resume_step, 0, "trained from step 0, not adopted");
+    assert_eq!(second.progress(&new.run_id).unwrap()[0].step, 0);
+    let arts = dir.path().join("shared-runs");
+    let log = |key: &str| std::fs::read_to_string(isoflop_coordinator::log_path(&arts, key, 1)).unwrap();
+    assert_eq!(log(&old.artifacts_key).matches("attempt 1:").count(), 1, "the first store's log is its own");
+    assert_eq!(log(&new.artifacts_key).matches("attempt 1:").count(), 1);
 }
 
 #[test]

@@ -112,6 +112,22 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     let run_id = v["runs"][0]["run_id"].as_str().unwrap().to_string();
     assert_eq!(v["eval_jobs"].as_array().unwrap().len(), 4, "one held-out evaluation job per run");
 
+    // HOST:PORT without a scheme means http (it was a bare `transport error`); an empty
+    // ISOFLOP_TOKEN_FILE is no file (it was a parse error); a coordinator that cannot be
+    // reached exits 3, not 1 (which says a run failed).
+    let bare = format!("127.0.0.1:{port}");
+    let out = isoflop(&["status", "tiny", "--coordinator", &bare, "--token-file", tok]);
+    assert!(out.status.success(), "{}", show(&out));
+    let out =
+        Command::new(bin()).args(["status", "tiny", "--coordinator", &bare]).env("ISOFLOP_TOKEN_FILE", "").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "no token, refused as bad input: {}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin bearer token"), "{}", show(&out));
+    let closed = format!("127.0.0.1:{}", free_port());
+    let out = isoflop(&["status", "tiny", "--coordinator", &closed]);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot reach the coordinator at http://{closed}")) && err.contains("refused"), "{err}");
+
     // Logs, read by the coordinator from its artifacts directory.
     let out = with(&["logs", &run_id[..8]]);
     assert!(out.status.success(), "{}", show(&out));
@@ -170,4 +186,34 @@ fn bad_serve_configs_exit_2_naming_the_key() {
     // Client commands without a coordinator to talk to.
     let out = isoflop(&["watch", "tiny"]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+}
+
+/// Issue 12, defect 8: `serve` binds its port before it touches its store (a taken port left
+/// a new store and lock file behind), and a store in use names the process holding it.
+#[test]
+fn a_taken_port_creates_no_store_and_a_held_store_names_its_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(&config, format!("listen: 127.0.0.1:{port}\nstore: {{sqlite: db/isoflop.db}}\nexecutor: {{kind: local}}\n"))
+        .unwrap();
+    let out = isoflop(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot bind"), "{}", show(&out));
+    assert!(!dir.path().join("db").exists(), "nothing created for a daemon that could not listen");
+    drop(taken);
+
+    let port = free_port();
+    std::fs::write(&config, format!("listen: 127.0.0.1:{port}\nstore: {{sqlite: db/isoflop.db}}\nexecutor: {{kind: local}}\n"))
+        .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut daemon = spawn_serve(&config, &log);
+    wait_listening(port, &mut daemon, &log);
+    let db = dir.path().join("db/isoflop.db");
+    let spec = write_spec(dir.path(), &TINY_SWEEP.replace("state/isoflop.db", db.to_str().unwrap()));
+    let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("pid {}: isoflop serve", daemon.0.id())) && err.contains("--coordinator"), "{err}");
 }

@@ -118,6 +118,13 @@ fn bad_csv_is_an_input_error_naming_file_and_column() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.csv") && err.contains("loss"), "{err}");
     std::fs::write(&csv, "params,tokens,loss\n1e6,2e7,3.0\n-5,2e7,3.0\n").unwrap();
+    // Nonsense options are refused before any fit (they printed NaN and inf with exit 0).
+    for bad in ["0", "-1e21", "inf", "lots"] {
+        let out = isoflop(&["fit", "--from-csv", csv.to_str().unwrap(), "--predict-at", bad]);
+        assert_eq!(out.status.code(), Some(2), "--predict-at {bad}: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--predict-at") && err.contains("expected compute"), "{err}");
+    }
     let out = isoflop(&["fit", "--from-csv", csv.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -105,3 +105,11 @@ pub fn wait_for<T>(store: &SqliteStore, secs: u64, what: &str, mut cond: impl Fn
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Corrupts a shard's tokens in place, at the same size: the header and the file size still
+/// match the manifest, the digest of the tokens does not.
+pub fn flip_a_token(shard: &Path) {
+    let mut bytes = std::fs::read(shard).unwrap();
+    bytes[isoflop_data::shard::HEADER_LEN + 10] ^= 0x01;
+    std::fs::write(shard, &bytes).unwrap();
+}

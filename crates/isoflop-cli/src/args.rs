@@ -24,8 +24,21 @@ pub struct RemoteArgs {
     #[arg(long, env = "ISOFLOP_COORDINATOR")]
     pub coordinator: Option<String>,
     /// File holding the coordinator's admin token (or set ISOFLOP_TOKEN to the token itself).
+    /// An empty value is no file.
     #[arg(long, env = "ISOFLOP_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
+    pub token_file: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The coordinator's URL, if one is named (an empty `ISOFLOP_COORDINATOR=` names none).
+    pub fn coordinator(&self) -> Option<&str> {
+        self.coordinator.as_deref().filter(|c| !c.trim().is_empty())
+    }
+
+    /// The token file, if one is named (an empty `ISOFLOP_TOKEN_FILE=` names none).
+    pub fn token_file(&self) -> Option<PathBuf> {
+        self.token_file.as_deref().filter(|f| !f.trim().is_empty()).map(PathBuf::from)
+    }
 }
 
 /// How the process logs (stderr).

@@ -5,9 +5,10 @@
 use crate::args::{Format, RemoteArgs, StoreArgs};
 use crate::control::{Control, runtime};
 use crate::exit::{CliError, CliResult, client, input};
-use crate::render::status::{status_json, status_table, summary_line};
+use crate::render::status::{Seen, status_json, status_table, summary_line};
 use crate::render::table::{count, duration};
 use anyhow::anyhow;
+use isoflop_core::Clock;
 use isoflop_core::RunState;
 use isoflop_core::spec::SweepSpec;
 use isoflop_proto::convert;
@@ -28,9 +29,15 @@ pub fn status(sweep: Option<&str>, format: Format, store: &StoreArgs, remote: &R
         };
         let runs = c.runs(&sweep).await.map_err(client)?;
         control.close().await;
+        // On a local store, active runs need a coordinator holding the store's lock (an
+        // `isoflop run` or `serve`); without one, they are what a killed one left behind.
+        let seen = Seen {
+            now_ms: isoflop_core::SystemClock.now_ms(),
+            coordinator_gone: remote.coordinator().is_none() && isoflop_server::StoreLock::holder(&store.store).is_none(),
+        };
         match format {
-            Format::Json => println!("{}", status_json(&sweep, &runs)),
-            Format::Table => print!("{}", status_table(&sweep, &runs)),
+            Format::Json => println!("{}", status_json(&sweep, &runs, &seen)),
+            Format::Table => print!("{}", status_table(&sweep, &runs, &seen)),
         }
         Ok(())
     })
@@ -85,7 +92,7 @@ pub fn submit(spec_path: &Path, remote: &RemoteArgs) -> CliResult {
         let done = runs.iter().filter(|x| x.run.is_training() && x.run.state == RunState::Succeeded).count();
         println!(
             "submitted sweep {} to {}: {} runs ({} already succeeded, {} shared with earlier sweeps), {} evaluation jobs \
-             ({} new){}",
+             ({} new){}{}",
             r.sweep,
             c.url(),
             r.runs,
@@ -93,7 +100,8 @@ pub fn submit(spec_path: &Path, remote: &RemoteArgs) -> CliResult {
             r.reused_runs,
             r.evals,
             r.evals - r.reused_evals,
-            if r.updated { "; the stored spec was updated (same training runs)" } else { "" }
+            if r.updated { "; the stored spec was updated (same training runs)" } else { "" },
+            requeued_note(r.requeued as usize)
         );
         if !r.note.is_empty() {
             println!("{}", r.note);
@@ -101,6 +109,14 @@ pub fn submit(spec_path: &Path, remote: &RemoteArgs) -> CliResult {
         println!("`isoflop watch {} --coordinator {}` follows it", r.sweep, c.url());
         Ok(())
     })
+}
+
+/// What a submission says of shared jobs it queued again (failed or cancelled in another sweep).
+pub fn requeued_note(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!("; {n} shared job(s) that had failed or been cancelled in another sweep are queued again for this one"),
+    }
 }
 
 /// One line for an event, or `None` for events not worth a line.
@@ -183,7 +199,10 @@ pub fn watch(sweep: &str, remote: &RemoteArgs) -> CliResult {
                 }
             };
             if lost {
-                return Err(anyhow!("the coordinator at {} closed the stream (shutting down?)", c.url()).into());
+                return Err(CliError::Unavailable(anyhow!(
+                    "lost the connection: the coordinator at {} closed the stream (shutting down?)",
+                    c.url()
+                )));
             }
             println!("(fell behind the coordinator's events; re-reading the state)");
         }

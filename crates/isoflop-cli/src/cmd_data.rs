@@ -1,4 +1,5 @@
-//! `isoflop data prepare`: real text from installed packages -> token shards + manifest.
+//! `isoflop data prepare`: real text from installed packages -> token shards + manifest;
+//! `isoflop data verify`: every shard of a prepared directory against its manifest.
 
 use crate::exit::{CliResult, input};
 use crate::render::table::{Table, count};
@@ -21,6 +22,12 @@ pub enum DataCommand {
         /// Cap on the training text, in bytes.
         #[arg(long)]
         max_train_bytes: Option<u64>,
+    },
+    /// Check every shard of a prepared directory: its header and size against the manifest,
+    /// and its tokens against their digest (hashed in full; workers then skip the files).
+    Verify {
+        /// The directory holding manifest.json.
+        dir: PathBuf,
     },
 }
 
@@ -50,5 +57,48 @@ pub fn data(cmd: DataCommand) -> CliResult {
             );
             Ok(())
         }
+        DataCommand::Verify { dir } => verify(&dir),
+    }
+}
+
+/// `isoflop data verify DIR`: exit 2 naming the first bad file, after checking them all.
+fn verify(dir: &std::path::Path) -> CliResult {
+    let m = isoflop_data::Manifest::load_dir(dir).map_err(input)?;
+    let cache = isoflop_data::shard::verify_cache_dir();
+    let t0 = Instant::now();
+    let mut t = Table::new(["shard", "file", "tokens", "result"]);
+    let mut bad = Vec::new();
+    let mut bytes = 0u64;
+    for e in std::iter::once(&m.train).chain(&m.evals) {
+        let checked = m.open_shard(dir, &e.name).map_err(|x| x.to_string()).and_then(|s| {
+            s.verify().map_err(|x| x.to_string())?;
+            // Remember it, as a worker would after hashing it.
+            let _ = s.verify_once(cache.as_deref());
+            Ok(s)
+        });
+        let result = match checked {
+            Ok(s) => {
+                bytes += std::fs::metadata(s.path()).map(|x| x.len()).unwrap_or(0);
+                "ok".to_string()
+            }
+            Err(why) => {
+                bad.push(why);
+                "BAD".to_string()
+            }
+        };
+        t.row([e.name.clone(), e.path.clone(), count(e.tokens), result]);
+    }
+    print!("{}", t.render());
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{} of {} shards ok in {} ({:.1} MB hashed in {secs:.2}s)",
+        1 + m.evals.len() - bad.len(),
+        1 + m.evals.len(),
+        dir.display(),
+        bytes as f64 / 1e6
+    );
+    match bad.first() {
+        None => Ok(()),
+        Some(first) => Err(input(anyhow::anyhow!("{} bad shard(s); the first: {first}", bad.len()))),
     }
 }

@@ -68,7 +68,7 @@ pub struct FitArgs {
     #[arg(long)]
     pub no_parametric: bool,
     /// Compute budgets (FLOPs) at which to predict N*, D* and the loss.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = positive_flops, allow_negative_numbers = true)]
     pub predict_at: Vec<f64>,
     /// Keep budgets whose IsoFLOP minimum is not bracketed in the power laws.
     #[arg(long)]
@@ -77,6 +77,15 @@ pub struct FitArgs {
     /// lowest-loss size (wide curves are not parabolic far from their minimum).
     #[arg(long)]
     pub window_decades: Option<f64>,
+}
+
+/// A compute budget: finite FLOPs > 0.
+fn positive_flops(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(v) => Err(format!("expected compute (FLOPs) > 0, got {v}")),
+        Err(e) => Err(format!("expected compute in FLOPs (like 1e21): {e}")),
+    }
 }
 
 impl Default for FitArgs {

@@ -5,18 +5,34 @@ use crate::exit::{CliResult, input};
 use crate::render::table::{Table, count, sci};
 use isoflop_coordinator::resolve::resolve_data;
 use isoflop_core::plan::{ResolvedData, plan as plan_runs};
-use isoflop_core::spec::SweepSpec;
+use isoflop_core::spec::{ExecutorSpec, SweepSpec};
 use std::path::Path;
 
 /// Prints the plan of a spec.
 pub fn plan(spec_path: &Path, format: Format) -> CliResult {
     let loaded = SweepSpec::load(spec_path).map_err(input)?;
-    // Planning needs data identities, not data: external corpora plan without files.
-    let data = match ResolvedData::external(&loaded.spec) {
-        Some(d) => d,
-        None => resolve_data(&loaded).map_err(input)?,
+    // Planning needs data identities, not data: external corpora plan without files. A
+    // cluster spec whose manifest lives on the cluster is previewed without run ids.
+    let manifest = loaded.spec.data.manifest.as_ref().map(|m| loaded.resolve(m));
+    let cluster = matches!(loaded.spec.executor, ExecutorSpec::Kubernetes(_));
+    let (data, preview) = match (ResolvedData::external(&loaded.spec), manifest) {
+        (Some(d), _) => (d, false),
+        (None, Some(m)) if cluster && !m.exists() => {
+            eprintln!(
+                "note: {} is not on this machine (a Kubernetes sweep reads its data on the cluster): a preview of the grid; \
+                 run ids and the data checks need the data, and `isoflop submit` resolves it on the coordinator",
+                m.display()
+            );
+            (ResolvedData::preview(&loaded.spec), true)
+        }
+        (None, _) => (resolve_data(&loaded).map_err(input)?, false),
     };
-    let runs = plan_runs(&loaded.spec, &data).map_err(|e| input(e.in_file(&loaded.path)))?;
+    let mut runs = plan_runs(&loaded.spec, &data).map_err(|e| input(e.in_file(&loaded.path)))?;
+    if preview {
+        for r in &mut runs {
+            r.run_id.0.clear();
+        }
+    }
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&runs).map_err(anyhow::Error::from)?),
         Format::Table => {
@@ -38,7 +54,7 @@ pub fn plan(spec_path: &Path, format: Format) -> CliResult {
             ]);
             for r in &runs {
                 t.row([
-                    r.run_id.0.clone(),
+                    if r.run_id.0.is_empty() { "(needs data)".into() } else { r.run_id.0.clone() },
                     r.name.clone(),
                     sci(r.budget),
                     r.hidden.to_string(),

@@ -40,7 +40,7 @@ pub fn resume(
     remote: &RemoteArgs,
 ) -> CliResult {
     crate::control::requeue(sweep, include_diverged, store, remote)?;
-    if no_run || remote.coordinator.is_some() {
+    if no_run || remote.coordinator().is_some() {
         return Ok(());
     }
     let row = SqliteStore::open(&store.store)?
@@ -90,6 +90,10 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
         if submitted.updated { "; the evaluation section changed, the stored spec is updated" } else { "" },
         store_path.display()
     );
+    let again = crate::cmd_control::requeued_note(submitted.requeued);
+    if !again.is_empty() {
+        println!("{}", again.trim_start_matches("; "));
+    }
     if recovered > 0 {
         println!("requeued {recovered} run(s) interrupted in an earlier session; they resume from their checkpoints");
     }

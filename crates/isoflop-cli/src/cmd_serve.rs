@@ -14,13 +14,15 @@ use std::sync::Arc;
 /// `isoflop serve --config FILE`: until SIGTERM or SIGINT.
 pub fn serve(config_path: &Path) -> CliResult {
     let loaded = ServeConfig::load(config_path).map_err(input)?;
-    let _lock = StoreLock::acquire(&loaded.sqlite).map_err(server)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&loaded.sqlite)?);
         let executor = &loaded.config.executor;
         let endpoint = Endpoint { listen: Some(loaded.config.listen.clone()), worker_url: loaded.config.worker_url.clone() };
-        let host = Host::new(store, executor, &endpoint, loaded.artifacts.clone(), Some(executor.threads_per_run()))
+        // The port first: a taken one creates no store and no lock file.
+        let listener = Host::bind(executor, &endpoint).await.map_err(server)?;
+        let _lock = StoreLock::acquire(&loaded.sqlite).map_err(server)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&loaded.sqlite)?);
+        let host = Host::on(listener, store, executor, &endpoint, loaded.artifacts.clone(), Some(executor.threads_per_run()))
             .await
             .map_err(server)?;
         let addr = host.listener.local_addr()?;

@@ -17,7 +17,7 @@ impl Control {
     /// Connects to `--coordinator` when given, else opens the local store; `scope` and
     /// `cluster` choose the local coordinator's settings (see [`LocalControl::open`]).
     pub async fn open(store: &StoreArgs, remote: &RemoteArgs, scope: Scope<'_>, cluster: bool) -> Result<Control, CliError> {
-        match &remote.coordinator {
+        match remote.coordinator() {
             Some(url) => Ok(Control::Remote(ControlClient::connect(url, remote.token()?).await.map_err(client)?)),
             None => Ok(Control::Local(LocalControl::open(&store.store, scope, cluster).await.map_err(server)?)),
         }
@@ -42,9 +42,9 @@ impl Control {
 impl RemoteArgs {
     /// The admin token: from `--token-file`, else `ISOFLOP_TOKEN`.
     pub fn token(&self) -> Result<Option<String>, CliError> {
-        match (&self.token_file, std::env::var("ISOFLOP_TOKEN").ok().filter(|t| !t.is_empty())) {
+        match (self.token_file(), std::env::var("ISOFLOP_TOKEN").ok().filter(|t| !t.is_empty())) {
             (Some(f), _) => {
-                let t = std::fs::read_to_string(f)
+                let t = std::fs::read_to_string(&f)
                     .with_context(|| format!("cannot read token file {}", f.display()))
                     .map_err(input)?;
                 Ok(Some(t.trim().to_string()))
@@ -55,7 +55,7 @@ impl RemoteArgs {
 
     /// The coordinator URL, required.
     pub fn url(&self) -> Result<&str, CliError> {
-        self.coordinator.as_deref().ok_or_else(|| input(anyhow!("--coordinator URL (or ISOFLOP_COORDINATOR) is required")))
+        self.coordinator().ok_or_else(|| input(anyhow!("--coordinator URL (or ISOFLOP_COORDINATOR) is required")))
     }
 }
 
@@ -67,7 +67,7 @@ pub fn requeue(sweep: &str, include_diverged: bool, store: &StoreArgs, remote: &
         let url = control.client().url().to_string();
         control.close().await;
         let n = n?;
-        match &remote.coordinator {
+        match remote.coordinator() {
             Some(_) => println!("requeued {n} run(s) of sweep {sweep}; the coordinator at {url} runs them"),
             None => println!("requeued {n} run(s) of sweep {sweep}"),
         }

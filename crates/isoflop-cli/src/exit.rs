@@ -1,4 +1,6 @@
-//! Exit codes: 0 success, 1 failure, 2 bad input (spec, arguments, data), 130 interrupted.
+//! Exit codes: 0 success, 1 failure (a run failed, an internal error), 2 bad input (spec,
+//! arguments, data), 3 the coordinator cannot be reached or the connection to it was lost,
+//! 130 interrupted.
 
 use std::fmt;
 
@@ -8,6 +10,8 @@ pub enum CliError {
     Input(anyhow::Error),
     /// Anything else: exit code 1.
     Failure(anyhow::Error),
+    /// The coordinator cannot be reached, or the connection to it was lost: exit code 3.
+    Unavailable(anyhow::Error),
     /// Stopped by Ctrl-C or SIGTERM after a clean shutdown: exit code 130.
     Interrupted,
 }
@@ -17,6 +21,7 @@ impl CliError {
         match self {
             CliError::Input(_) => 2,
             CliError::Failure(_) => 1,
+            CliError::Unavailable(_) => 3,
             CliError::Interrupted => 130,
         }
     }
@@ -25,7 +30,7 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Input(e) | CliError::Failure(e) => {
+            CliError::Input(e) | CliError::Failure(e) | CliError::Unavailable(e) => {
                 if f.alternate() {
                     write!(f, "{e:#}")
                 } else {
@@ -59,5 +64,11 @@ pub fn server(e: isoflop_server::ServerError) -> CliError {
 /// A control call's error at the edge: the user's mistakes (unknown sweep or run, bad spec,
 /// wrong token) exit 2.
 pub fn client(e: isoflop_server::ClientError) -> CliError {
-    if e.is_input() { CliError::Input(e.into()) } else { CliError::Failure(e.into()) }
+    if e.is_input() {
+        CliError::Input(e.into())
+    } else if e.is_unavailable() {
+        CliError::Unavailable(e.into())
+    } else {
+        CliError::Failure(e.into())
+    }
 }

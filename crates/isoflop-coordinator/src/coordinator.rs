@@ -234,7 +234,8 @@ impl Coordinator {
             }
             self.inner.executor.stop_orphan(&a.executor_ref, &a.run_id);
             let message = "coordinator restarted; resuming from the newest checkpoint".to_string();
-            if self.end(&a.run_id, a.attempt, &Ending::Interrupted { checkpoint: None, message })?.is_some() {
+            let ending = Ending::Interrupted { checkpoint: None, class: isoflop_core::FailureClass::Interrupted, message };
+            if self.end(&a.run_id, a.attempt, &ending)?.is_some() {
                 ended += 1;
             }
         }
@@ -289,6 +290,11 @@ impl Coordinator {
         let ev = pb::RunEvent { run_id: run_id.into(), unix_millis: self.now_ms(), event: Some(event) };
         // No receiver is not an error: nobody is watching.
         let _ = self.inner.events.send(ev);
+    }
+
+    /// Whether this coordinator is draining (stopping its workers before it exits).
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
     }
 
     /// Whether the worker of a run should stop at its next report.

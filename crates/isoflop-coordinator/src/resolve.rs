@@ -63,6 +63,9 @@ pub fn resolve_data(loaded: &LoadedSpec) -> Result<ResolvedData, SpecError> {
                 format!("shard file {} is missing (run `isoflop data prepare` again)", path.display()),
             ));
         }
+        // Its header and size (a truncated or clobbered shard failed in every worker); the
+        // tokens' digest is checked by the worker before training, once per machine.
+        manifest.open_shard(&dir, name).map_err(|e| SpecError::at(file, &key, e.to_string()))?;
         Ok(EvalRef { name: name.to_string(), path: path.display().to_string(), digest: entry.digest.clone() })
     };
     let mut corpora = Vec::new();

@@ -69,7 +69,7 @@ impl Coordinator {
 
     /// A worker ended. If it reported its outcome, nothing is left to do; otherwise the
     /// attempt failed and is classified here (by the executor's class when it has one; a
-    /// silent exit during a drain counts as preempted).
+    /// silent exit during a drain counts as interrupted).
     fn on_exit(&self, exit: ExitReport) -> Result<(), CoordinatorError> {
         let Some(a) = self.inner.store.attempt(&exit.run_id, exit.attempt)? else { return Ok(()) };
         if a.outcome != AttemptOutcome::Active {
@@ -77,7 +77,7 @@ impl Coordinator {
         }
         let class = match exit.class {
             Some(c) => c,
-            None if self.inner.draining.load(Ordering::SeqCst) => FailureClass::Preempted,
+            None if self.inner.draining.load(Ordering::SeqCst) => FailureClass::Interrupted,
             None => FailureClass::Unknown,
         };
         let message = format!("worker {} without reporting an outcome", exit.describe());
@@ -222,7 +222,11 @@ impl Coordinator {
             Err(e) => error!("drain: cannot read the active attempts; the next coordinator recovers them: {e}"),
             Ok(active) => {
                 for a in active {
-                    let ending = Ending::Interrupted { checkpoint: None, message: "coordinator stopped".into() };
+                    let ending = Ending::Interrupted {
+                        checkpoint: None,
+                        class: FailureClass::Interrupted,
+                        message: "coordinator stopped".into(),
+                    };
                     log_err("drain", self.end(&a.run_id, a.attempt, &ending).map(|_| ()));
                 }
             }
@@ -364,7 +368,12 @@ mod tests {
         // The launch carries the owner's runtime: the sweep (for Job labels) and token.
         let l = w.exec.launched.lock().unwrap()[2].clone();
         assert_eq!((l.sweep.as_str(), l.coordinator_url.as_str()), ("a", "http://127.0.0.1:1"));
-        assert_eq!(l.log_path, PathBuf::from("/artifacts/r3/logs/attempt-1.log"));
+        let id = w.store.store_id().unwrap();
+        assert_eq!(
+            l.log_path,
+            PathBuf::from(format!("/artifacts/{id}/r3/logs/attempt-1.log")),
+            "under the store's own directory"
+        );
     }
 
     #[test]

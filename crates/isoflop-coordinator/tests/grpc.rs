@@ -235,6 +235,33 @@ async fn control_and_worker_apis_over_grpc() {
     let r = store.run(&second.run_id).unwrap().unwrap();
     assert_eq!(r.retries_used, 0, "node_lost does not spend the retry budget");
 
+    // A third worker attaches (the run launched into the first one's slot).
+    // (Its lease is 2 s too, so take a launch whose attempt is still active.)
+    let third = wait_until(10, "a third launch", || {
+        exec.launched
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|l| {
+                l.run_id != first.run_id
+                    && store
+                        .attempt(&l.run_id, l.attempt)
+                        .unwrap()
+                        .is_some_and(|a| a.outcome == isoflop_store::AttemptOutcome::Active)
+            })
+            .cloned()
+    })
+    .await;
+    let attach_third = pb::AttachRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: third.run_id.clone(),
+        attempt: third.attempt,
+        hostname: "t".into(),
+        pid: 3,
+    };
+    worker.attach(authed(attach_third, &third.token)).await.unwrap();
+
     // Cancel the sweep: every unfinished job (3 runs, 4 evaluation jobs) ends cancelled, live
     // workers are asked to stop.
     let n = control.cancel_sweep(admin(pb::CancelSweepRequest { sweep: "grpc".into() })).await.unwrap().into_inner().cancelled;
@@ -242,9 +269,28 @@ async fn control_and_worker_apis_over_grpc() {
     let status = control.get_sweep(admin(pb::GetSweepRequest { sweep: "grpc".into() })).await.unwrap().into_inner();
     assert_eq!((status.total, status.succeeded, status.cancelled, status.active), (8, 1, 7, 0));
     assert!(!exec.stopped.lock().unwrap().is_empty(), "live workers were stopped");
+    // The third worker stops after a checkpoint: its Finish is accepted for the checkpoint
+    // alone, so the resume below starts from it (issue 12, defect 8: it was refused, and the
+    // resume went back to an older step).
+    let stopped = pb::FinishRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: third.run_id.clone(),
+        attempt: third.attempt,
+        outcome: Some(pb::finish_request::Outcome::Interrupted(pb::Interrupted {
+            checkpoint_step: 12,
+            checkpoint_path: "/ckpt/12".into(),
+            tokens_seen: 3072,
+        })),
+    };
+    worker.finish(authed(stopped.clone(), &third.token)).await.unwrap();
+    let c = store.latest_checkpoint(&third.run_id).unwrap().unwrap();
+    assert_eq!((c.step, c.attempt, c.tokens_seen), (12, third.attempt, 3072));
+    assert_eq!(store.run(&third.run_id).unwrap().unwrap().state, isoflop_core::RunState::Cancelled, "still cancelled");
     // Resume requeues the cancelled runs, not the succeeded one.
     let r = control.resume_sweep(admin(pb::ResumeSweepRequest { sweep: "grpc".into(), include_diverged: false })).await.unwrap();
     assert_eq!(r.into_inner().requeued, 7);
+    let err = worker.finish(authed(stopped, &third.token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "once resumed, the cancelled attempt records nothing");
     let err = control.get_sweep(admin(pb::GetSweepRequest { sweep: "nope".into() })).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 

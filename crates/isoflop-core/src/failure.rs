@@ -11,7 +11,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureClass {
-    /// The worker was stopped from outside (SIGTERM, preemption, the sweep interrupted).
+    /// The worker was stopped from outside the sweep (SIGTERM from a cluster's preemption or
+    /// eviction, or from a person).
     Preempted,
     /// The worker's machine or its lease disappeared.
     NodeLost,
@@ -23,6 +24,9 @@ pub enum FailureClass {
     UserError,
     /// Anything else (crash, killed by a signal, non-zero exit without a report).
     Unknown,
+    /// The sweep's own coordinator stopped it: Ctrl-C of `isoflop run`, a drain of `isoflop
+    /// serve`, or a coordinator that restarted.
+    Interrupted,
 }
 
 /// What the coordinator does after a failure of a class.
@@ -38,13 +42,14 @@ pub enum RetryPolicy {
 
 impl FailureClass {
     /// All classes, in wire order.
-    pub const ALL: [FailureClass; 6] = [
+    pub const ALL: [FailureClass; 7] = [
         FailureClass::Preempted,
         FailureClass::NodeLost,
         FailureClass::Oom,
         FailureClass::Diverged,
         FailureClass::UserError,
         FailureClass::Unknown,
+        FailureClass::Interrupted,
     ];
 
     /// Stable lowercase name (store column, CLI output).
@@ -56,13 +61,14 @@ impl FailureClass {
             FailureClass::Diverged => "diverged",
             FailureClass::UserError => "user_error",
             FailureClass::Unknown => "unknown",
+            FailureClass::Interrupted => "interrupted",
         }
     }
 
     /// The retry policy of this class.
     pub fn retry_policy(self) -> RetryPolicy {
         match self {
-            FailureClass::Preempted | FailureClass::NodeLost => RetryPolicy::Free,
+            FailureClass::Preempted | FailureClass::NodeLost | FailureClass::Interrupted => RetryPolicy::Free,
             FailureClass::Oom | FailureClass::Unknown => RetryPolicy::Counted,
             FailureClass::Diverged | FailureClass::UserError => RetryPolicy::Never,
         }

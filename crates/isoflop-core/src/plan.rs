@@ -47,6 +47,32 @@ impl ResolvedData {
     }
 }
 
+impl ResolvedData {
+    /// Stand-in identities for a spec whose local data is not on this machine (a cluster
+    /// spec whose shards live on the cluster): the grid and its accounting can be shown, but
+    /// the run ids, which hash the data's digests, are not real and must not be shown.
+    pub fn preview(spec: &SweepSpec) -> ResolvedData {
+        let corpora = spec
+            .data
+            .corpora
+            .iter()
+            .map(|c| {
+                let digest = match &c.external {
+                    Some(ext) => format!("external:{ext}"),
+                    None => format!("preview:{}", c.name),
+                };
+                (c.name.clone(), EvalRef { name: c.name.clone(), path: String::new(), digest })
+            })
+            .collect();
+        ResolvedData {
+            tokenizer: spec.data.tokenizer,
+            vocab_size: spec.model.vocab_size.unwrap_or(spec.data.tokenizer.vocab_size()),
+            corpora,
+            tasks: Vec::new(),
+        }
+    }
+}
+
 /// One concrete run of a sweep, with its accounting.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlannedRun {
@@ -115,6 +141,10 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Result<Vec<PlannedRun>, Pl
     let m = &spec.model;
     let seq = m.seq_len;
     let mut runs = Vec::new();
+    // Why candidates were left out, for a spec that plans nothing.
+    let mut small_batch: Option<(f64, u64, u64)> = None;
+    let mut off_budget: Option<(f64, u64, f64)> = None;
+    let mut candidates = 0usize;
     for &budget in &spec.budgets {
         for (corpus, train) in &data.corpora {
             for h in g.widths(budget) {
@@ -135,12 +165,20 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Result<Vec<PlannedRun>, Pl
                         (batch, lr)
                     }
                 };
+                candidates += 1;
                 if batch < g.min_batch {
+                    small_batch.get_or_insert((budget, h, batch));
                     continue;
                 }
                 let steps = (budget / (cost * seq as f64 * batch as f64)).round() as u64;
                 let achieved = cost * seq as f64 * batch as f64 * steps as f64;
-                if steps == 0 || ((achieved - budget) / budget).abs() > g.flop_tolerance {
+                let off = (achieved - budget) / budget;
+                if steps == 0 || off.abs() > g.flop_tolerance {
+                    // The candidate nearest its budget says how far off the grid is.
+                    let off = if steps == 0 { -1.0 } else { off };
+                    if off_budget.is_none_or(|(_, _, o)| off.abs() < o.abs()) {
+                        off_budget = Some((budget, h, off));
+                    }
                     continue;
                 }
                 let tokens = batch * steps * seq;
@@ -202,9 +240,39 @@ pub fn plan(spec: &SweepSpec, data: &ResolvedData) -> Result<Vec<PlannedRun>, Pl
         }
     }
     if runs.is_empty() {
+        let mut why = Vec::new();
+        if let Some((b, h, batch)) = small_batch {
+            why.push(format!(
+                "the batch is below grid.min_batch = {} (budget {} width {h}: batch {batch}, halved to keep lr under \
+                 grid.lr_max = {})",
+                g.min_batch,
+                budget_label(b),
+                g.lr_max
+            ));
+        }
+        if let Some((b, h, off)) = off_budget {
+            why.push(if off <= -1.0 {
+                format!(
+                    "a budget is too small for one step (budget {} width {h}: not one step of batch x seq_len tokens)",
+                    budget_label(b)
+                )
+            } else {
+                format!(
+                    "a whole number of steps misses the budget by more than grid.flop_tolerance = {} (nearest: budget {} \
+                     width {h}, {:+.1}%)",
+                    g.flop_tolerance,
+                    budget_label(b),
+                    100.0 * off
+                )
+            });
+        }
         return Err(PlanError {
             key: "grid".into(),
-            message: "no candidate fits any budget (check target_steps, lr_max, min_batch)".into(),
+            message: format!(
+                "no candidate fits any budget: of {candidates} candidates (budgets x corpora x widths), {}; widen the \
+                 budgets or the widths, or relax those keys",
+                if why.is_empty() { "none were tried".to_string() } else { why.join("; ") }
+            ),
         });
     }
     Ok(runs)
@@ -267,6 +335,20 @@ mod tests {
     }
 
     const MARIN: &str = include_str!("../../../examples/marin-2025.yaml");
+
+    /// Issue 12, defect 8: a grid that plans nothing says which key left each candidate out.
+    #[test]
+    fn a_grid_that_plans_nothing_says_why() {
+        let plan_err = |edit: &dyn Fn(&str) -> String| {
+            let spec = SweepSpec::parse(Path::new("marin-2025.yaml"), &edit(MARIN)).unwrap();
+            plan(&spec, &ResolvedData::external(&spec).unwrap()).unwrap_err()
+        };
+        let e = plan_err(&|s| s.replace("min_batch: 8", "min_batch: 1048576"));
+        assert_eq!(e.key, "grid");
+        assert!(e.message.contains("grid.min_batch = 1048576") && e.message.contains("grid.lr_max"), "{e}");
+        let e = plan_err(&|s| s.replace("flop_tolerance: 0.01", "flop_tolerance: 0.0000000001"));
+        assert!(e.message.contains("grid.flop_tolerance") && e.message.contains("nearest: budget"), "{e}");
+    }
 
     #[test]
     fn marin_grid_matches_the_published_suite() {

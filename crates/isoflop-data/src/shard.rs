@@ -40,6 +40,8 @@ pub enum ShardError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not an isoflop token shard ({reason})")]
     Format { path: PathBuf, reason: String },
+    #[error("{path}: corrupt token shard: {reason} (prepare it again, or copy it again from its source)")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("token {token} does not fit the shard's {width}-byte tokens (vocabulary {vocab})")]
     TokenRange { token: u32, width: u32, vocab: u32 },
 }
@@ -308,13 +310,47 @@ impl Shard {
     pub fn verify(&self) -> Result<(), ShardError> {
         let got = hex::encode(Sha256::digest(self.payload()));
         if got != self.header.digest {
-            return Err(ShardError::Format {
+            return Err(ShardError::Corrupt {
                 path: self.path.clone(),
-                reason: format!("payload digest {got} does not match header {}", self.header.digest),
+                reason: format!("payload digest {got} does not match its header's {}", self.header.digest),
             });
         }
         Ok(())
     }
+
+    /// [`Shard::verify`], once per file per machine: a marker in `cache` (see
+    /// [`verify_cache_dir`]) remembers a verified file by its path, size, modification time
+    /// and digest, so a shard rewritten in place (even at the same size) is hashed again.
+    /// `Ok(true)` when it hashed, `Ok(false)` when the marker said it had before. Without a
+    /// cache directory it hashes every time.
+    pub fn verify_once(&self, cache: Option<&Path>) -> Result<bool, ShardError> {
+        let meta = std::fs::metadata(&self.path).map_err(io_err(&self.path))?;
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        let canon = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let key = format!("{}\n{}\n{mtime}\n{}", canon.display(), meta.len(), self.header.digest);
+        let marker = cache.map(|d| d.join(hex::encode(&Sha256::digest(key.as_bytes())[..16])));
+        if marker.as_ref().is_some_and(|m| m.is_file()) {
+            return Ok(false);
+        }
+        self.verify()?;
+        if let Some(m) = marker {
+            // Best effort: an unwritable cache only means hashing again next time.
+            let _ = std::fs::create_dir_all(m.parent().expect("a marker has a directory"))
+                .and_then(|_| std::fs::write(&m, format!("{}\n", canon.display())));
+        }
+        Ok(true)
+    }
+}
+
+/// Where [`Shard::verify_once`] keeps its markers: `$ISOFLOP_CACHE_DIR/verified-shards`, else
+/// `$XDG_CACHE_HOME/isoflop/verified-shards`, else `$HOME/.cache/isoflop/verified-shards`.
+pub fn verify_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(d) = var("ISOFLOP_CACHE_DIR") {
+        return Some(d.join("verified-shards"));
+    }
+    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    Some(base.join("isoflop").join("verified-shards"))
 }
 
 #[cfg(test)]
@@ -376,5 +412,27 @@ mod tests {
         std::fs::write(&path, b"nope").unwrap();
         let err = Shard::open(&path).unwrap_err().to_string();
         assert!(err.contains("magic") && err.contains("s.bin"), "{err}");
+    }
+
+    /// Issue 12, defect 2: a shard is hashed once per machine, and again once rewritten, even
+    /// at the same size.
+    #[test]
+    fn verify_once_remembers_a_file_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let path = dir.path().join("s.bin");
+        let mut w = ShardWriter::create(&path, 10).unwrap();
+        w.push_document(&[1, 2, 3], 3).unwrap();
+        w.finish().unwrap();
+        assert!(Shard::open(&path).unwrap().verify_once(Some(&cache)).unwrap(), "hashed the first time");
+        assert!(!Shard::open(&path).unwrap().verify_once(Some(&cache)).unwrap(), "remembered");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_LEN] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+        let err = Shard::open(&path).unwrap().verify_once(Some(&cache)).unwrap_err();
+        assert!(matches!(err, ShardError::Corrupt { .. }) && err.to_string().contains("s.bin"), "{err}");
+        assert!(Shard::open(&path).unwrap().verify_once(None).is_err(), "no cache: hashed every time");
     }
 }

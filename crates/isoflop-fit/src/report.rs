@@ -320,6 +320,9 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
     if !(opts.ci_level > 0.0 && opts.ci_level < 1.0) {
         return Err(FitError::InvalidOption(format!("ci_level {} is not in (0, 1)", opts.ci_level)));
     }
+    if let Some(c) = opts.predict_at.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
+        return Err(FitError::InvalidOption(format!("predict_at: expected compute budgets (FLOPs) > 0, got {c}")));
+    }
     let iso = &opts.isoflop;
     let frontier = iso.frontier.as_deref();
     let all = table.distributions();
@@ -431,7 +434,7 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
     } else {
         None
     };
-    Ok(FitReport {
+    let mut report = FitReport {
         isoflop,
         parametric,
         distributions,
@@ -443,7 +446,62 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
         frontier: iso.frontier.clone(),
         seed: opts.seed,
         ci_level: opts.ci_level,
-    })
+    };
+    report.notes.extend(warnings(&report));
+    Ok(report)
+}
+
+/// Warnings about a report a reader should not take at face value: a parametric fit with a
+/// non-positive exponent (loss that does not fall with N or D), and intervals that exclude
+/// their own estimate (a sign of too few bootstrap replicates, or of an unstable fit).
+pub fn warnings(r: &FitReport) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = &r.parametric {
+        for (name, v) in [("alpha", p.fit.alpha), ("beta", p.fit.beta)] {
+            if v.is_nan() || v <= 0.0 {
+                out.push(format!(
+                    "warning: the parametric fit of `{}` is unphysical: {name} = {v:.4} is not positive (the loss would not fall \
+                     with {}); do not use its predictions",
+                    p.distribution,
+                    if name == "alpha" { "N" } else { "D" }
+                ));
+            }
+        }
+    }
+    let mut checks: Vec<(String, Option<f64>, Option<[f64; 2]>)> = Vec::new();
+    for d in &r.distributions {
+        let i = &d.isoflop;
+        checks.push((format!("{} beta", d.name), d.beta, d.beta_ci));
+        checks.push((format!("{} N* exponent", d.name), i.n_opt_exponent, i.n_opt_exponent_ci));
+        checks.push((format!("{} D* exponent", d.name), i.d_opt_exponent, i.d_opt_exponent_ci));
+    }
+    for g in &r.relative {
+        checks.push((format!("{} gamma", g.target), Some(g.gamma), g.gamma_ci));
+        checks.push((format!("{} dbeta", g.target), Some(g.delta_beta), g.delta_beta_ci));
+    }
+    if let Some(p) = &r.parametric {
+        for (k, v) in [("alpha", p.fit.alpha), ("beta", p.fit.beta), ("E", p.fit.e_irreducible), ("a", p.fit.a), ("b", p.fit.b)] {
+            checks.push((format!("parametric {k}"), Some(v), p.ci.get(k).copied()));
+        }
+    }
+    let outside: Vec<String> = checks
+        .into_iter()
+        .filter_map(|(name, v, ci)| {
+            let (v, [lo, hi]) = (v?, ci?);
+            (v < lo || v > hi).then(|| format!("{name} {v:.4} not in [{lo:.4}, {hi:.4}]"))
+        })
+        .collect();
+    if !outside.is_empty() {
+        out.push(format!(
+            "warning: {} interval(s) exclude their own estimate ({}{}): too few bootstrap replicates ({}) or an unstable fit; \
+             use more replicates (--bootstrap 200 or more) before trusting them",
+            outside.len(),
+            outside.iter().take(3).cloned().collect::<Vec<_>>().join("; "),
+            if outside.len() > 3 { "; ..." } else { "" },
+            r.bootstrap_replicates
+        ));
+    }
+    out
 }
 
 /// Reads one parameter of a fit.

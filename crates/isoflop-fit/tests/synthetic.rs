@@ -280,3 +280,28 @@ fn errors_without_a_minimum_are_read_at_the_frontier() {
     let e = fit_all(&table, &opts).unwrap_err().to_string();
     assert!(e.contains("frontier distribution `nope` is not in the table"), "{e}");
 }
+
+/// A report says when not to trust it: an unphysical parametric fit, and intervals that
+/// exclude their own estimate; a sound report has no warning, and nonsense budgets to predict
+/// at are refused.
+#[test]
+fn unsound_fits_come_with_warnings() {
+    let table = Table::from_points(chinchilla_points(0.002, 2)).unwrap();
+    let opts = FitOptions { bootstrap: 50, parametric_bootstrap: 10, ..FitOptions::default() };
+    let mut rep = fit_all(&table, &opts).unwrap();
+    assert!(rep.notes.iter().all(|n| !n.starts_with("warning")), "{:?}", rep.notes);
+    assert!(isoflop_fit::report::warnings(&rep).is_empty());
+    let p = rep.parametric.as_mut().unwrap();
+    p.fit.alpha = -0.2;
+    let iso = &mut rep.distributions[0].isoflop;
+    iso.n_opt_exponent_ci = Some([0.9, 1.0]);
+    let w = isoflop_fit::report::warnings(&rep);
+    assert!(w.iter().any(|w| w.contains("unphysical: alpha = -0.2000 is not positive")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("all N* exponent") && w.contains("not in [0.9000, 1.0000]")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("exclude their own estimate") && w.contains("(50)")), "{w:?}");
+    for bad in [0.0, -1e21, f64::NAN, f64::INFINITY] {
+        let o = FitOptions { predict_at: vec![1e21, bad], ..opts.clone() };
+        let e = fit_all(&table, &o).unwrap_err().to_string();
+        assert!(e.contains("predict_at: expected compute budgets (FLOPs) > 0"), "{e}");
+    }
+}

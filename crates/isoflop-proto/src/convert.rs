@@ -61,6 +61,7 @@ impl From<FailureClass> for pb::FailureClass {
     fn from(c: FailureClass) -> Self {
         match c {
             FailureClass::Preempted => pb::FailureClass::Preempted,
+            FailureClass::Interrupted => pb::FailureClass::Interrupted,
             FailureClass::NodeLost => pb::FailureClass::NodeLost,
             FailureClass::Oom => pb::FailureClass::Oom,
             FailureClass::Diverged => pb::FailureClass::Diverged,
@@ -75,6 +76,7 @@ impl TryFrom<pb::FailureClass> for FailureClass {
     fn try_from(c: pb::FailureClass) -> Result<Self, WireError> {
         Ok(match c {
             pb::FailureClass::Preempted => FailureClass::Preempted,
+            pb::FailureClass::Interrupted => FailureClass::Interrupted,
             pb::FailureClass::NodeLost => FailureClass::NodeLost,
             pb::FailureClass::Oom => FailureClass::Oom,
             pb::FailureClass::Diverged => FailureClass::Diverged,

@@ -26,6 +26,40 @@ impl ClientError {
     pub fn is_input(&self) -> bool {
         matches!(self, ClientError::Input(_))
     }
+
+    /// True for [`ClientError::Unavailable`]: the coordinator cannot be reached, or the
+    /// connection was lost.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ClientError::Unavailable { .. })
+    }
+}
+
+/// `url` with `http://` in front when it names no scheme; another scheme than http or https
+/// is bad input.
+pub fn with_scheme(url: &str) -> Result<String, ClientError> {
+    let url = url.trim();
+    match url.split_once("://") {
+        None => Ok(format!("http://{url}")),
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(url.to_string()),
+        Some(_) => Err(ClientError::Input(format!(
+            "bad coordinator URL `{url}`: expected http://HOST:PORT, https://HOST:PORT or HOST:PORT"
+        ))),
+    }
+}
+
+/// An error with its causes, `outer: inner: innermost` (a transport error says why).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 /// A connection to a coordinator's control API.
@@ -39,15 +73,17 @@ pub struct ControlClient {
 impl ControlClient {
     /// Connects to a coordinator at `url` (within 10 s), sending `token` as the admin bearer
     /// token on every call.
+    /// A URL without a scheme (`HOST:PORT`) means `http://HOST:PORT`.
     pub async fn connect(url: &str, token: Option<String>) -> Result<ControlClient, ClientError> {
+        let url = with_scheme(url)?;
         let endpoint =
-            Channel::from_shared(url.to_string()).map_err(|e| ClientError::Input(format!("bad coordinator URL `{url}`: {e}")))?;
+            Channel::from_shared(url.clone()).map_err(|e| ClientError::Input(format!("bad coordinator URL `{url}`: {e}")))?;
         let channel = endpoint
             .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
-            .map_err(|e| ClientError::Unavailable { url: url.into(), message: e.to_string() })?;
-        Ok(Self::over(channel, url.into(), token))
+            .map_err(|e| ClientError::Unavailable { url: url.clone(), message: chain(&e) })?;
+        Ok(Self::over(channel, url, token))
     }
 
     /// A client over an established channel; `url` names the coordinator in messages.

@@ -61,11 +61,30 @@ impl Host {
         artifacts_dir: PathBuf,
         threads_per_run: Option<u64>,
     ) -> Result<Host, ServerError> {
+        let listener = Self::bind(executor, endpoint).await?;
+        Self::on(listener, store, executor, endpoint, artifacts_dir, threads_per_run).await
+    }
+
+    /// The listener a host for `executor` at `endpoint` serves on. A daemon binds it before it
+    /// touches its store, so a taken port leaves nothing behind.
+    pub async fn bind(executor: &ExecutorSpec, endpoint: &Endpoint) -> Result<TcpListener, ServerError> {
         let listen = endpoint.listen.clone().unwrap_or_else(|| match executor {
             ExecutorSpec::Local { .. } => "127.0.0.1:0".into(),
             ExecutorSpec::Kubernetes(k) => k.listen.clone(),
         });
-        let listener = TcpListener::bind(&listen).await.map_err(|source| ServerError::Bind { addr: listen.clone(), source })?;
+        TcpListener::bind(&listen).await.map_err(|source| ServerError::Bind { addr: listen.clone(), source })
+    }
+
+    /// A host serving on a listener from [`Host::bind`].
+    pub async fn on(
+        listener: TcpListener,
+        store: Arc<dyn Store>,
+        executor: &ExecutorSpec,
+        endpoint: &Endpoint,
+        artifacts_dir: PathBuf,
+        threads_per_run: Option<u64>,
+    ) -> Result<Host, ServerError> {
+        let listen = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let worker_url = match (&endpoint.worker_url, executor) {
             (Some(u), _) => u.clone(),
             (None, ExecutorSpec::Kubernetes(k)) => k.coordinator_url.clone(),

@@ -40,8 +40,8 @@ pub enum ServerError {
     #[error("no isoflop store at {0} (set --store or ISOFLOP_STORE)")]
     NoStore(std::path::PathBuf),
     /// Another `isoflop run` or `serve` holds the store.
-    #[error("another `isoflop run` or `isoflop serve` is using the store {store} (lock {lock})")]
-    Locked { store: std::path::PathBuf, lock: std::path::PathBuf },
+    #[error("the store {store} is in use by {holder} (lock {lock}); stop it, or talk to a daemon with --coordinator")]
+    Locked { store: std::path::PathBuf, lock: std::path::PathBuf, holder: String },
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("the in-process control channel: {0}")]

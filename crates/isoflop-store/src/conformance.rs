@@ -67,13 +67,15 @@ pub fn run_all(store: &dyn Store, clock: &ManualClock) {
     blocking_and_lease_expiry_decide_from_the_row(store, clock);
     cancel_and_resume_decide_in_the_transaction(store);
     runs_are_found_by_id_prefix_or_name(store);
+    a_run_joining_a_sweep_takes_its_data_paths_and_a_new_try(store);
 }
 
 /// The same run in two sweeps is stored once; resubmitting a sweep changes nothing; a run
 /// looked up by id is seen from its owner, the first sweep that submitted it.
 pub fn submit_shares_runs_and_is_idempotent(store: &dyn Store) {
     let a = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
-    let result = |runs, reused, existed| SubmitResult { runs, reused, evals: 0, evals_reused: 0, existed, updated: false };
+    let result =
+        |runs, reused, existed| SubmitResult { runs, reused, evals: 0, evals_reused: 0, existed, updated: false, requeued: 0 };
     assert_eq!(a, result(2, 0, false));
     let b = store.submit_sweep(&sweep("b", "spec-b"), &[new_run("r2", "two-in-b"), new_run("r3", "three")]).unwrap();
     assert_eq!(b, result(2, 1, false));
@@ -129,7 +131,8 @@ pub fn attempt_lifecycle(store: &dyn Store, clock: &ManualClock) {
     // when the outcome's checkpoint does not say; no retry spent.
     let report = Report { lease_expires_ms: T0 + 4_000, checkpoints: vec![ckpt(30, 1, 300)], ..Report::default() };
     store.report("r1", 1, &report).unwrap();
-    let stop = Ending::Interrupted { checkpoint: Some(ckpt(30, 1, 0)), message: "SIGTERM".into() };
+    let stop =
+        Ending::Interrupted { checkpoint: Some(ckpt(30, 1, 0)), class: FailureClass::Preempted, message: "SIGTERM".into() };
     let ev = store.end_attempt("r1", 1, &stop).unwrap();
     assert_eq!((ev.from, ev.to, ev.failure_class), (RunState::Running, RunState::Queued, Some(FailureClass::Preempted)));
     assert_eq!(store.latest_checkpoint("r1").unwrap().unwrap().tokens_seen, 300, "a SIGTERM checkpoint keeps its tokens");
@@ -206,7 +209,7 @@ pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(st
     // r2 has checkpoints at steps 10 and 20 (see the report check); r1 none at 99.
     let jobs = [new_run("r1", "one"), new_run("r2", "two"), new_eval("e2", "r2", 20), new_eval("e1", "r1", 99)];
     let res = store.submit_sweep(&sweep("a", "spec-a with evals"), &jobs).unwrap();
-    assert_eq!(res, SubmitResult { runs: 2, reused: 2, evals: 2, evals_reused: 0, existed: false, updated: true });
+    assert_eq!(res, SubmitResult { runs: 2, reused: 2, evals: 2, evals_reused: 0, existed: false, updated: true, requeued: 0 });
     assert_eq!(store.sweep("a").unwrap().unwrap().spec_yaml, "spec-a with evals", "the new spec is stored");
     let again = store.submit_sweep(&sweep("a", "spec-a with evals"), &jobs).unwrap();
     assert_eq!((again.evals, again.evals_reused, again.existed), (2, 2, true));
@@ -222,7 +225,10 @@ pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(st
     assert_eq!(listed, [("r1".into(), true), ("r2".into(), true), ("e2".into(), false), ("e1".into(), false)]);
     let e2 = store.run("e2").unwrap().unwrap();
     assert_eq!(e2.eval, Some(EvalOf { parent: "r2".into(), step: 20, task: "heldout".into(), family: "text".into() }));
-    assert_eq!((e2.state, e2.artifacts_key.as_str()), (RunState::Queued, "e2"));
+    // Its files live under the store's own directory (issue 12, defect 4).
+    let id = store.store_id().unwrap();
+    assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    assert_eq!((e2.state, e2.artifacts_key), (RunState::Queued, format!("{id}/e2")));
     let ready: Vec<_> = store.runs_in_state(RunState::Queued, Some(T0 + 1)).unwrap().into_iter().map(|r| r.run_id).collect();
     assert!(ready.contains(&"e2".to_string()) && !ready.contains(&"e1".to_string()), "{ready:?}");
     assert!(store.runs_in_state(RunState::Queued, None).unwrap().iter().any(|r| r.run_id == "e1"), "listed, not launched");
@@ -295,9 +301,17 @@ pub fn cancel_and_resume_decide_in_the_transaction(store: &dyn Store) {
     assert_eq!(store.attempt("r3", 2).unwrap().unwrap().outcome, AttemptOutcome::Cancelled);
     assert_eq!(store.cancel_run("r3").unwrap(), None, "finished runs are left alone");
     assert_eq!(store.cancel_run("r2").unwrap(), None, "a succeeded run is not cancelled");
+    // The checkpoint the cancelled worker writes as it stops is recorded, so a resume starts
+    // there (issue 12, defect 8), but only while the run stays cancelled on that attempt.
+    assert!(!store.stop_checkpoint("r3", 1, &ckpt(45, 1, 450)).unwrap(), "not the newest attempt");
+    assert!(store.stop_checkpoint("r3", 2, &ckpt(45, 9, 450)).unwrap());
+    let stopped = store.latest_checkpoint("r3").unwrap().unwrap();
+    assert_eq!((stopped.step, stopped.attempt, stopped.tokens_seen), (45, 2, 450), "recorded as attempt 2's");
     // Resume: cancelled and failed runs; diverged only when asked; never a succeeded one.
     let ev = store.resume_run("r3", false).unwrap().unwrap();
     assert_eq!((ev.from, ev.to), (RunState::Cancelled, RunState::Queued));
+    assert!(!store.stop_checkpoint("r3", 2, &ckpt(50, 2, 500)).unwrap(), "resumed: a late stop checkpoint is refused");
+    assert_eq!(store.latest_checkpoint("r3").unwrap().unwrap().step, 45);
     assert_eq!(store.resume_run("r2", true).unwrap(), None);
     assert_eq!(store.resume_run("r3", true).unwrap(), None, "queued already");
     store.start_attempt("r3", "h", T0).unwrap();
@@ -320,4 +334,37 @@ pub fn runs_are_found_by_id_prefix_or_name(store: &dyn Store) {
     assert_eq!(ids("r2/heldout@20"), ["e2"], "an evaluation job by its name");
     assert!(ids("x").is_empty());
     assert_eq!(store.find_runs("two-in-b").unwrap()[0].sweep, "a", "seen from its owner");
+}
+
+/// A run that a second sweep shares reads the data paths of the newest submission (its
+/// identity is the data's digests, not where the files lie), and a run that failed or was
+/// cancelled in the first sweep is queued again for the second; a diverged one is not.
+pub fn a_run_joining_a_sweep_takes_its_data_paths_and_a_new_try(store: &dyn Store) {
+    let at = |id: &str, path: &str| NewRun { config_json: format!("{{\"id\":\"{id}\",\"path\":\"{path}\"}}"), ..new_run(id, id) };
+    store.submit_sweep(&sweep("first", "spec-first"), &[at("j1", "/one"), at("j2", "/one"), at("j3", "/one")]).unwrap();
+    let fail = |id: &str, class: FailureClass| {
+        let (a, _) = store.start_attempt(id, "h", T0 + 60_000).unwrap();
+        let ending = Ending::Failed { class, message: "no such shard /one/train.bin".into(), retries: RETRIES };
+        store.end_attempt(id, a.attempt, &ending).unwrap();
+        assert_eq!(store.run(id).unwrap().unwrap().state, RunState::Failed);
+    };
+    fail("j1", FailureClass::UserError);
+    fail("j2", FailureClass::Diverged);
+    let res =
+        store.submit_sweep(&sweep("second", "spec-second"), &[at("j1", "/two"), at("j2", "/two"), at("j3", "/two")]).unwrap();
+    assert_eq!((res.runs, res.reused, res.requeued), (3, 3, 1), "{res:?}");
+    for id in ["j1", "j2", "j3"] {
+        assert!(store.run(id).unwrap().unwrap().config_json.contains("/two"), "{id} reads the newest submission's paths");
+    }
+    let j1 = store.run("j1").unwrap().unwrap();
+    assert_eq!((j1.state, j1.retries_used), (RunState::Queued, 0), "failed in `first`, tried again for `second`");
+    assert!(store.events("j1").unwrap().last().unwrap().message.contains("second"));
+    assert_eq!(store.run("j2").unwrap().unwrap().state, RunState::Failed, "the same recipe would diverge again");
+    // Submitting a sweep again requeues nothing it already holds (that is `resume`'s job), but
+    // its paths win again.
+    fail("j1", FailureClass::UserError);
+    let res = store.submit_sweep(&sweep("first", "spec-first"), &[at("j1", "/one"), at("j2", "/one"), at("j3", "/one")]).unwrap();
+    assert_eq!(res.requeued, 0);
+    assert_eq!(store.run("j1").unwrap().unwrap().state, RunState::Failed);
+    assert!(store.run("j3").unwrap().unwrap().config_json.contains("/one"));
 }

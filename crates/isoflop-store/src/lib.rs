@@ -59,6 +59,10 @@ pub trait Store: Send + Sync {
     /// missing evaluation jobs; evaluation jobs it no longer plans stay stored and listed. A
     /// different spec that changes the training runs is [`StoreError::SweepConflict`].
     fn submit_sweep(&self, sweep: &NewSweep, runs: &[NewRun]) -> Result<SubmitResult>;
+    /// The store's identity: random, made once. Runs keep their artifacts under
+    /// `STORE_ID/RUN_ID` ([`RunRow::artifacts_key`]) and checkpoints name it, so artifacts
+    /// are never shared between stores.
+    fn store_id(&self) -> Result<String>;
     /// A sweep by name.
     fn sweep(&self, name: &str) -> Result<Option<SweepRow>>;
     /// All sweeps, newest first (ties in submission time: the later submission first).
@@ -110,6 +114,11 @@ pub trait Store: Send + Sync {
     /// Cancels an unfinished run (its active attempt, if any, ends `cancelled`). `None` when
     /// the run has already finished.
     fn cancel_run(&self, run_id: &str) -> Result<Option<Cancelled>>;
+    /// Records the checkpoint a cancelled attempt wrote as it stopped (its worker was asked to
+    /// stop after the cancel ended the attempt), so a resume continues from it. Only while the
+    /// attempt is the run's newest and the run is still cancelled; `false` otherwise (the run
+    /// was resumed and another attempt may write that step).
+    fn stop_checkpoint(&self, run_id: &str, attempt: u64, checkpoint: &CheckpointRow) -> Result<bool>;
     /// Requeues a run that ended failed (diverged ones only with `include_diverged`) or
     /// cancelled, with a fresh retry budget. `None` when it is not eligible.
     fn resume_run(&self, run_id: &str, include_diverged: bool) -> Result<Option<EventRow>>;

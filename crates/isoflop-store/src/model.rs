@@ -52,6 +52,9 @@ pub struct SubmitResult {
     /// True when the sweep existed with another spec that plans the same training runs (an
     /// evaluation section changed): the stored spec was replaced.
     pub updated: bool,
+    /// Jobs this sweep shares with another that had failed (not diverged) or been cancelled
+    /// there: queued again for this sweep, with a fresh retry budget.
+    pub requeued: usize,
 }
 
 /// A stored sweep.
@@ -85,7 +88,8 @@ pub struct RunRow {
     pub progress: Option<ProgressPoint>,
     /// What an evaluation job scores; `None` for a training run.
     pub eval: Option<EvalOf>,
-    /// The directory of its checkpoints and logs under the artifacts root: the run id, or
+    /// The directory of its checkpoints and logs under the artifacts root: `STORE_ID/RUN_ID`
+    /// ([`crate::Store::store_id`]); for runs stored before store ids existed, the run id, or
     /// the id it had before a store migration re-keyed it.
     pub artifacts_key: String,
 }
@@ -166,8 +170,10 @@ pub enum Ending {
     Failed { class: FailureClass, message: String, retries: crate::Retries },
     /// The worker stopped after a checkpoint (a stop request, SIGTERM), or its coordinator
     /// went away: the run is requeued without spending a retry and resumes from its newest
-    /// checkpoint. `checkpoint` is the one the worker wrote on stopping, if it says.
-    Interrupted { checkpoint: Option<CheckpointRow>, message: String },
+    /// checkpoint. `checkpoint` is the one the worker wrote on stopping, if it says; `class`
+    /// says who stopped it: `interrupted` (the sweep's own coordinator) or `preempted`
+    /// (anything outside the sweep).
+    Interrupted { checkpoint: Option<CheckpointRow>, class: FailureClass, message: String },
 }
 
 /// What a worker's report carries.

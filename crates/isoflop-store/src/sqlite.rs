@@ -22,6 +22,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql(include_str!("migrations/sqlite/0003_eval_jobs.sql")),
     Migration::Code(crate::migrate::evals_leave_run_identity),
     Migration::Sql(include_str!("migrations/sqlite/0005_eval_items.sql")),
+    Migration::Sql(include_str!("migrations/sqlite/0006_store_id.sql")),
 ];
 
 /// The embedded store.
@@ -335,6 +336,42 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// A job this submission plans that the store knows already. Its configuration becomes
+    /// the submitter's: the identity is the same (the data's digests), but the files may lie
+    /// elsewhere for this sweep, and the next attempt reads them from there. A job that joins
+    /// the sweep now, having failed (not diverged) or been cancelled in another, is queued
+    /// again with a fresh retry budget: this sweep never tried it.
+    fn join_known(&self, tx: &Transaction<'_>, sweep: &str, run: &NewRun, out: &mut SubmitResult) -> Result<()> {
+        tx.execute(
+            "UPDATE runs SET config_json = ?2 WHERE run_id = ?1 AND config_json <> ?2",
+            params![run.run_id, run.config_json],
+        )?;
+        let member: bool =
+            tx.query_row("SELECT COUNT(*) FROM sweep_runs WHERE sweep = ?1 AND run_id = ?2", params![sweep, run.run_id], |r| {
+                r.get::<_, i64>(0)
+            })? > 0;
+        if member {
+            return Ok(());
+        }
+        let now = Self::run_now(tx, &run.run_id)?;
+        let retry = match now.state {
+            RunState::Failed => now.failure_class != Some(FailureClass::Diverged),
+            RunState::Cancelled => true,
+            _ => false,
+        };
+        if retry {
+            let change = Change {
+                message: format!("queued again for sweep `{sweep}` (it had {} in another sweep)", now.state.as_str()),
+                reset_retries: true,
+                not_before_ms: Some(0),
+                ..Change::default()
+            };
+            self.do_transition(tx, &run.run_id, RunState::Queued, &change)?;
+            out.requeued += 1;
+        }
+        Ok(())
+    }
+
     fn end_in(&self, tx: &Transaction<'_>, run_id: &str, attempt: u64, ending: &Ending) -> Result<EventRow> {
         let retries_used = Self::run_now(tx, run_id)?.retries_used;
         let now = self.now();
@@ -381,13 +418,13 @@ impl SqliteStore {
                 };
                 (AttemptOutcome::Failed, d.next, change)
             }
-            Ending::Interrupted { checkpoint, message } => {
+            Ending::Interrupted { checkpoint, class, message } => {
                 if let Some(c) = checkpoint {
                     Self::put_checkpoint(tx, run_id, c)?;
                 }
                 let change = Change {
                     attempt: Some(attempt),
-                    failure_class: Some(FailureClass::Preempted),
+                    failure_class: Some(*class),
                     message: message.clone(),
                     not_before_ms: Some(0),
                     ..Change::default()
@@ -492,7 +529,7 @@ impl Store for SqliteStore {
                     (false, false)
                 }
             };
-            let mut out = SubmitResult { runs: 0, reused: 0, evals: 0, evals_reused: 0, existed, updated };
+            let mut out = SubmitResult { runs: 0, reused: 0, evals: 0, evals_reused: 0, existed, updated, requeued: 0 };
             // Ordinals continue after what the sweep holds, so added jobs list last.
             let base: i64 =
                 tx.query_row("SELECT COALESCE(MAX(ordinal) + 1, 0) FROM sweep_runs WHERE sweep = ?1", [&sweep.name], |r| {
@@ -513,8 +550,10 @@ impl Store for SqliteStore {
                 }
                 if !known {
                     let now = self.now();
+                    // Its files live under this store's directory of the artifacts.
                     tx.execute(
-                        "INSERT INTO runs (run_id, config_json, state, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+                        "INSERT INTO runs (run_id, config_json, state, created_ms, updated_ms, artifacts_key)
+                         VALUES (?1, ?2, ?3, ?4, ?4, (SELECT value FROM meta WHERE key = 'store_id') || '/' || ?1)",
                         params![run.run_id, run.config_json, RunState::Planned.as_str(), now],
                     )?;
                     if let Some(e) = &run.eval {
@@ -524,6 +563,8 @@ impl Store for SqliteStore {
                         )?;
                     }
                     self.do_transition(tx, &run.run_id, RunState::Queued, &Change::default())?;
+                } else {
+                    self.join_known(tx, &sweep.name, run, &mut out)?;
                 }
                 tx.execute(
                     "INSERT OR IGNORE INTO sweep_runs (sweep, run_id, ordinal, name, corpus, budget)
@@ -533,6 +574,10 @@ impl Store for SqliteStore {
             }
             Ok(out)
         })
+    }
+
+    fn store_id(&self) -> Result<String> {
+        self.with(|tx| Ok(tx.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0))?))
     }
 
     fn sweep(&self, name: &str) -> Result<Option<SweepRow>> {
@@ -768,6 +813,27 @@ impl Store for SqliteStore {
             let change = Change { attempt: live, message: "cancelled".into(), ..Change::default() };
             let event = self.do_transition(tx, run_id, RunState::Cancelled, &change)?;
             Ok(Some(Cancelled { event, live_attempt: live }))
+        })
+    }
+
+    fn stop_checkpoint(&self, run_id: &str, attempt: u64, checkpoint: &CheckpointRow) -> Result<bool> {
+        self.with(|tx| {
+            let now = Self::run_now(tx, run_id)?;
+            let outcome: Option<String> = tx
+                .query_row(
+                    "SELECT outcome FROM attempts WHERE run_id = ?1 AND attempt = ?2",
+                    params![run_id, attempt as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if now.state != RunState::Cancelled
+                || now.attempts != attempt
+                || outcome.as_deref() != Some(AttemptOutcome::Cancelled.as_str())
+            {
+                return Ok(false);
+            }
+            Self::put_checkpoint(tx, run_id, &CheckpointRow { attempt, ..checkpoint.clone() })?;
+            Ok(true)
         })
     }
 

@@ -21,7 +21,7 @@ fn conformance_on_file_survives_reopen() {
     let clock = clock();
     conformance::run_all(&SqliteStore::open(&path).unwrap().with_clock(clock.clone()), &clock);
     let again = SqliteStore::open(&path).unwrap();
-    assert_eq!(again.sweeps().unwrap().len(), 2);
+    assert_eq!(again.sweeps().unwrap().len(), 4, "a and b, first and second");
     assert_eq!(again.evals("r2").unwrap().len(), 2);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
@@ -57,7 +57,7 @@ fn upgrades_a_version_1_database_keeping_its_progress() {
     let p = store.progress("r").unwrap();
     assert_eq!((p.len(), p[0].step, p[0].micro_batch), (1, 5, None), "old points have no micro-batch");
     let version: i64 = rusqlite::Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
 }
 
 /// A database written by release 0.1.0 (`tests/data/store-0.1.0`: four succeeded runs of a
@@ -121,4 +121,30 @@ fn upgrades_a_release_0_1_0_database_without_retraining() {
         store.sweep_runs("fixture").unwrap().iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
         jobs.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>()
     );
+}
+
+/// Issue 12, defect 4: every store has its own identity, kept across reopening, and its runs'
+/// artifacts live under it, so two stores over one artifacts directory share no file.
+#[test]
+fn each_store_has_its_own_id_and_artifacts_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let id_a = SqliteStore::open(&a).unwrap().store_id().unwrap();
+    assert_eq!(SqliteStore::open(&a).unwrap().store_id().unwrap(), id_a, "kept on reopening");
+    let store_b = SqliteStore::open(&b).unwrap();
+    assert_ne!(store_b.store_id().unwrap(), id_a);
+    let run = isoflop_store::NewRun {
+        run_id: "r1".into(),
+        name: "one".into(),
+        corpus: "mix".into(),
+        budget: 1e12,
+        config_json: "{}".into(),
+        eval: None,
+    };
+    let sweep = isoflop_store::NewSweep { name: "s".into(), spec_yaml: "s".into(), spec_path: String::new() };
+    for (path, store) in [(&a, SqliteStore::open(&a).unwrap()), (&b, store_b)] {
+        store.submit_sweep(&sweep, std::slice::from_ref(&run)).unwrap();
+        let key = store.run("r1").unwrap().unwrap().artifacts_key;
+        assert_eq!(key, format!("{}/r1", store.store_id().unwrap()), "{}", path.display());
+    }
 }

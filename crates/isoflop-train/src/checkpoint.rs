@@ -31,7 +31,7 @@ pub const STATE_FILE: &str = "state.safetensors";
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// What a checkpoint is: which run, how far it got.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Layout version ([`FORMAT_VERSION`]).
     pub format_version: u32,
@@ -43,6 +43,20 @@ pub struct Manifest {
     pub tokens_seen: u64,
     /// The optimiser's own update count (for bias correction).
     pub optimizer_step: u64,
+    /// The last progress point reported before this checkpoint (its step, mean loss, learning
+    /// rate and gradient norm): a run resumed at its final step reports it again as its final
+    /// train loss, rather than scoring a batch again. Absent in checkpoints of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress: Option<LastProgress>,
+}
+
+/// See [`Manifest::last_progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LastProgress {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
 }
 
 /// Errors writing or reading a checkpoint; each names the path.
@@ -285,7 +299,14 @@ mod tests {
     }
 
     fn manifest(step: u64) -> Manifest {
-        Manifest { format_version: FORMAT_VERSION, run_id: "r".into(), step, tokens_seen: step * 10, optimizer_step: step }
+        Manifest {
+            format_version: FORMAT_VERSION,
+            run_id: "r".into(),
+            step,
+            tokens_seen: step * 10,
+            optimizer_step: step,
+            last_progress: None,
+        }
     }
 
     #[test]

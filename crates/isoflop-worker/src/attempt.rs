@@ -260,9 +260,10 @@ async fn attempt(
             let resumed_from = resume.as_ref().map(|(s, _)| *s).unwrap_or(0);
             info!(
                 target: "worker",
-                "run {run_id} attempt {attempt}: {} steps, {device} {precision}{}",
+                "run {run_id} attempt {attempt}: {} steps, {device} {precision}{}, training shard {}",
                 config.recipe.steps,
-                if resumed_from > 0 { format!(", resuming from step {resumed_from}") } else { String::new() }
+                if resumed_from > 0 { format!(", resuming from step {resumed_from}") } else { String::new() },
+                config.data.train.path
             );
             let peak = opts.peak_flops.or_else(|| device::peak_flops_of(device, precision));
             match peak {

@@ -22,6 +22,27 @@ fn eta(r: &RunRow) -> Option<f64> {
     Some(left / p.tokens_per_second)
 }
 
+/// When `isoflop status` looks, and whether a coordinator runs the store.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub now_ms: i64,
+    /// A local store whose lock nobody holds: no `isoflop run` or `serve` is running it.
+    pub coordinator_gone: bool,
+}
+
+impl Seen {
+    /// Seconds since an active run's worker last reported (its newest progress point).
+    fn heartbeat_age(&self, r: &RunRow) -> Option<f64> {
+        let p = r.progress.as_ref().filter(|_| r.state.is_active())?;
+        Some((self.now_ms - p.at_ms).max(0) as f64 / 1000.0)
+    }
+
+    /// An active run nobody coordinates any more.
+    fn stale(&self, r: &RunRow) -> bool {
+        self.coordinator_gone && r.state.is_active()
+    }
+}
+
 /// One line of counts over runs and evaluation jobs alike:
 /// `[sweep] 3/20 done, 2 running, 15 queued, 0 failed, 0 cancelled` (with `(of which N
 /// evaluation jobs)` when the sweep has any).
@@ -148,7 +169,7 @@ fn metrics_json(x: &RunResults) -> serde_json::Value {
 
 /// `isoflop status --format json`: every run with its shape, progress and held-out losses,
 /// and every evaluation job with its checkpoint, task, state and results.
-pub fn status_json(sweep: &str, runs: &[RunResults]) -> String {
+pub fn status_json(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
     let mut arr = Vec::new();
     let mut jobs = Vec::new();
     for x in runs {
@@ -165,6 +186,8 @@ pub fn status_json(sweep: &str, runs: &[RunResults]) -> String {
                 "failure_class": r.failure_class.map(|f| f.as_str()),
                 "message": r.message,
                 "attempts": r.attempts,
+                "heartbeat_age_seconds": seen.heartbeat_age(r),
+                "stale": seen.stale(r),
                 "progress": r.progress.as_ref().map(|p| json!({"done": p.step, "total": p.total_steps})),
                 "results": metrics_json(x),
             }));
@@ -196,17 +219,19 @@ pub fn status_json(sweep: &str, runs: &[RunResults]) -> String {
             "loss": r.progress.as_ref().map(|p| p.loss),
             "tokens_per_second": r.progress.as_ref().map(|p| p.tokens_per_second),
             "micro_batch": r.progress.as_ref().and_then(|p| p.micro_batch),
-            "eta_seconds": if r.state == RunState::Running { eta(r) } else { None },
+            "eta_seconds": if r.state == RunState::Running && !seen.stale(r) { eta(r) } else { None },
+            "heartbeat_age_seconds": seen.heartbeat_age(r),
+            "stale": seen.stale(r),
             "evals": evals,
         }));
     }
-    format!("{:#}", json!({"sweep": sweep, "runs": arr, "eval_jobs": jobs}))
+    format!("{:#}", json!({"sweep": sweep, "coordinator_running": !seen.coordinator_gone, "runs": arr, "eval_jobs": jobs}))
 }
 
 /// `isoflop status`: the summary, a row per run, a row per evaluation job, and the final
 /// table once a run succeeded.
-pub fn status_table(sweep: &str, runs: &[RunResults]) -> String {
-    let mut t = Table::new(["run_id", "run", "state", "step", "loss", "tok/s", "micro", "ETA", "attempts", "note"]);
+pub fn status_table(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
+    let mut t = Table::new(["run_id", "run", "state", "step", "loss", "tok/s", "micro", "ETA", "seen", "attempts", "note"]);
     let mut jobs = Table::new(["job_id", "evaluation", "state", "step", "scored", "attempts", "result", "note"]);
     for x in runs {
         let r = &x.run;
@@ -232,18 +257,31 @@ pub fn status_table(sweep: &str, runs: &[RunResults]) -> String {
         t.row([
             r.run_id.clone(),
             r.name.clone(),
-            r.state.to_string(),
+            if seen.stale(r) { format!("{} (stale)", r.state) } else { r.state.to_string() },
             format!("{}/{total}", r.progress.as_ref().map(|p| p.step).unwrap_or(0)),
             r.progress.as_ref().map(|p| format!("{:.4}", p.loss)).unwrap_or_else(|| "-".into()),
             r.progress.as_ref().map(|p| count(p.tokens_per_second as u64)).unwrap_or_else(|| "-".into()),
             r.progress.as_ref().and_then(|p| p.micro_batch).map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
-            if r.state == RunState::Running { eta(r).map(duration).unwrap_or_else(|| "-".into()) } else { "-".into() },
+            if r.state == RunState::Running && !seen.stale(r) {
+                eta(r).map(duration).unwrap_or_else(|| "-".into())
+            } else {
+                "-".into()
+            },
+            seen.heartbeat_age(r).map(|a| format!("{} ago", duration(a))).unwrap_or_else(|| "-".into()),
             r.attempts.to_string(),
             note,
         ]);
     }
     let rows: Vec<RunRow> = runs.iter().map(|x| x.run.clone()).collect();
     let mut out = format!("{}\n{}", summary_line(sweep, &rows), t.render());
+    let stale = rows.iter().filter(|r| seen.stale(r)).count();
+    if stale > 0 {
+        out.push_str(&format!(
+            "warning: {stale} job(s) marked `stale` show as active but no coordinator holds this store (the `isoflop run` \
+             or `serve` that ran them is gone; orphaned workers may still finish): `isoflop resume {sweep}` or `isoflop \
+             run SPEC` recovers them\n"
+        ));
+    }
     if rows.iter().any(|r| !r.is_training()) {
         out.push('\n');
         out.push_str(&jobs.render());

@@ -92,6 +92,7 @@ impl ControlService for ControlApi {
             evals: r.evals as u32,
             reused_evals: r.evals_reused as u32,
             updated: r.updated,
+            requeued: r.requeued as u32,
             note,
         }))
     }
@@ -167,6 +168,17 @@ impl ControlService for ControlApi {
         self.check(&req)?;
         let m = req.into_inner();
         let run = self.coord.find_run(&m.run).map_err(status)?;
+        if m.attempt > run.attempts {
+            let has = match run.attempts {
+                0 => "none yet".to_string(),
+                1 => "only attempt 1".to_string(),
+                n => format!("attempts 1 to {n}"),
+            };
+            return Err(Status::not_found(format!(
+                "run {} ({}) has no attempt {}: it has {has}",
+                run.name, run.run_id, m.attempt
+            )));
+        }
         let attempts: Vec<u64> = if m.attempt > 0 { vec![m.attempt] } else { (1..=run.attempts).collect() };
         let mut logs = Vec::new();
         for a in attempts {

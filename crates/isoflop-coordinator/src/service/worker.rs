@@ -26,6 +26,15 @@ impl WorkerApi {
 
     /// Checks version and token; returns the active attempt.
     fn authorize<T>(&self, req: &Request<T>, version: u32, run_id: &str, attempt: u64) -> Result<AttemptRow, Status> {
+        let row = self.authenticate(req, version, run_id, attempt)?;
+        if row.outcome != AttemptOutcome::Active {
+            return Err(ended(run_id, attempt, row.outcome.as_str()));
+        }
+        Ok(row)
+    }
+
+    /// The protocol version and the attempt's token, whatever the attempt's outcome.
+    fn authenticate<T>(&self, req: &Request<T>, version: u32, run_id: &str, attempt: u64) -> Result<AttemptRow, Status> {
         if version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "worker protocol version {version} is not supported by this coordinator (it speaks {PROTOCOL_VERSION}); \
@@ -41,9 +50,6 @@ impl WorkerApi {
             .ok_or_else(|| Status::not_found(format!("run {run_id} attempt {attempt} not found")))?;
         if !auth::same(&row.token_hash, &auth::hash_token(token)) {
             return Err(Status::unauthenticated("token does not match this attempt"));
-        }
-        if row.outcome != AttemptOutcome::Active {
-            return Err(ended(run_id, attempt, row.outcome.as_str()));
         }
         Ok(row)
     }
@@ -163,7 +169,22 @@ impl WorkerService for WorkerApi {
     #[tracing::instrument(name = "rpc.finish", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
     async fn finish(&self, req: Request<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
         let m = req.get_ref();
-        self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
+        let row = self.authenticate(&req, m.protocol_version, &m.run_id, m.attempt)?;
+        if row.outcome == AttemptOutcome::Cancelled
+            && let Some(pb::finish_request::Outcome::Interrupted(i)) = &m.outcome
+            && let Some(c) = Option::<CheckpointRow>::from(i)
+        {
+            // A cancelled worker stopped after a checkpoint: record it, so a resume starts
+            // from the step it really reached.
+            let c = CheckpointRow { attempt: m.attempt, at_ms: self.coord.now_ms(), ..c };
+            if self.coord.store().stop_checkpoint(&m.run_id, m.attempt, &c).map_err(internal)? {
+                tracing::info!(step = c.step, "the cancelled attempt's stop checkpoint is recorded");
+                return Ok(Response::new(pb::FinishResponse {}));
+            }
+        }
+        if row.outcome != AttemptOutcome::Active {
+            return Err(ended(&m.run_id, m.attempt, row.outcome.as_str()));
+        }
         let ending = match &m.outcome {
             Some(pb::finish_request::Outcome::Success(s)) => Ending::Succeeded {
                 results: s.metrics.iter().map(isoflop_core::EvalMetric::from).collect(),
@@ -185,6 +206,13 @@ impl WorkerService for WorkerApi {
                     at_ms: self.coord.now_ms(),
                     ..c
                 }),
+                // Stopped by this coordinator's drain (Ctrl-C of `isoflop run`, a stopping
+                // `serve`), or by something outside the sweep (a cluster's preemption).
+                class: if self.coord.is_draining() {
+                    isoflop_core::FailureClass::Interrupted
+                } else {
+                    isoflop_core::FailureClass::Preempted
+                },
                 message: format!("stopped at step {} after a checkpoint", i.checkpoint_step),
             },
             None => return Err(Status::invalid_argument("finish without an outcome")),

@@ -269,6 +269,9 @@ impl SweepSpec {
             if !(b.is_finite() && *b > 0.0) {
                 return err(&format!("budgets[{i}]"), format!("expected FLOPs > 0, got {b}"));
             }
+            if let Some(j) = self.budgets[..i].iter().position(|o| o == b) {
+                return err(&format!("budgets[{i}]"), format!("{b:e} repeats budgets[{j}]: every budget once"));
+            }
         }
         let m = &self.model;
         if m.seq_len == 0 {
@@ -288,6 +291,11 @@ impl SweepSpec {
             HiddenSpec::List(l) => {
                 if let Some(i) = l.iter().position(|&h| h == 0) {
                     return err(&format!("grid.hidden[{i}]"), "expected a positive width".into());
+                }
+                for (i, h) in l.iter().enumerate() {
+                    if let Some(j) = l[..i].iter().position(|o| o == h) {
+                        return err(&format!("grid.hidden[{i}]"), format!("{h} repeats grid.hidden[{j}]: every width once"));
+                    }
                 }
             }
             HiddenSpec::Range { from, to, step, coarse } => {

@@ -127,6 +127,10 @@ fn wrong_type_names_key_path() {
 fn impossible_values_name_the_key() {
     let e = err(&MINIMAL.replace("[1e12, 3e12]", "[1e12, -3]"));
     assert_eq!(e, "spec.yaml: budgets[1]: expected FLOPs > 0, got -3");
+    let e = err(&MINIMAL.replace("[1e12, 3e12]", "[1e12, 3e12, 1.0e12]"));
+    assert_eq!(e, "spec.yaml: budgets[2]: 1e12 repeats budgets[0]: every budget once");
+    let e = err(&MINIMAL.replace("hidden: [32, 64]", "hidden: [32, 64, 64]"));
+    assert_eq!(e, "spec.yaml: grid.hidden[2]: 64 repeats grid.hidden[1]: every width once");
     let e = err(&MINIMAL.replace("[1e12, 3e12]", "[]"));
     assert!(e.contains("budgets: expected at least one budget"), "{e}");
     let e = err(&MINIMAL.replace("heads: {head_size: 16}", "heads: {fixed: 3}"));

@@ -1,6 +1,6 @@
 //! The entry point: [`train`] one run from a [`TrainJob`], reporting through [`TrainHooks`].
 
-use crate::checkpoint::{self, CheckpointError, Manifest};
+use crate::checkpoint::{self, CheckpointError, LastProgress, Manifest};
 use crate::data::BatchSampler;
 use crate::model::Transformer;
 use crate::optim::{AdamW, AdamWConfig};
@@ -186,6 +186,12 @@ pub(crate) fn open_shard(r: &EvalRef, vocab: u64) -> Result<Shard, TrainError> {
     if h.vocab_size as u64 > vocab {
         return Err(TrainError::Config(format!("{}: shard vocabulary {} exceeds the model's {vocab}", r.path, h.vocab_size)));
     }
+    // The header's digest is the run's; the tokens must be too (a same-size shard with
+    // flipped bytes trained and succeeded). Hashed once per file per machine.
+    let cache = isoflop_data::shard::verify_cache_dir();
+    if shard.verify_once(cache.as_deref())? {
+        tracing::info!(target: "worker", "verified shard {} ({} tokens)", r.path, h.token_count);
+    }
     Ok(shard)
 }
 
@@ -222,9 +228,9 @@ pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> R
         Precision::Bf16 => tch::Kind::BFloat16,
     };
     let mut opt = AdamW::with_compute_kind(model.params(), AdamWConfig::from_recipe(&cfg.recipe), compute)?;
-    let start = match &job.resume_from {
+    let (start, last_progress) = match &job.resume_from {
         Some(path) => resume(job, path, &mut opt)?,
-        None => 0,
+        None => (0, None),
     };
 
     let mut run = Run {
@@ -236,24 +242,46 @@ pub fn train(job: &TrainJob, hooks: &mut dyn TrainHooks, stop: &AtomicBool) -> R
         last_saved: job.resume_from.clone().map(|p| (start, p)),
         excluded: Duration::ZERO,
         micro_batch: if job.micro_batch == 0 { batch } else { job.micro_batch.min(batch) },
+        last_progress,
     };
-    run.train_loop(&sampler, &Schedule::from_recipe(&cfg.recipe), start, stop).and_then(|outcome| match outcome {
-        LoopEnd::Done(final_loss) => {
-            let final_loss = match final_loss {
-                Some(l) => l,
-                // Nothing trained in this call (resumed at the end): score the last batch.
-                None => tch::no_grad(|| {
-                    let b = sampler.batch(cfg.recipe.steps - 1, job.device)?;
+    let total = cfg.recipe.steps;
+    let outcome = run.train_loop(&sampler, &Schedule::from_recipe(&cfg.recipe), start, stop)?;
+    match outcome {
+        LoopEnd::Done(Some(final_loss)) => Ok(TrainOutcome::Completed { final_loss }),
+        // Nothing trained in this call (resumed at the end). The final train loss is the last
+        // step's progress point, whatever the interruptions: the one the final checkpoint
+        // recorded, reported again (a killed coordinator may never have stored it).
+        LoopEnd::Done(None) => match run.last_progress.filter(|p| p.step == total) {
+            Some(last) => {
+                let p = Progress {
+                    step: total,
+                    total_steps: total,
+                    loss: last.loss,
+                    lr: last.lr,
+                    grad_norm: last.grad_norm,
+                    tokens_seen: cfg.tokens_at(total),
+                    tokens_per_second: 0.0,
+                    mfu: 0.0,
+                    elapsed_seconds: 0.0,
+                    micro_batch: Some(run.micro_batch as u64),
+                };
+                run.report(&p);
+                Ok(TrainOutcome::Completed { final_loss: last.loss })
+            }
+            // A checkpoint of an older build: score the last batch.
+            None => {
+                let final_loss = tch::no_grad(|| {
+                    let b = sampler.batch(total - 1, job.device)?;
                     model.loss(&b.inputs, &b.targets)?.f_double_value(&[])
-                })?,
-            };
-            Ok(TrainOutcome::Completed { final_loss })
-        }
+                })?;
+                Ok(TrainOutcome::Completed { final_loss })
+            }
+        },
         LoopEnd::Early(outcome) => Ok(outcome),
-    })
+    }
 }
 
-fn resume(job: &TrainJob, path: &Path, opt: &mut AdamW) -> Result<u64, TrainError> {
+fn resume(job: &TrainJob, path: &Path, opt: &mut AdamW) -> Result<(u64, Option<LastProgress>), TrainError> {
     let manifest = checkpoint::read_manifest(path)?;
     if manifest.run_id != job.run_id {
         return Err(TrainError::Config(format!("{}: checkpoint of run {}, not {}", path.display(), manifest.run_id, job.run_id)));
@@ -266,7 +294,8 @@ fn resume(job: &TrainJob, path: &Path, opt: &mut AdamW) -> Result<u64, TrainErro
             job.config.recipe.steps
         )));
     }
-    Ok(checkpoint::load(path, opt)?.step)
+    let loaded = checkpoint::load(path, opt)?;
+    Ok((loaded.step, loaded.last_progress))
 }
 
 enum LoopEnd {
@@ -357,6 +386,8 @@ struct Run<'a> {
     excluded: Duration,
     /// Sequences per forward/backward pass (halved on out-of-memory).
     micro_batch: usize,
+    /// The newest progress point reported (or read from the checkpoint resumed from).
+    last_progress: Option<LastProgress>,
 }
 
 /// True when a libtorch error is an allocation failure. libtorch's C API hands its
@@ -500,6 +531,7 @@ impl Run<'_> {
                     micro_batch: Some(self.micro_batch as u64),
                 };
                 last_loss = Some(mean);
+                self.last_progress = Some(LastProgress { step, loss: mean, lr, grad_norm: p.grad_norm });
                 window = Window::new();
                 self.excluded = Duration::ZERO;
                 if self.report(&p) == Control::Stop {
@@ -558,6 +590,7 @@ impl Run<'_> {
             step,
             tokens_seen,
             optimizer_step: self.opt.step_count(),
+            last_progress: self.last_progress,
         };
         let path = checkpoint::save_keeping(
             &self.job.checkpoint_dir,

@@ -211,11 +211,19 @@ fn stop_and_resume_is_bit_identical() {
         assert!(ta.equal(tb), "{na} differs after resume");
     }
 
-    // Resuming a finished run trains nothing and completes.
+    // Resuming a finished run trains nothing and completes with the same final train loss:
+    // its last progress point, reported again (issue 12, defect 3: it scored the last batch
+    // again, a third value beside the last progress point and the first attempt's note).
     part.resume_from = checkpoint::latest(&part.checkpoint_dir).map(|(_, p)| p);
     let mut rec = Recorder::default();
     let out = train(&part, &mut rec, &AtomicBool::new(false)).unwrap();
-    assert!(matches!(out, TrainOutcome::Completed { .. }) && rec.progress.is_empty(), "{out:?}");
+    let TrainOutcome::Completed { final_loss: again } = out else { panic!("{out:?}") };
+    assert_eq!(again, final_loss);
+    assert_eq!(rec.progress.len(), 1, "one point: the final one");
+    assert_eq!(
+        (rec.progress[0].step, rec.progress[0].loss, rec.progress[0].grad_norm),
+        (30, last_full.loss, last_full.grad_norm)
+    );
 
     // A checkpoint of another run is refused.
     let mut other = part.clone();
