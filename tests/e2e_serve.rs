@@ -136,6 +136,12 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     let out = with(&["logs", job["job_id"].as_str().unwrap()]);
     assert!(stdout(&out).contains("worker: eval python bpb"), "{}", show(&out));
 
+    // Sweeps and a run's curves through the coordinator (issue 12, features 9 and 12).
+    let out = with(&["sweeps"]);
+    assert!(out.status.success() && stdout(&out).contains("tiny") && stdout(&out).contains("(100%)"), "{}", show(&out));
+    let out = with(&["curves", &run_id[..8]]);
+    assert!(out.status.success() && stdout(&out).starts_with("attempt,step"), "{}", show(&out));
+
     // A second sweep with runs of its own: cancel it, resume it, watch it finish.
     let other = write_spec(dir.path(), &TINY_SWEEP.replace("name: tiny", "name: other").replace("lr_max: 0.01", "lr_max: 0.02"));
     let out = with(&["submit", other.to_str().unwrap()]);

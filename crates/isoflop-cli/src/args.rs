@@ -50,3 +50,10 @@ pub enum LogFormat {
     /// One JSON object per line, with span fields (`run_id`, `attempt`, `method`).
     Json,
 }
+
+/// Output format of `isoflop curves`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CurveFormat {
+    Csv,
+    Json,
+}

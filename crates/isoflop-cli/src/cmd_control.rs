@@ -5,9 +5,9 @@
 use crate::args::{Format, RemoteArgs, StoreArgs};
 use crate::control::{Control, runtime};
 use crate::exit::{CliError, CliResult, client, input};
-use crate::render::status::{Seen, status_json, status_table, summary_line};
+use crate::render::status::{Seen, status_json, status_table, summary_line, sweeps_json, sweeps_table};
 use crate::render::table::{count, duration};
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use isoflop_core::Clock;
 use isoflop_core::RunState;
 use isoflop_core::spec::SweepSpec;
@@ -41,6 +41,81 @@ pub fn status(sweep: Option<&str>, format: Format, store: &StoreArgs, remote: &R
         }
         Ok(())
     })
+}
+
+/// `isoflop sweeps`: every sweep of the store (or the coordinator), newest first.
+pub fn sweeps(format: Format, store: &StoreArgs, remote: &RemoteArgs) -> CliResult {
+    runtime()?.block_on(async {
+        let mut control = Control::open(store, remote, Scope::Store, false).await?;
+        let list = control.client().sweeps().await.map_err(client);
+        control.close().await;
+        let list = list?;
+        match format {
+            Format::Json => println!("{}", sweeps_json(&list)),
+            Format::Table => print!("{}", sweeps_table(&list, isoflop_core::SystemClock.now_ms())),
+        }
+        Ok(())
+    })
+}
+
+/// `isoflop curves RUN`: a run's progress history (every attempt), as CSV or JSON.
+pub fn curves(run: &str, format: crate::args::CurveFormat, store: &StoreArgs, remote: &RemoteArgs) -> CliResult {
+    runtime()?.block_on(async {
+        let mut control = Control::open(store, remote, Scope::Run(run), false).await?;
+        let r = control.client().progress(run).await.map_err(client);
+        control.close().await;
+        let r = r?;
+        print!("{}", crate::render::status::curves(&r, format));
+        Ok(())
+    })
+}
+
+/// `isoflop delete SWEEP [--yes]`: the jobs only it holds, with their history and artifacts,
+/// after a confirmation (a terminal's y, or --yes).
+pub fn delete(sweep: &str, yes: bool, store: &StoreArgs, remote: &RemoteArgs) -> CliResult {
+    runtime()?.block_on(async {
+        let mut control = Control::open(store, remote, Scope::Sweep(sweep), false).await?;
+        let r = delete_confirmed(control.client(), sweep, yes).await;
+        control.close().await;
+        r
+    })
+}
+
+async fn delete_confirmed(c: &mut ControlClient, sweep: &str, yes: bool) -> CliResult {
+    let what = c.delete_sweep(sweep, true).await.map_err(client)?;
+    let line = format!(
+        "sweep {sweep}: {} training run(s) and {} evaluation job(s) only it holds, with their history and {} artifact \
+         director{}; {} job(s) shared with other sweeps are kept",
+        what.runs,
+        what.evals,
+        what.artifacts.len(),
+        if what.artifacts.len() == 1 { "y" } else { "ies" },
+        what.shared
+    );
+    if !yes {
+        use std::io::{BufRead, IsTerminal, Write};
+        if !std::io::stdin().is_terminal() {
+            return Err(input(anyhow!("{line}: pass --yes to delete them (stdin is not a terminal to ask)")));
+        }
+        print!("delete {line}? [y/N] ");
+        std::io::stdout().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).context("reading the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            println!("nothing deleted");
+            return Ok(());
+        }
+    }
+    let done = c.delete_sweep(sweep, false).await.map_err(client)?;
+    println!(
+        "deleted sweep {sweep}: {} training run(s), {} evaluation job(s), {} artifact director{}; kept {} shared job(s)",
+        done.runs,
+        done.evals,
+        done.artifacts.len(),
+        if done.artifacts.len() == 1 { "y" } else { "ies" },
+        done.shared
+    );
+    Ok(())
 }
 
 /// `isoflop logs RUN [--attempt N]`.
@@ -100,7 +175,7 @@ pub fn submit(spec_path: &Path, remote: &RemoteArgs) -> CliResult {
             r.reused_runs,
             r.evals,
             r.evals - r.reused_evals,
-            if r.updated { "; the stored spec was updated (same training runs)" } else { "" },
+            if r.updated { "; the spec changed (it only adds): the stored spec was updated" } else { "" },
             requeued_note(r.requeued as usize)
         );
         if !r.note.is_empty() {

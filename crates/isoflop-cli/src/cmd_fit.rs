@@ -3,7 +3,7 @@
 use crate::args::Format;
 use crate::exit::{CliError, CliResult, input};
 use crate::render::fit::{render, render_verdicts};
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use isoflop_fit::sweep::{FRONTIER, Frontier, SectionOptions, SweepTableError, TaskInfo, section, sweep_tasks};
 use isoflop_fit::{FitOptions, FitReport, fit_all, read_csv};
 use isoflop_store::{SqliteStore, Store};
@@ -122,6 +122,11 @@ impl FitArgs {
         o.predict_at = self.predict_at.clone();
         o.isoflop.include_unbracketed = self.include_unbracketed;
         o.isoflop.window_decades = self.window_decades;
+        // A table's own `heldout` distribution as the frontier (a sweep's section decides
+        // this itself; a CSV exported from one carries the distribution).
+        if self.frontier == Some(FrontierArg::Heldout) && self.from_csv.is_some() {
+            o.isoflop.frontier = Some(FRONTIER.to_string());
+        }
         o
     }
 
@@ -143,6 +148,46 @@ impl FitArgs {
             None => Source::Sweep { store: store.to_path_buf(), sweep },
         }
     }
+}
+
+/// `isoflop export SWEEP --csv [--out FILE]`: the table `isoflop fit SWEEP` (with `--task`,
+/// `--metric`) fits, as the CSV `isoflop fit --from-csv` reads; the hint on stderr says which
+/// options make that fit the same.
+pub fn export_csv(sweep: &str, args: &FitArgs, store: &Path, out: Option<&Path>) -> CliResult {
+    let (st, name) = open_sweep(store, &Some(sweep.to_string()))?;
+    let task = find_task(&st, &name, args.task.as_deref())?;
+    let s = section(&st, &name, &task, &args.options(), &args.section_options(true)).map_err(input)?;
+    let csv = isoflop_fit::table::write_csv(&s.table);
+    let mut flags = format!("--baseline {}", s.baseline);
+    if !s.options.run_parametric {
+        flags.push_str(" --no-parametric");
+    }
+    if s.frontier == Frontier::Heldout {
+        flags.push_str(" --frontier heldout");
+    }
+    let file = match out {
+        Some(p) => {
+            std::fs::write(p, &csv).with_context(|| format!("cannot write {}", p.display()))?;
+            p.display().to_string()
+        }
+        None => {
+            print!("{csv}");
+            "FILE".to_string()
+        }
+    };
+    eprintln!(
+        "{} rows of {} ({}); `isoflop fit --from-csv {file} {flags}` fits them as `isoflop fit {name}{}` does{}",
+        s.table.points.len(),
+        name,
+        s.describe(),
+        args.task.as_ref().map(|t| format!(" --task {t}")).unwrap_or_default(),
+        if s.table.questions.is_some() {
+            " (but its intervals resample runs only: the per-question results stay in the store)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 /// Opens the store of a sweep source and names the sweep (default: the newest).

@@ -86,3 +86,73 @@ pub fn plan(spec_path: &Path, format: Format) -> CliResult {
     }
     Ok(())
 }
+
+/// `isoflop plan SPEC --diff`: what submitting the spec would change in its store's sweep of
+/// the same name. Exit 2 (and the message `run` would give) when it drops a stored run.
+pub fn diff(spec_path: &Path) -> CliResult {
+    use isoflop_store::{SqliteStore, Store};
+    let loaded = SweepSpec::load(spec_path).map_err(input)?;
+    let planned = isoflop_coordinator::resolve::PlannedSweep::from_spec(&loaded).map_err(input)?;
+    let name = &loaded.spec.name;
+    let store_path = loaded.store_path();
+    let stored = match store_path.is_file() {
+        true => {
+            let st = SqliteStore::open(&store_path)?;
+            match st.sweep(name)? {
+                Some(_) => Some(st.sweep_runs(name)?),
+                None => None,
+            }
+        }
+        false => None,
+    };
+    let Some(stored) = stored else {
+        println!(
+            "sweep {name} is not in {}: submitting plans all {} runs and {} evaluation jobs",
+            store_path.display(),
+            planned.runs.len(),
+            planned.evals.len()
+        );
+        return Ok(());
+    };
+    let have: std::collections::HashSet<&str> = stored.iter().map(|r| r.run_id.as_str()).collect();
+    let want: std::collections::HashSet<&str> =
+        planned.runs.iter().map(|r| r.run_id.0.as_str()).chain(planned.evals.iter().map(|e| e.job_id.0.as_str())).collect();
+    let mut t = Table::new(["", "run_id", "name", "budget", "steps", "tokens", "flops_detailed"]);
+    let added: Vec<_> = planned.runs.iter().filter(|r| !have.contains(r.run_id.0.as_str())).collect();
+    for r in &added {
+        t.row([
+            "+".to_string(),
+            r.run_id.0.clone(),
+            r.name.clone(),
+            sci(r.budget),
+            r.steps.to_string(),
+            count(r.tokens),
+            sci(r.flops_detailed),
+        ]);
+    }
+    let dropped: Vec<_> = stored.iter().filter(|r| r.is_training() && !want.contains(r.run_id.as_str())).collect();
+    for r in &dropped {
+        t.row(["-".to_string(), r.run_id.clone(), r.name.clone(), sci(r.budget), "".into(), "".into(), "".into()]);
+    }
+    let new_evals = planned.evals.iter().filter(|e| !have.contains(e.job_id.0.as_str())).count();
+    let kept = planned.runs.len() - added.len();
+    if !added.is_empty() || !dropped.is_empty() {
+        print!("{}", t.render());
+    }
+    println!(
+        "sweep {name} in {}: {} training run(s) added, {kept} kept, {} dropped; {new_evals} evaluation job(s) added; \
+         added compute {} FLOPs",
+        store_path.display(),
+        added.len(),
+        dropped.len(),
+        sci(added.iter().map(|r| r.budget).sum())
+    );
+    if let Some(r) = dropped.first() {
+        return Err(input(isoflop_store::StoreError::SweepConflict {
+            sweep: name.clone(),
+            missing: dropped.len(),
+            example: format!("{} ({})", r.name, r.run_id),
+        }));
+    }
+    Ok(())
+}

@@ -87,7 +87,7 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
             String::new()
         },
         submitted.evals,
-        if submitted.updated { "; the evaluation section changed, the stored spec is updated" } else { "" },
+        if submitted.updated { "; the spec changed (it only adds), the stored spec is updated" } else { "" },
         store_path.display()
     );
     let again = crate::cmd_control::requeued_note(submitted.requeued);
@@ -153,7 +153,7 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
     let with_evals = runs
         .iter()
         .filter(|r| r.is_training())
-        .map(|r| Ok(RunResults { run: r.clone(), evals: store.evals(&r.run_id)?, metrics: Vec::new() }))
+        .map(|r| Ok(RunResults { run: r.clone(), evals: store.evals(&r.run_id)?, metrics: Vec::new(), attempts: Vec::new() }))
         .collect::<Result<Vec<_>, StoreError>>()?;
     println!();
     print!("{}", final_table(&with_evals));

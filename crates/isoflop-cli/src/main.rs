@@ -38,6 +38,10 @@ enum Command {
         spec: PathBuf,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Compare with the sweep of that name in the spec's store: the runs and evaluation
+        /// jobs an edited spec adds, and any it would drop (refused: a sweep only grows).
+        #[arg(long)]
+        diff: bool,
     },
     /// Run a whole sweep here: coordinator in-process, local workers, SQLite. Run it again
     /// after an interruption to continue where it stopped.
@@ -78,6 +82,28 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// List every sweep, newest first: its jobs by state, training FLOPs done of planned,
+    /// start, end and duration (from the local store, or a coordinator with --coordinator).
+    Sweeps {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print a run's progress history (loss, learning rate, gradient norm, throughput per
+    /// reported step, every attempt) as CSV or JSON.
+    Curves {
+        /// Run id (or a unique prefix) or run name.
+        run: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::args::CurveFormat,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Print the worker logs of a run (every attempt, or one).
     Logs {
         /// Run id (or a unique prefix) or run name.
@@ -90,18 +116,29 @@ enum Command {
         remote: RemoteArgs,
     },
     /// Write a run's checkpoint as a Hugging Face model directory (safetensors, config.json
-    /// as LlamaForCausalLM or Qwen3ForCausalLM, tokenizer files) that transformers loads.
+    /// as LlamaForCausalLM or Qwen3ForCausalLM, tokenizer files) that transformers loads; or,
+    /// with --csv, a sweep's results as the table `isoflop fit --from-csv` reads.
     Export {
-        /// Run id (or a unique prefix) or run name.
-        run: String,
-        /// Only `hf`.
+        /// Run id (or a unique prefix) or run name; with --csv, a sweep.
+        target: String,
+        /// `hf` (a run's checkpoint) or `csv` (a sweep's table).
         #[arg(long, default_value = "hf")]
         format: String,
+        /// Same as `--format csv`.
         #[arg(long)]
-        out: std::path::PathBuf,
-        /// The checkpoint step (default: the newest).
+        csv: bool,
+        /// The model directory (hf), or the CSV file (default: stdout).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The checkpoint step (default: the newest); hf only.
         #[arg(long)]
         step: Option<u64>,
+        /// With --csv: one evaluation task's table instead of the held-out text losses.
+        #[arg(long)]
+        task: Option<String>,
+        /// With --csv --task: the error metric (as `isoflop fit --metric`).
+        #[arg(long, requires = "task")]
+        metric: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -128,6 +165,18 @@ enum Command {
         target: String,
         #[arg(long)]
         run: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Delete a sweep: the runs and evaluation jobs no other sweep shares, their history and
+    /// their checkpoints and logs (asks first, unless --yes).
+    Delete {
+        sweep: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -200,7 +249,13 @@ fn main() {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Plan { .. } | Command::Status { .. } | Command::Logs { .. } | Command::Fit { .. } | Command::Watch { .. }
+        Command::Plan { .. }
+            | Command::Status { .. }
+            | Command::Sweeps { .. }
+            | Command::Curves { .. }
+            | Command::Logs { .. }
+            | Command::Fit { .. }
+            | Command::Watch { .. }
     ) {
         default_sigpipe();
     }
@@ -208,20 +263,34 @@ fn main() {
     let level = if matches!(cli.command, Command::Serve { .. } | Command::Worker(_)) { "info" } else { "warn" };
     init_logging(cli.log_format, level);
     let result = match cli.command {
-        Command::Plan { spec, format } => cmd_plan::plan(&spec, format),
+        Command::Plan { spec, format, diff: false } => cmd_plan::plan(&spec, format),
+        Command::Plan { spec, diff: true, .. } => cmd_plan::diff(&spec),
         Command::Run { spec, plain } => cmd_run::run(&spec, plain),
         Command::Serve { config } => cmd_serve::serve(&config),
         Command::Submit { spec, remote } => cmd_control::submit(&spec, &remote),
         Command::Watch { sweep, remote } => cmd_control::watch(&sweep, &remote),
         Command::Status { sweep, format, store, remote } => cmd_control::status(sweep.as_deref(), format, &store, &remote),
+        Command::Sweeps { format, store, remote } => cmd_control::sweeps(format, &store, &remote),
+        Command::Curves { run, format, store, remote } => cmd_control::curves(&run, format, &store, &remote),
         Command::Logs { run, attempt, store, remote } => cmd_control::logs(&run, attempt, &store, &remote),
         Command::Resume { sweep, include_diverged, no_run, plain, store, remote } => {
             cmd_run::resume(&sweep, include_diverged, no_run, plain, &store, &remote)
         }
+        Command::Delete { sweep, yes, store, remote } => cmd_control::delete(&sweep, yes, &store, &remote),
         Command::Cancel { target, run, store, remote } => cmd_control::cancel(&target, run, &store, &remote),
         Command::Fit { sweep, args, format, store } => cmd_fit::fit(&args.source(sweep, &store.store), &args, format),
         Command::Report { sweep, out, args, store } => cmd_fit::report(&args.source(sweep, &store.store), &args, &out),
-        Command::Export { run, format, out, step, store } => cmd_export::export(&run, &format, &out, step, &store.store),
+        Command::Export { target, format, csv, out, step, task, metric, store } => {
+            if csv || format == "csv" {
+                let args = cmd_fit::FitArgs { task, metric, ..cmd_fit::FitArgs::default() };
+                cmd_fit::export_csv(&target, &args, &store.store, out.as_deref())
+            } else {
+                match out {
+                    Some(out) => cmd_export::export(&target, &format, &out, step, &store.store),
+                    None => Err(exit::input(anyhow::anyhow!("--out DIR is required for --format {format}"))),
+                }
+            }
+        }
         Command::Bench { command } => cmd_bench::bench(command),
         Command::Data { command } => cmd_data::data(command),
         Command::Worker(args) => cmd_worker::main(args),

@@ -357,6 +357,32 @@ impl Coordinator {
         Ok(n)
     }
 
+    /// Deletes a sweep and the jobs only it holds ([`Store::delete_sweep`]), then their
+    /// artifact directories; with `dry_run`, only says what it would delete. Returns the
+    /// store's answer and the directories (those that exist).
+    pub fn delete_sweep(&self, sweep: &str, dry_run: bool) -> Result<(isoflop_store::Deleted, Vec<PathBuf>), CoordinatorError> {
+        if self.inner.store.sweep(sweep)?.is_none() {
+            return Err(CoordinatorError::UnknownSweep(sweep.into()));
+        }
+        let deleted = self.inner.store.delete_sweep(sweep, dry_run)?;
+        let mut dirs = Vec::new();
+        for j in &deleted.jobs {
+            let dir = self.inner.cfg.artifacts_dir.join(&j.artifacts_key);
+            if !dir.exists() {
+                continue;
+            }
+            if !dry_run {
+                // The rows are gone; a directory that cannot be removed is reported, not fatal.
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(path = %dir.display(), "cannot remove the artifacts of a deleted job: {e}");
+                    continue;
+                }
+            }
+            dirs.push(dir);
+        }
+        Ok((deleted, dirs))
+    }
+
     /// The runs of an existing sweep, in plan order.
     pub fn sweep_runs(&self, sweep: &str) -> Result<Vec<RunRow>, CoordinatorError> {
         if self.inner.store.sweep(sweep)?.is_none() {

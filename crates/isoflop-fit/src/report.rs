@@ -26,7 +26,8 @@ pub struct FitOptions {
     pub seed: u64,
     /// Interval level, 0.95 for 95% percentile intervals.
     pub ci_level: f64,
-    /// The distribution of the `isoflop` and `parametric` sections (default: `all` if present, else the first).
+    /// The distribution of the `isoflop` and `parametric` sections (default: `all` if present,
+    /// else the baseline when one is given, else the first by name).
     pub primary: Option<String>,
     /// The baseline of the relative fits (default: the primary distribution).
     pub baseline: Option<String>,
@@ -339,7 +340,8 @@ pub fn fit_all(table: &Table, opts: &FitOptions) -> Result<FitReport, FitError> 
         Some(p) if dists.contains(p) => p.clone(),
         Some(p) => return Err(FitError::InvalidOption(format!("primary distribution `{p}` is not in the table"))),
         None if dists.iter().any(|d| d == DEFAULT_DISTRIBUTION) => DEFAULT_DISTRIBUTION.to_string(),
-        None => dists[0].clone(),
+        // Without `all`, the baseline when one is given (as a sweep's task section does).
+        None => opts.baseline.clone().filter(|b| dists.contains(b)).unwrap_or_else(|| dists[0].clone()),
     };
     let baseline = match &opts.baseline {
         Some(b) if dists.contains(b) => b.clone(),

@@ -31,7 +31,7 @@ fn csv_to_json() {
         ..FitOptions::default()
     };
     let rep = fit_all(&table, &opts).unwrap();
-    assert_eq!(rep.isoflop.distribution, "code"); // no `all`: the first distribution by name
+    assert_eq!(rep.isoflop.distribution, "web"); // no `all`: the baseline given (else the first by name)
     let json: serde_json::Value = serde_json::from_str(&rep.to_json()).unwrap();
     for key in ["budget", "n_opt", "d_opt", "l_opt", "bracketed"] {
         assert!(json["isoflop"]["budgets"][0].get(key).is_some(), "{key}");

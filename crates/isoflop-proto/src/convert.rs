@@ -4,7 +4,7 @@
 
 use crate::v1 as pb;
 use isoflop_core::{Device, EvalMetric, EvalScore, FailureClass, Precision, Progress, RunState};
-use isoflop_store::{CheckpointRow, EvalOf, EvalRow, EventRow, ProgressPoint, RunResults, RunRow, SweepRow};
+use isoflop_store::{AttemptRow, CheckpointRow, EvalOf, EvalRow, EventRow, ProgressPoint, RunResults, RunRow, SweepRow};
 
 /// A message that does not carry what its receiver needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,6 +287,21 @@ impl From<&RunResults> for pb::RunSummary {
                 family: e.family.clone(),
             }),
             metrics: x.metrics.iter().map(pb::EvalMetric::from).collect(),
+            progress_at_unix_millis: r.progress.as_ref().map_or(0, |p| p.at_ms),
+            updated_unix_millis: r.updated_ms,
+            attempt_list: x
+                .attempts
+                .iter()
+                .map(|a| pb::AttemptSummary {
+                    attempt: a.attempt,
+                    outcome: a.outcome.as_str().to_string(),
+                    failure_class: failure_class_value(a.failure_class),
+                    message: a.message.clone(),
+                    resume_step: a.resume_step,
+                    started_unix_millis: a.started_ms,
+                    ended_unix_millis: a.ended_ms.unwrap_or(0),
+                })
+                .collect(),
         }
     }
 }
@@ -309,8 +324,8 @@ impl TryFrom<&pb::RunSummary> for RunResults {
             attempts: s.attempts,
             retries_used: 0,
             not_before_ms: 0,
-            updated_ms: 0,
-            progress: s.progress.as_ref().map(|p| ProgressPoint::new(s.attempts, 0, &p.into())),
+            updated_ms: s.updated_unix_millis,
+            progress: s.progress.as_ref().map(|p| ProgressPoint::new(s.attempts, s.progress_at_unix_millis, &p.into())),
             eval: s.eval.as_ref().map(|e| EvalOf {
                 parent: e.parent_run.clone(),
                 step: e.step,
@@ -319,11 +334,42 @@ impl TryFrom<&pb::RunSummary> for RunResults {
             }),
             artifacts_key: s.run_id.clone(),
         };
+        let attempts = s
+            .attempt_list
+            .iter()
+            .map(|a| {
+                Ok(AttemptRow {
+                    run_id: s.run_id.clone(),
+                    attempt: a.attempt,
+                    token_hash: String::new(),
+                    outcome: isoflop_store::AttemptOutcome::parse(&a.outcome)
+                        .ok_or_else(|| WireError::Field { field: "attempt_list.outcome", message: a.outcome.clone() })?,
+                    failure_class: failure_class(a.failure_class),
+                    message: a.message.clone(),
+                    executor_ref: String::new(),
+                    resume_step: a.resume_step,
+                    lease_expires_ms: 0,
+                    started_ms: a.started_unix_millis,
+                    ended_ms: (a.ended_unix_millis > 0).then_some(a.ended_unix_millis),
+                })
+            })
+            .collect::<Result<Vec<_>, WireError>>()?;
         Ok(RunResults {
             run,
+            attempts,
             evals: s.evals.iter().map(EvalRow::from).collect(),
             metrics: s.metrics.iter().map(EvalMetric::from).collect(),
         })
+    }
+}
+
+/// The training compute a run has done: its budget once succeeded, else the fraction of its
+/// steps its newest progress point reached.
+pub fn flops_done(r: &RunRow) -> f64 {
+    match (r.state, &r.progress) {
+        (RunState::Succeeded, _) => r.budget,
+        (_, Some(p)) if p.total_steps > 0 => r.budget * p.step.min(p.total_steps) as f64 / p.total_steps as f64,
+        _ => 0.0,
     }
 }
 
@@ -340,6 +386,15 @@ impl From<(&SweepRow, &[RunRow])> for pb::SweepStatus {
             queued: count(&|s| matches!(s, RunState::Queued | RunState::Blocked | RunState::Planned)),
             cancelled: count(&|s| s == RunState::Cancelled),
             created_unix_millis: s.created_ms,
+            runs: runs.iter().filter(|r| r.is_training()).count() as u32,
+            evals: runs.iter().filter(|r| !r.is_training()).count() as u32,
+            ended_unix_millis: if !runs.is_empty() && runs.iter().all(|r| r.state.is_terminal()) {
+                runs.iter().map(|r| r.updated_ms).max().unwrap_or(0)
+            } else {
+                0
+            },
+            flops_planned: runs.iter().filter(|r| r.is_training()).map(|r| r.budget).sum(),
+            flops_done: runs.iter().filter(|r| r.is_training()).map(flops_done).sum(),
         }
     }
 }

@@ -177,4 +177,16 @@ impl ControlClient {
         let r = self.req(pb::GetRunLogsRequest { run: run.into(), attempt: attempt.unwrap_or(0) });
         self.inner.get_run_logs(r).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
+
+    /// Deletes a sweep (or, with `dry_run`, says what that would delete).
+    pub async fn delete_sweep(&mut self, sweep: &str, dry_run: bool) -> Result<pb::DeleteSweepResponse, ClientError> {
+        let r = self.req(pb::DeleteSweepRequest { sweep: sweep.into(), dry_run });
+        self.inner.delete_sweep(r).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
+    /// A run's progress history, every attempt, oldest first.
+    pub async fn progress(&mut self, run: &str) -> Result<pb::GetRunProgressResponse, ClientError> {
+        let r = self.req(pb::GetRunProgressRequest { run: run.into() });
+        self.inner.get_run_progress(r).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
 }

@@ -68,6 +68,8 @@ pub fn run_all(store: &dyn Store, clock: &ManualClock) {
     cancel_and_resume_decide_in_the_transaction(store);
     runs_are_found_by_id_prefix_or_name(store);
     a_run_joining_a_sweep_takes_its_data_paths_and_a_new_try(store);
+    a_sweep_grows_by_an_edited_spec_and_never_shrinks(store);
+    deleting_a_sweep_keeps_what_another_shares(store);
 }
 
 /// The same run in two sweeps is stored once; resubmitting a sweep changes nothing; a run
@@ -300,6 +302,9 @@ pub fn cancel_and_resume_decide_in_the_transaction(store: &dyn Store) {
     assert_eq!((c.event.from, c.event.to, c.live_attempt), (RunState::Running, RunState::Cancelled, Some(2)));
     assert_eq!(store.attempt("r3", 2).unwrap().unwrap().outcome, AttemptOutcome::Cancelled);
     assert_eq!(store.cancel_run("r3").unwrap(), None, "finished runs are left alone");
+    let all = store.attempts("r3").unwrap();
+    assert_eq!(all.iter().map(|a| a.attempt).collect::<Vec<_>>(), [1, 2], "every attempt, oldest first");
+    assert!(all.iter().all(|a| a.ended_ms.is_some()) && all[1].outcome == AttemptOutcome::Cancelled);
     assert_eq!(store.cancel_run("r2").unwrap(), None, "a succeeded run is not cancelled");
     // The checkpoint the cancelled worker writes as it stops is recorded, so a resume starts
     // there (issue 12, defect 8), but only while the run stays cancelled on that attempt.
@@ -367,4 +372,47 @@ pub fn a_run_joining_a_sweep_takes_its_data_paths_and_a_new_try(store: &dyn Stor
     assert_eq!(res.requeued, 0);
     assert_eq!(store.run("j1").unwrap().unwrap().state, RunState::Failed);
     assert!(store.run("j3").unwrap().unwrap().config_json.contains("/one"));
+}
+
+/// Issue 12, feature 10: an edited spec that plans every stored run and more adds the new
+/// runs after the old ones; one that drops a stored run (fewer budgets, another recipe) is
+/// refused, naming a run it drops, and stores nothing.
+pub fn a_sweep_grows_by_an_edited_spec_and_never_shrinks(store: &dyn Store) {
+    store.submit_sweep(&sweep("grow", "v1"), &[new_run("g1", "small")]).unwrap();
+    let res = store.submit_sweep(&sweep("grow", "v2"), &[new_run("g1", "small"), new_run("g2", "large")]).unwrap();
+    assert_eq!((res.runs, res.reused, res.updated, res.existed), (2, 1, true, false), "{res:?}");
+    assert_eq!(store.sweep("grow").unwrap().unwrap().spec_yaml, "v2");
+    let names: Vec<String> = store.sweep_runs("grow").unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["small", "large"], "the new run listed after the old");
+    let err = store.submit_sweep(&sweep("grow", "v3"), &[new_run("g2", "large"), new_run("g3", "other")]).unwrap_err();
+    match &err {
+        StoreError::SweepConflict { missing, example, .. } => assert_eq!((*missing, example.as_str()), (1, "small (g1)")),
+        e => panic!("{e}"),
+    }
+    assert!(err.to_string().contains("new `name:`"), "says how to start a new sweep: {err}");
+    assert!(store.run("g3").unwrap().is_none() && store.sweep("grow").unwrap().unwrap().spec_yaml == "v2");
+}
+
+/// Issue 12, feature 10: deleting a sweep removes the jobs only it holds with all their
+/// history, keeps what another sweep shares, and refuses while its own jobs run.
+pub fn deleting_a_sweep_keeps_what_another_shares(store: &dyn Store) {
+    store.submit_sweep(&sweep("keep", "k"), &[new_run("d2", "shared")]).unwrap();
+    store.submit_sweep(&sweep("del", "d"), &[new_run("d1", "mine"), new_run("d2", "shared"), new_eval("de1", "d1", 5)]).unwrap();
+    let (a, _) = store.start_attempt("d1", "h", T0 + 60_000).unwrap();
+    let err = store.delete_sweep("del", false).unwrap_err();
+    assert!(matches!(err, StoreError::SweepActive { active: 1, .. }), "{err}");
+    let ending = Ending::Failed { class: FailureClass::UserError, message: "bad".into(), retries: RETRIES };
+    store.end_attempt("d1", a.attempt, &ending).unwrap();
+    let preview = store.delete_sweep("del", true).unwrap();
+    let ids: Vec<&str> = preview.jobs.iter().map(|j| j.run_id.as_str()).collect();
+    assert_eq!((ids.len(), preview.shared), (2, 1), "{preview:?}");
+    assert!(ids.contains(&"d1") && ids.contains(&"de1"));
+    assert!(store.sweep("del").unwrap().is_some() && store.run("d1").unwrap().is_some(), "a dry run deletes nothing");
+    let done = store.delete_sweep("del", false).unwrap();
+    assert_eq!(done, preview);
+    assert!(store.sweep("del").unwrap().is_none() && store.run("d1").unwrap().is_none() && store.run("de1").unwrap().is_none());
+    assert!(store.events("d1").unwrap().is_empty() && store.attempt("d1", 1).unwrap().is_none(), "its history too");
+    assert_eq!(store.run("d2").unwrap().unwrap().sweep, "keep", "the shared run stays with the other sweep");
+    assert_eq!(store.sweep_runs("keep").unwrap().len(), 1);
+    assert!(matches!(store.delete_sweep("del", false), Err(StoreError::NotFound { .. })));
 }

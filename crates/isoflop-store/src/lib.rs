@@ -37,8 +37,14 @@ pub enum StoreError {
     Transition { run_id: String, source: TransitionError },
     #[error("{what} `{key}` not found")]
     NotFound { what: &'static str, key: String },
-    #[error("sweep `{sweep}` already exists with a different spec; choose another name")]
-    SweepConflict { sweep: String },
+    #[error(
+        "sweep `{sweep}` exists with {missing} training run(s) this spec no longer plans (for example {example}): a sweep \
+         can only grow (add budgets, widths, corpora or tasks); to shrink it or change its recipe, give the spec a new \
+         `name:` (runs the two share are not trained again)"
+    )]
+    SweepConflict { sweep: String, missing: usize, example: String },
+    #[error("sweep `{sweep}` has {active} job(s) still running or launching: cancel it first (`isoflop cancel {sweep}`)")]
+    SweepActive { sweep: String, active: usize },
     #[error("run {run_id} attempt {attempt} is no longer active")]
     StaleAttempt { run_id: String, attempt: u64 },
     #[error("stored value is corrupt: {0}")]
@@ -55,9 +61,10 @@ pub trait Store: Send + Sync {
     /// (same id) are shared, not duplicated; new ones start `queued` (a `planned -> queued`
     /// event each). Submitting the same sweep name with the same spec again is a no-op that
     /// returns the same result. A different spec under an existing name that plans the same
-    /// training runs (its evaluation section changed) replaces the stored spec and adds the
-    /// missing evaluation jobs; evaluation jobs it no longer plans stay stored and listed. A
-    /// different spec that changes the training runs is [`StoreError::SweepConflict`].
+    /// training runs and more (budgets, widths or tasks added) replaces the stored spec and
+    /// adds the new jobs after the old ones; evaluation jobs it no longer plans stay stored and
+    /// listed. A spec that no longer plans some stored training run (shrunk, or its recipe
+    /// changed) is [`StoreError::SweepConflict`].
     fn submit_sweep(&self, sweep: &NewSweep, runs: &[NewRun]) -> Result<SubmitResult>;
     /// The store's identity: random, made once. Runs keep their artifacts under
     /// `STORE_ID/RUN_ID` ([`RunRow::artifacts_key`]) and checkpoints name it, so artifacts
@@ -65,6 +72,13 @@ pub trait Store: Send + Sync {
     fn store_id(&self) -> Result<String>;
     /// A sweep by name.
     fn sweep(&self, name: &str) -> Result<Option<SweepRow>>;
+    /// Deletes a sweep and every job only it holds, with all their history (attempts,
+    /// events, progress, checkpoints, results); jobs another sweep shares stay (a training run
+    /// also stays while a kept evaluation job scores it). Nothing is deleted with `dry_run`.
+    /// [`StoreError::SweepActive`] while one of the jobs it would delete is active;
+    /// [`StoreError::NotFound`] for an unknown sweep. Returns what was (or would be) deleted,
+    /// for the caller to remove their artifacts.
+    fn delete_sweep(&self, name: &str, dry_run: bool) -> Result<Deleted>;
     /// All sweeps, newest first (ties in submission time: the later submission first).
     fn sweeps(&self) -> Result<Vec<SweepRow>>;
     /// The runs of a sweep in plan order, each with its newest progress point.
@@ -87,6 +101,8 @@ pub trait Store: Send + Sync {
     fn set_executor_ref(&self, run_id: &str, attempt: u64, executor_ref: &str) -> Result<()>;
     /// An attempt.
     fn attempt(&self, run_id: &str, attempt: u64) -> Result<Option<AttemptRow>>;
+    /// Every attempt of a run, oldest first.
+    fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>>;
     /// Active attempts (outcome `active`) of all runs.
     fn active_attempts(&self) -> Result<Vec<AttemptRow>>;
     /// The worker attached: `launching|blocked -> running`, its resume step and a fresh lease.

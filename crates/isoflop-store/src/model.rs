@@ -49,12 +49,32 @@ pub struct SubmitResult {
     pub evals_reused: usize,
     /// True when the sweep existed already with the same spec.
     pub existed: bool,
-    /// True when the sweep existed with another spec that plans the same training runs (an
-    /// evaluation section changed): the stored spec was replaced.
+    /// True when the sweep existed with another spec that plans every stored training run
+    /// (and perhaps more runs or evaluation jobs): the stored spec was replaced.
     pub updated: bool,
     /// Jobs this sweep shares with another that had failed (not diverged) or been cancelled
     /// there: queued again for this sweep, with a fresh retry budget.
     pub requeued: usize,
+}
+
+/// What [`crate::Store::delete_sweep`] removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deleted {
+    /// Jobs only the sweep held, removed with their history.
+    pub jobs: Vec<DeletedJob>,
+    /// Jobs it shares with other sweeps, kept.
+    pub shared: usize,
+}
+
+/// One deleted job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedJob {
+    pub run_id: String,
+    pub name: String,
+    /// Its directory under the artifacts root.
+    pub artifacts_key: String,
+    /// A training run (else an evaluation job).
+    pub training: bool,
 }
 
 /// A stored sweep.
@@ -108,6 +128,8 @@ pub struct RunResults {
     pub run: RunRow,
     pub evals: Vec<EvalRow>,
     pub metrics: Vec<isoflop_core::EvalMetric>,
+    /// Its attempts, oldest first (empty where a caller did not ask).
+    pub attempts: Vec<AttemptRow>,
 }
 
 /// How an attempt ended.

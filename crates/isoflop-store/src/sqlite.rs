@@ -503,17 +503,25 @@ impl Store for SqliteStore {
                     (true, false)
                 }
                 Some(_) => {
-                    // Another spec under this name: allowed when it trains the same runs.
+                    // Another spec under this name: allowed when it trains every stored run
+                    // (and perhaps more: the sweep grows).
                     let mut stmt = tx.prepare(
-                        "SELECT sr.run_id FROM sweep_runs sr WHERE sr.sweep = ?1
-                         AND NOT EXISTS (SELECT 1 FROM eval_jobs e WHERE e.run_id = sr.run_id) ORDER BY sr.run_id",
+                        "SELECT sr.run_id, sr.name FROM sweep_runs sr WHERE sr.sweep = ?1
+                         AND NOT EXISTS (SELECT 1 FROM eval_jobs e WHERE e.run_id = sr.run_id) ORDER BY sr.ordinal",
                     )?;
-                    let stored =
-                        stmt.query_map([&sweep.name], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-                    let mut planned: Vec<&str> = runs.iter().filter(|r| r.eval.is_none()).map(|r| r.run_id.as_str()).collect();
-                    planned.sort_unstable();
-                    if stored.iter().map(String::as_str).ne(planned.iter().copied()) {
-                        return Err(StoreError::SweepConflict { sweep: sweep.name.clone() });
+                    let stored = stmt
+                        .query_map([&sweep.name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let planned: std::collections::HashSet<&str> =
+                        runs.iter().filter(|r| r.eval.is_none()).map(|r| r.run_id.as_str()).collect();
+                    let missing: Vec<&(String, String)> =
+                        stored.iter().filter(|(id, _)| !planned.contains(id.as_str())).collect();
+                    if let Some((id, name)) = missing.first() {
+                        return Err(StoreError::SweepConflict {
+                            sweep: sweep.name.clone(),
+                            missing: missing.len(),
+                            example: format!("{name} ({id})"),
+                        });
                     }
                     tx.execute(
                         "UPDATE sweeps SET spec_yaml = ?2, spec_path = ?3 WHERE name = ?1",
@@ -572,6 +580,75 @@ impl Store for SqliteStore {
                     params![sweep.name, run.run_id, base + i as i64, run.name, run.corpus, run.budget],
                 )?;
             }
+            Ok(out)
+        })
+    }
+
+    fn delete_sweep(&self, name: &str, dry_run: bool) -> Result<Deleted> {
+        self.with(|tx| {
+            if tx.query_row("SELECT COUNT(*) FROM sweeps WHERE name = ?1", [name], |r| r.get::<_, i64>(0))? == 0 {
+                return Err(StoreError::NotFound { what: "sweep", key: name.into() });
+            }
+            let runs = Self::runs_where(tx, RunScope::Sweep(name))?;
+            let mut shared: std::collections::HashSet<String> = std::collections::HashSet::new();
+            let mut stmt = tx.prepare_cached("SELECT COUNT(*) FROM sweep_runs WHERE run_id = ?1 AND sweep <> ?2")?;
+            for r in &runs {
+                if stmt.query_row(params![r.run_id, name], |x| x.get::<_, i64>(0))? > 0 {
+                    shared.insert(r.run_id.clone());
+                }
+            }
+            // A run a kept evaluation job scores stays too.
+            let mine: std::collections::HashSet<&str> =
+                runs.iter().map(|r| r.run_id.as_str()).filter(|id| !shared.contains(*id)).collect();
+            let mut scoring = tx.prepare_cached("SELECT run_id FROM eval_jobs WHERE parent_run = ?1")?;
+            let mut keep = Vec::new();
+            for r in runs.iter().filter(|r| r.is_training() && mine.contains(r.run_id.as_str())) {
+                let jobs = scoring.query_map([&r.run_id], |x| x.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+                if jobs.iter().any(|j| !mine.contains(j.as_str())) {
+                    keep.push(r.run_id.clone());
+                }
+            }
+            shared.extend(keep);
+            let own: Vec<&RunRow> = runs.iter().filter(|r| !shared.contains(&r.run_id)).collect();
+            let active = own.iter().filter(|r| r.state.is_active()).count();
+            if active > 0 {
+                return Err(StoreError::SweepActive { sweep: name.into(), active });
+            }
+            let out = Deleted {
+                jobs: own
+                    .iter()
+                    .map(|r| DeletedJob {
+                        run_id: r.run_id.clone(),
+                        name: r.name.clone(),
+                        artifacts_key: r.artifacts_key.clone(),
+                        training: r.is_training(),
+                    })
+                    .collect(),
+                shared: shared.len(),
+            };
+            if dry_run {
+                return Ok(out);
+            }
+            // Evaluation jobs first (they point at their runs), then the runs.
+            let ordered = own.iter().filter(|r| !r.is_training()).chain(own.iter().filter(|r| r.is_training()));
+            for r in ordered {
+                for table in [
+                    "eval_items",
+                    "eval_results",
+                    "evals",
+                    "checkpoints",
+                    "progress",
+                    "events",
+                    "attempts",
+                    "eval_jobs",
+                    "sweep_runs",
+                ] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [&r.run_id])?;
+                }
+                tx.execute("DELETE FROM runs WHERE run_id = ?1", [&r.run_id])?;
+            }
+            tx.execute("DELETE FROM sweep_runs WHERE sweep = ?1", [name])?;
+            tx.execute("DELETE FROM sweeps WHERE name = ?1", [name])?;
             Ok(out)
         })
     }
@@ -677,6 +754,15 @@ impl Store for SqliteStore {
             .optional()?
             .map(finish_attempt_row)
             .transpose()
+        })
+    }
+
+    fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
+        self.with(|tx| {
+            let mut stmt =
+                tx.prepare_cached(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE run_id = ?1 ORDER BY attempt"))?;
+            let rows = stmt.query_map([run_id], attempt_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(finish_attempt_row).collect()
         })
     }
 

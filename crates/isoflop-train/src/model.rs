@@ -367,6 +367,14 @@ fn apply_rope(x: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Result<Tensor, T
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Draws from libtorch's global generator under the crate's init lock: an unguarded draw
+    /// in one test could land between another test's seeding and its initialisation, and
+    /// change that model (the cause of a rare failure of `stop_and_resume_is_bit_identical`).
+    fn random(draw: impl FnOnce() -> Tensor) -> Tensor {
+        let _g = crate::trainer::INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        draw()
+    }
     use isoflop_core::RopeScaling;
 
     pub(crate) fn tiny_shape() -> ModelShape {
@@ -483,9 +491,9 @@ pub(crate) mod tests {
     /// reach the cross-entropy as fp32.
     #[test]
     fn bf16_norm_statistics_are_fp32() {
-        let x32 = Tensor::randn([4, 64], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+        let x32 = random(|| Tensor::randn([4, 64], (Kind::Float, Device::Cpu))) * 3.0 + 1.0;
         let x = x32.to_kind(Kind::BFloat16);
-        let w = Tensor::rand([64], (Kind::Float, Device::Cpu)).to_kind(Kind::BFloat16);
+        let w = random(|| Tensor::rand([64], (Kind::Float, Device::Cpu))).to_kind(Kind::BFloat16);
         let got = x.rms_norm([64], Some(&w), 1e-5);
         assert_eq!(got.kind(), Kind::BFloat16);
         let xf = x.to_kind(Kind::Float);
@@ -499,7 +507,7 @@ pub(crate) mod tests {
         let s = tiny_shape();
         let (cos, signed_sin) = rope_tables(&s, Device::Cpu).unwrap();
         let hd = s.head_dim() as i64;
-        let x = Tensor::randn([2, 3, 16, hd], (Kind::Float, Device::Cpu));
+        let x = random(|| Tensor::randn([2, 3, 16, hd], (Kind::Float, Device::Cpu)));
         let got = apply_rope(&x, &cos, &signed_sin).unwrap();
         // x·cos + [−x₂, x₁]·sin with the unsigned table.
         let sin = Tensor::cat(&[signed_sin.narrow(1, 0, hd / 2).neg(), signed_sin.narrow(1, hd / 2, hd / 2)], 1);

@@ -167,6 +167,31 @@ fn metrics_json(x: &RunResults) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
+/// Seconds a job has spent in attempts (the ended ones, and the live one so far).
+fn run_seconds(x: &RunResults, now_ms: i64) -> Option<f64> {
+    (!x.attempts.is_empty())
+        .then(|| x.attempts.iter().map(|a| (a.ended_ms.unwrap_or(now_ms) - a.started_ms).max(0) as f64 / 1000.0).sum())
+}
+
+/// A job's attempts with their start, end and duration.
+fn attempts_json(x: &RunResults, now_ms: i64) -> serde_json::Value {
+    x.attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "attempt": a.attempt,
+                "outcome": a.outcome.as_str(),
+                "failure_class": a.failure_class.map(|f| f.as_str()),
+                "message": a.message,
+                "resume_step": a.resume_step,
+                "started_ms": a.started_ms,
+                "ended_ms": a.ended_ms,
+                "duration_seconds": (a.ended_ms.unwrap_or(now_ms) - a.started_ms).max(0) as f64 / 1000.0,
+            })
+        })
+        .collect()
+}
+
 /// `isoflop status --format json`: every run with its shape, progress and held-out losses,
 /// and every evaluation job with its checkpoint, task, state and results.
 pub fn status_json(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
@@ -188,6 +213,10 @@ pub fn status_json(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
                 "attempts": r.attempts,
                 "heartbeat_age_seconds": seen.heartbeat_age(r),
                 "stale": seen.stale(r),
+                "started_ms": x.attempts.first().map(|a| a.started_ms),
+                "ended_ms": if r.state.is_terminal() { x.attempts.last().and_then(|a| a.ended_ms) } else { None },
+                "duration_seconds": run_seconds(x, seen.now_ms),
+                "attempt_list": attempts_json(x, seen.now_ms),
                 "progress": r.progress.as_ref().map(|p| json!({"done": p.step, "total": p.total_steps})),
                 "results": metrics_json(x),
             }));
@@ -222,6 +251,10 @@ pub fn status_json(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
             "eta_seconds": if r.state == RunState::Running && !seen.stale(r) { eta(r) } else { None },
             "heartbeat_age_seconds": seen.heartbeat_age(r),
             "stale": seen.stale(r),
+            "started_ms": x.attempts.first().map(|a| a.started_ms),
+            "ended_ms": if r.state.is_terminal() { x.attempts.last().and_then(|a| a.ended_ms) } else { None },
+            "duration_seconds": run_seconds(x, seen.now_ms),
+            "attempt_list": attempts_json(x, seen.now_ms),
             "evals": evals,
         }));
     }
@@ -291,4 +324,136 @@ pub fn status_table(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
         out.push_str(&final_table(runs));
     }
     out
+}
+
+/// `isoflop sweeps`: every sweep, newest first, with its counts, training compute done of
+/// planned, start, end and how long it took (so far).
+pub fn sweeps_table(sweeps: &[isoflop_proto::v1::SweepStatus], now_ms: i64) -> String {
+    let mut t = Table::new([
+        "sweep",
+        "runs",
+        "evals",
+        "done",
+        "running",
+        "queued",
+        "failed",
+        "cancelled",
+        "FLOPs done",
+        "planned",
+        "started",
+        "ended",
+        "took",
+    ]);
+    for s in sweeps {
+        let pct = if s.flops_planned > 0.0 { 100.0 * s.flops_done / s.flops_planned } else { 0.0 };
+        let end = if s.ended_unix_millis > 0 { s.ended_unix_millis } else { now_ms };
+        t.row([
+            s.sweep.clone(),
+            s.runs.to_string(),
+            s.evals.to_string(),
+            format!("{}/{}", s.succeeded, s.total),
+            s.active.to_string(),
+            s.queued.to_string(),
+            s.failed.to_string(),
+            s.cancelled.to_string(),
+            format!("{:.2e} ({pct:.0}%)", s.flops_done),
+            format!("{:.2e}", s.flops_planned),
+            crate::render::table::utc(s.created_unix_millis),
+            crate::render::table::utc(s.ended_unix_millis),
+            format!(
+                "{}{}",
+                duration((end - s.created_unix_millis).max(0) as f64 / 1000.0),
+                if s.ended_unix_millis > 0 { "" } else { " so far" }
+            ),
+        ]);
+    }
+    let mut out = t.render();
+    out.push_str(&format!(
+        "{} sweep(s); FLOPs: training compute in each sweep's budget convention (finished runs whole, running ones by their steps)\n",
+        sweeps.len()
+    ));
+    out
+}
+
+/// `isoflop sweeps --format json`.
+pub fn sweeps_json(sweeps: &[isoflop_proto::v1::SweepStatus]) -> String {
+    let rows: Vec<serde_json::Value> = sweeps
+        .iter()
+        .map(|s| {
+            json!({
+                "sweep": s.sweep,
+                "jobs": s.total,
+                "runs": s.runs,
+                "evals": s.evals,
+                "succeeded": s.succeeded,
+                "active": s.active,
+                "queued": s.queued,
+                "failed": s.failed,
+                "cancelled": s.cancelled,
+                "flops_planned": s.flops_planned,
+                "flops_done": s.flops_done,
+                "started_ms": s.created_unix_millis,
+                "ended_ms": (s.ended_unix_millis > 0).then_some(s.ended_unix_millis),
+            })
+        })
+        .collect();
+    format!("{:#}", json!({"sweeps": rows}))
+}
+
+/// The columns of `isoflop curves --format csv`, one row per progress point.
+pub const CURVE_COLUMNS: [&str; 12] = [
+    "attempt",
+    "step",
+    "total_steps",
+    "tokens_seen",
+    "loss",
+    "lr",
+    "grad_norm",
+    "tokens_per_second",
+    "mfu",
+    "elapsed_seconds",
+    "micro_batch",
+    "at_ms",
+];
+
+/// `isoflop curves`: a run's progress points, oldest first (every attempt: a resumed attempt
+/// repeats no step it had reported before its checkpoint, but may repeat the steps after it).
+pub fn curves(r: &isoflop_proto::v1::GetRunProgressResponse, format: crate::args::CurveFormat) -> String {
+    let rows: Vec<(u64, i64, isoflop_proto::v1::Progress)> =
+        r.points.iter().map(|x| (x.attempt, x.at_unix_millis, x.progress.unwrap_or_default())).collect();
+    match format {
+        crate::args::CurveFormat::Json => {
+            let points: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(attempt, at, p)| {
+                    json!({
+                        "attempt": attempt, "step": p.step, "total_steps": p.total_steps, "tokens_seen": p.tokens_seen,
+                        "loss": p.loss, "lr": p.lr, "grad_norm": p.grad_norm, "tokens_per_second": p.tokens_per_second,
+                        "mfu": p.mfu, "elapsed_seconds": p.elapsed_seconds, "micro_batch": p.micro_batch, "at_ms": at,
+                    })
+                })
+                .collect();
+            format!("{:#}\n", json!({"run_id": r.run_id, "name": r.name, "points": points}))
+        }
+        crate::args::CurveFormat::Csv => {
+            let mut out = CURVE_COLUMNS.join(",");
+            out.push('\n');
+            for (attempt, at, p) in &rows {
+                out.push_str(&format!(
+                    "{attempt},{},{},{},{},{},{},{},{},{},{},{at}\n",
+                    p.step,
+                    p.total_steps,
+                    p.tokens_seen,
+                    p.loss,
+                    p.lr,
+                    p.grad_norm,
+                    p.tokens_per_second,
+                    p.mfu,
+                    p.elapsed_seconds,
+                    p.micro_batch.map(|m| m.to_string()).unwrap_or_default()
+                ));
+            }
+            out
+        }
+    }
 }

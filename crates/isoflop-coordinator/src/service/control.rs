@@ -45,7 +45,8 @@ impl ControlApi {
         } else {
             (Vec::new(), store.eval_results(&r.run_id).map_err(|e| status(e.into()))?)
         };
-        Ok((&RunResults { run: r.clone(), evals, metrics }).into())
+        let attempts = store.attempts(&r.run_id).map_err(|e| status(e.into()))?;
+        Ok((&RunResults { run: r.clone(), evals, metrics, attempts }).into())
     }
 }
 
@@ -56,6 +57,8 @@ fn status(e: CoordinatorError) -> Status {
         CoordinatorError::UnknownSweep(_) | CoordinatorError::UnknownRun(_) => Status::not_found(e.to_string()),
         CoordinatorError::AmbiguousRun { .. } => Status::invalid_argument(e.to_string()),
         CoordinatorError::Store(StoreError::SweepConflict { .. }) => Status::already_exists(e.to_string()),
+        CoordinatorError::Store(StoreError::SweepActive { .. }) => Status::failed_precondition(e.to_string()),
+        CoordinatorError::Store(StoreError::NotFound { .. }) => Status::not_found(e.to_string()),
         CoordinatorError::Store(e) => Status::internal(e.to_string()),
     }
 }
@@ -200,6 +203,48 @@ impl ControlService for ControlApi {
             logs.push(log);
         }
         Ok(Response::new(pb::GetRunLogsResponse { run_id: run.run_id, name: run.name, logs }))
+    }
+
+    #[tracing::instrument(name = "rpc.delete_sweep", skip_all)]
+    async fn delete_sweep(&self, req: Request<pb::DeleteSweepRequest>) -> Result<Response<pb::DeleteSweepResponse>, Status> {
+        self.check(&req)?;
+        let m = req.into_inner();
+        let coord = self.coord.clone();
+        let (deleted, dirs) = tokio::task::spawn_blocking(move || coord.delete_sweep(&m.sweep, m.dry_run))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteSweepResponse {
+            runs: deleted.jobs.iter().filter(|j| j.training).count() as u32,
+            evals: deleted.jobs.iter().filter(|j| !j.training).count() as u32,
+            shared: deleted.shared as u32,
+            artifacts: dirs.iter().map(|d| d.display().to_string()).collect(),
+        }))
+    }
+
+    #[tracing::instrument(name = "rpc.get_run_progress", skip_all)]
+    async fn get_run_progress(
+        &self,
+        req: Request<pb::GetRunProgressRequest>,
+    ) -> Result<Response<pb::GetRunProgressResponse>, Status> {
+        self.check(&req)?;
+        self.run_progress(&req.into_inner().run).map(Response::new)
+    }
+}
+
+impl ControlApi {
+    /// `GetRunProgress`: a run's progress history, every attempt, oldest first.
+    pub(crate) fn run_progress(&self, run: &str) -> Result<pb::GetRunProgressResponse, Status> {
+        let run = self.coord.find_run(run).map_err(status)?;
+        let points = self.coord.store().progress(&run.run_id).map_err(|e| status(e.into()))?;
+        Ok(pb::GetRunProgressResponse {
+            run_id: run.run_id,
+            name: run.name,
+            points: points
+                .iter()
+                .map(|p| pb::ProgressRecord { attempt: p.attempt, at_unix_millis: p.at_ms, progress: Some(p.into()) })
+                .collect(),
+        })
     }
 }
 
