@@ -82,12 +82,49 @@ fn bench_train_runs_in_bf16() {
     for (flag, precision) in [(None, "fp32"), (Some("--bf16"), "bf16")] {
         let mut args = vec!["bench", "train", "--model-json", model.to_str().unwrap(), "--batch", "2", "--steps", "3"];
         args.extend(flag);
-        let out = isoflop(&args);
+        // Its throughput record goes to this test's cache, not the user's.
+        let out = std::process::Command::new(common::bin()).args(&args).env("ISOFLOP_CACHE_DIR", dir.path()).output().unwrap();
         assert!(out.status.success(), "{}", show(&out));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["precision"], precision, "{r}");
         assert!(r["loss_last"].as_f64().unwrap() < r["loss_first"].as_f64().unwrap(), "{r}");
     }
+}
+
+/// Issue 12, feature 11: `plan` says what a sweep costs (FLOPs per budget and in all, tokens
+/// per parameter, epochs over the corpus), warns about budgets with fewer than three
+/// candidates, candidates that miss the compute-optimal size, and data repeated more than
+/// four times, and estimates the time once `bench train` measured the device.
+#[test]
+fn plan_says_what_a_sweep_costs_and_how_long_it_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), &good().replace("[1.5e9]", "[1.5e9, 1.0e12]"));
+    let plan = || {
+        let out = std::process::Command::new(common::bin())
+            .args(["plan", spec.to_str().unwrap()])
+            .env("ISOFLOP_CACHE_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = plan();
+    assert!(text.contains("tokens/param") && text.contains("epochs") && text.contains("total: "), "{text}");
+    assert!(text.contains("warning: budget 1.5e+09 has 2 candidate(s) per corpus"), "{text}");
+    assert!(text.contains("warning: budget 1e+12: a run repeats its corpus"), "{text}");
+    assert!(text.contains("compute-optimal model near 20 tokens per parameter"), "{text}");
+    assert!(text.contains("no wall-time estimate: no throughput measured on cpu fp32"), "{text}");
+    let model = dir.path().join("model.json");
+    std::fs::write(&model, r#"{"vocab_size": 259, "hidden": 32, "layers": 1, "heads": 2, "seq_len": 32}"#).unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["bench", "train", "--model-json", model.to_str().unwrap(), "--batch", "4", "--steps", "5"])
+        .env("ISOFLOP_CACHE_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(dir.path().join("throughput.json").is_file(), "{}", show(&out));
+    let text = plan();
+    assert!(text.contains("estimated time on cpu fp32:") && text.contains("measured by `isoflop bench train`"), "{text}");
 }
 
 /// Issue 12, defect 8: `plan` of a cluster spec previews its grid without the data mounted

@@ -95,6 +95,13 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     let s = stdout(&out);
     assert!(s.contains("-> succeeded") && s.contains("8/8 done"), "{s}");
     eprintln!("tiny sweep: submit to finished (watch returned) in {:.1} s", finished.as_secs_f64());
+    // The daemon writes the settled sweep's report beside its store (issue 12, feature 13).
+    let report = dir.path().join("daemon/reports/tiny/report.html");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !report.is_file() {
+        assert!(Instant::now() < deadline, "no report from the daemon:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Status over the control API: the same table as local status.
     let out = with(&["status", "tiny"]);

@@ -86,10 +86,19 @@ fn bench_train(
     }
     let precision = if bf16 { Precision::Bf16 } else { Precision::Fp32 };
     let peak_flops = peak_flops.or_else(|| isoflop_worker::device::peak_flops_of(device, precision)).unwrap_or(0.0);
+    let device_name = device.to_string();
     let device = isoflop_train::tch_device(device);
     let opts = BenchOptions { batch, steps, warmup, device, bf16, peak_flops, seed, ..BenchOptions::default() };
     let r = isoflop_train::bench::bench_train(&model, &opts)?;
     println!("{}", serde_json::to_string(&r)?);
+    let tps = r.tokens_per_second_median.unwrap_or(r.tokens_per_second);
+    let t = crate::throughput::Throughput {
+        flops_per_second: r.flops_per_token * tps,
+        params: r.params,
+        tokens_per_second: tps,
+        at_ms: isoflop_core::Clock::now_ms(&isoflop_core::SystemClock),
+    };
+    crate::throughput::record(&crate::throughput::key(&device_name, precision.as_str()), t);
     Ok(())
 }
 

@@ -186,14 +186,14 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
 }
 
 /// `reports/SWEEP/` beside the store.
-fn reports_dir(store_path: &Path, sweep: &str) -> PathBuf {
+pub(crate) fn reports_dir(store_path: &Path, sweep: &str) -> PathBuf {
     store_path.parent().unwrap_or(Path::new(".")).join("reports").join(sweep)
 }
 
 /// Fits the finished sweep (its held-out text and every evaluation task, with the defaults of
 /// `isoflop report`) and writes its report into `dir`; the line to print. A sweep that cannot
 /// be fitted yet (too few sizes per budget) gets a note, not an error.
-fn write_sweep_report(store: &dyn Store, sweep: &str, dir: &Path) -> String {
+pub(crate) fn write_sweep_report(store: &dyn Store, sweep: &str, dir: &Path) -> String {
     match crate::cmd_fit::sweep_report(store, sweep, &crate::cmd_fit::FitArgs::default(), dir) {
         Ok(w) => {
             let heldout = w.fits.first().and_then(|(_, f)| f.as_ref().ok());

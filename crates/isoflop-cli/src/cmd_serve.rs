@@ -53,6 +53,7 @@ pub fn serve(config_path: &Path) -> CliResult {
             println!("{unfinished} unfinished run(s) in the store; scheduling them");
         }
         let serving = host.start(loaded.admin_token.clone());
+        let reporter = tokio::spawn(report_settled_sweeps(coord.clone(), loaded.sqlite.clone()));
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -63,6 +64,7 @@ pub fn serve(config_path: &Path) -> CliResult {
             "stopping: {}",
             if calls.is_some() { "Kubernetes Jobs keep running for the next coordinator to adopt" } else { "asking workers to checkpoint and stop" }
         );
+        reporter.abort();
         serving.stop().await;
         if let Some(calls) = calls {
             let runs: usize = coord.sweeps()?.iter().map(|(_, r)| r.len()).sum();
@@ -71,4 +73,42 @@ pub fn serve(config_path: &Path) -> CliResult {
         println!("stopped");
         Ok::<(), CliError>(())
     })
+}
+
+/// Writes a sweep's report (as `isoflop run` does at its end, into `reports/SWEEP/` beside the
+/// store) each time the sweep settles: once every job of it has ended, after a job of it
+/// ended. A sweep that settles again (resumed, extended) gets a fresh report.
+async fn report_settled_sweeps(coord: isoflop_coordinator::Coordinator, store_path: std::path::PathBuf) {
+    use isoflop_proto::v1 as pb;
+    let mut events = coord.subscribe();
+    // What each report was written from: the jobs and their last update.
+    let mut written: std::collections::HashMap<String, (usize, i64)> = std::collections::HashMap::new();
+    loop {
+        let ev = match events.recv().await {
+            Ok(ev) => ev,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(pb::run_event::Event::State(st)) = &ev.event else { continue };
+        if !isoflop_proto::convert::run_state(st.to).is_ok_and(|s| s.is_terminal()) {
+            continue;
+        }
+        let Ok(sweeps) = coord.sweeps() else { continue };
+        for (row, runs) in sweeps {
+            if !runs.iter().any(|r| r.run_id == ev.run_id) || !isoflop_coordinator::sweep_settled(&runs) {
+                continue;
+            }
+            let mark = (runs.len(), runs.iter().map(|r| r.updated_ms).max().unwrap_or(0));
+            if written.get(&row.name) == Some(&mark) {
+                continue;
+            }
+            written.insert(row.name.clone(), mark);
+            let (store, name, dir) =
+                (coord.store().clone(), row.name.clone(), crate::cmd_run::reports_dir(&store_path, &row.name));
+            match tokio::task::spawn_blocking(move || crate::cmd_run::write_sweep_report(store.as_ref(), &name, &dir)).await {
+                Ok(line) => tracing::info!(sweep = %row.name, "sweep settled; {line}"),
+                Err(e) => tracing::warn!(sweep = %row.name, "the report task failed: {e}"),
+            }
+        }
+    }
 }

@@ -15,6 +15,7 @@ mod cmd_worker;
 mod control;
 mod exit;
 mod render;
+mod throughput;
 
 use args::{Format, LogFormat, RemoteArgs, StoreArgs};
 use clap::{Parser, Subcommand};
