@@ -143,6 +143,22 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     let out = with(&["logs", job["job_id"].as_str().unwrap()]);
     assert!(stdout(&out).contains("worker: eval python bpb"), "{}", show(&out));
 
+    // Fit and report through the coordinator (issue 12, feature 13): the tables come from its
+    // store, the fit is the one a local `fit` of that store gives.
+    let out = with(&["fit", "tiny", "--format", "json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let db = dir.path().join("daemon/isoflop.db");
+    let local = isoflop(&["fit", "tiny", "--format", "json", "--store", db.to_str().unwrap()]);
+    assert!(local.status.success(), "{}", show(&local));
+    let (remote_fit, local_fit): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_slice(&out.stdout).unwrap(), serde_json::from_slice(&local.stdout).unwrap());
+    assert_eq!(remote_fit, local_fit, "the same fit through the coordinator");
+    let reports = dir.path().join("remote-report");
+    let out = with(&["report", "tiny", "--out", reports.to_str().unwrap()]);
+    assert!(out.status.success() && reports.join("report.html").is_file(), "{}", show(&out));
+    let out = with(&["fit", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+
     // Sweeps and a run's curves through the coordinator (issue 12, features 9 and 12).
     let out = with(&["sweeps"]);
     assert!(out.status.success() && stdout(&out).contains("tiny") && stdout(&out).contains("(100%)"), "{}", show(&out));

@@ -1,10 +1,10 @@
 //! `isoflop fit` and `isoflop report`: scaling laws from a sweep in the store or from a CSV.
 
 use crate::args::Format;
-use crate::exit::{CliError, CliResult, input};
+use crate::exit::{CliError, CliResult, client, input};
 use crate::render::fit::{render, render_verdicts};
 use anyhow::{Context, anyhow};
-use isoflop_fit::sweep::{FRONTIER, Frontier, SectionOptions, SweepTableError, TaskInfo, section, sweep_tasks};
+use isoflop_fit::sweep::{FRONTIER, Frontier, SectionOptions, Sections, TaskInfo, find_task, section, sections};
 use isoflop_fit::{FitOptions, FitReport, fit_all, read_csv};
 use isoflop_store::{SqliteStore, Store};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 pub enum Source {
     /// A sweep in a store.
     Sweep { store: PathBuf, sweep: Option<String> },
+    /// A sweep on a coordinator (`--coordinator URL`): it builds the tables from its store,
+    /// this command fits them.
+    Remote { remote: crate::args::RemoteArgs, sweep: Option<String> },
     /// A long CSV table.
     Csv(PathBuf),
 }
@@ -142,10 +145,11 @@ impl FitArgs {
         }
     }
 
-    pub fn source(&self, sweep: Option<String>, store: &Path) -> Source {
-        match &self.from_csv {
-            Some(p) => Source::Csv(p.clone()),
-            None => Source::Sweep { store: store.to_path_buf(), sweep },
+    pub fn source(&self, sweep: Option<String>, store: &Path, remote: &crate::args::RemoteArgs) -> Source {
+        match (&self.from_csv, remote.coordinator()) {
+            (Some(p), _) => Source::Csv(p.clone()),
+            (None, Some(_)) => Source::Remote { remote: remote.clone(), sweep },
+            (None, None) => Source::Sweep { store: store.to_path_buf(), sweep },
         }
     }
 }
@@ -155,7 +159,7 @@ impl FitArgs {
 /// options make that fit the same.
 pub fn export_csv(sweep: &str, args: &FitArgs, store: &Path, out: Option<&Path>) -> CliResult {
     let (st, name) = open_sweep(store, &Some(sweep.to_string()))?;
-    let task = find_task(&st, &name, args.task.as_deref())?;
+    let task = find_task(&st, &name, args.task.as_deref()).map_err(input)?;
     let s = section(&st, &name, &task, &args.options(), &args.section_options(true)).map_err(input)?;
     let csv = isoflop_fit::table::write_csv(&s.table);
     let mut flags = format!("--baseline {}", s.baseline);
@@ -190,6 +194,31 @@ pub fn export_csv(sweep: &str, args: &FitArgs, store: &Path, out: Option<&Path>)
     Ok(())
 }
 
+/// The sections of a sweep source, from the local store or from a coordinator, and the
+/// sweep's name (default: the newest).
+fn sweep_sections(source: &Source, args: &FitArgs, report: bool) -> Result<(String, Sections), CliError> {
+    let task = args.task.as_deref();
+    let so = args.section_options(!report);
+    match source {
+        Source::Sweep { store, sweep } => {
+            let (st, name) = open_sweep(store, sweep)?;
+            let secs = sections(&st, &name, task, &args.options(), &so, report).map_err(input)?;
+            Ok((name, secs))
+        }
+        Source::Remote { remote, sweep } => crate::control::runtime()?.block_on(async {
+            let mut c = isoflop_server::ControlClient::connect(remote.url()?, remote.token()?).await.map_err(client)?;
+            let name = match sweep {
+                Some(s) => s.clone(),
+                None => c.newest_sweep().await.map_err(client)?,
+            };
+            let json = c.fit_sections(&name, task, &args.options(), &so, report).await.map_err(client)?;
+            let secs: Sections = serde_json::from_str(&json).context("the coordinator's sections")?;
+            Ok((name, secs))
+        }),
+        Source::Csv(_) => unreachable!("a CSV has no sections"),
+    }
+}
+
 /// Opens the store of a sweep source and names the sweep (default: the newest).
 fn open_sweep(store: &Path, sweep: &Option<String>) -> Result<(SqliteStore, String), CliError> {
     if !store.is_file() {
@@ -206,30 +235,6 @@ fn open_sweep(store: &Path, sweep: &Option<String>) -> Result<(SqliteStore, Stri
     Ok((st, name))
 }
 
-/// The held-out text of a sweep as a task, whether or not its jobs are listed.
-fn heldout_info(tasks: &[TaskInfo]) -> TaskInfo {
-    tasks.iter().find(|t| t.name == FRONTIER).cloned().unwrap_or(TaskInfo {
-        name: FRONTIER.into(),
-        family: "text".into(),
-        subsets: Vec::new(),
-        groups: Vec::new(),
-        settings: String::new(),
-    })
-}
-
-/// The task `name` of a sweep (`None`: the held-out text).
-fn find_task(store: &dyn Store, sweep: &str, name: Option<&str>) -> Result<TaskInfo, CliError> {
-    let tasks = sweep_tasks(store, sweep).map_err(input)?;
-    match name {
-        None => Ok(heldout_info(&tasks)),
-        Some(n) => tasks.iter().find(|t| t.name == n).cloned().ok_or_else(|| {
-            let mut have: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-            have.sort_unstable();
-            input(SweepTableError::NoTask { sweep: sweep.into(), task: n.into(), have: have.join(", ") })
-        }),
-    }
-}
-
 /// A section's heading.
 fn title(task: &TaskInfo) -> String {
     if task.name == FRONTIER { "Held-out text".to_string() } else { format!("Task {}", task.name) }
@@ -244,10 +249,10 @@ pub fn fit(source: &Source, args: &FitArgs, format: Format) -> CliResult {
             let text = render(&report, &path.display().to_string());
             (report, text)
         }
-        Source::Sweep { store, sweep } => {
-            let (st, name) = open_sweep(store, sweep)?;
-            let task = find_task(&st, &name, args.task.as_deref())?;
-            let s = section(&st, &name, &task, &args.options(), &args.section_options(true)).map_err(input)?;
+        Source::Sweep { .. } | Source::Remote { .. } => {
+            let (name, mut built) = sweep_sections(source, args, false)?;
+            let (task, s) = built.remove(0);
+            let s = s.map_err(|e| input(anyhow!("{}: {e}", what(&name, &task))))?;
             let report = s.fit().map_err(input)?;
             let what = what(&name, &task);
             let text = format!("{}\n{}", s.describe(), render(&report, &what));
@@ -275,26 +280,16 @@ pub struct Written {
 /// Fits a sweep's held-out text and every evaluation task (only `args.task` when given) and
 /// writes the report into `out`. What `isoflop report` and `isoflop run` both write.
 pub fn sweep_report(store: &dyn Store, sweep: &str, args: &FitArgs, out: &Path) -> Result<Written, CliError> {
-    let tasks = match &args.task {
-        Some(t) => vec![find_task(store, sweep, Some(t))?],
-        None => {
-            let all = sweep_tasks(store, sweep).map_err(input)?;
-            let mut v = vec![heldout_info(&all)];
-            v.extend(all.into_iter().filter(|t| t.name != FRONTIER));
-            v
-        }
-    };
-    let base = args.options();
+    let secs =
+        sections(store, sweep, args.task.as_deref(), &args.options(), &args.section_options(false), true).map_err(input)?;
+    write_report_of(sweep, secs, args, out)
+}
+
+/// Fits the sections of a report and writes it (local or from a coordinator alike).
+fn write_report_of(sweep: &str, secs: Sections, args: &FitArgs, out: &Path) -> Result<Written, CliError> {
     let mut built = Vec::new();
-    for task in &tasks {
-        // Without --task, --baseline and --frontier concern the held-out text and the tasks.
-        let mut so = args.section_options(false);
-        if args.task.is_none() && task.name != FRONTIER {
-            so.baseline = None;
-        }
-        let fitted = section(store, sweep, task, &base, &so)
-            .map_err(|e| e.to_string())
-            .and_then(|s| s.fit().map(|r| (s, r)).map_err(|e| e.to_string()));
+    for (task, s) in &secs {
+        let fitted = s.clone().and_then(|s| s.fit().map(|r| (s, r)).map_err(|e| e.to_string()));
         built.push((task, fitted));
     }
     if let Some((task, Err(e))) = built.first()
@@ -341,9 +336,9 @@ pub fn report(source: &Source, args: &FitArgs, out: &Path) -> CliResult {
             print!("{text}");
             println!("wrote {} files to {} (open report.html)", files.len(), out.display());
         }
-        Source::Sweep { store, sweep } => {
-            let (st, name) = open_sweep(store, sweep)?;
-            let w = sweep_report(&st, &name, args, out)?;
+        Source::Sweep { .. } | Source::Remote { .. } => {
+            let (name, secs) = sweep_sections(source, args, true)?;
+            let w = write_report_of(&name, secs, args, out)?;
             print!("{}", w.text);
             println!("wrote {} files to {} (open report.html)", w.files.len(), out.display());
         }

@@ -193,6 +193,9 @@ enum Command {
         format: Format,
         #[command(flatten)]
         store: StoreArgs,
+        /// With --coordinator: the sweep's tables come from the coordinator's store.
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Write the fit as report.json, a self-contained report.html, and plots (SVG and PNG).
     Report {
@@ -205,6 +208,9 @@ enum Command {
         args: cmd_fit::FitArgs,
         #[command(flatten)]
         store: StoreArgs,
+        /// With --coordinator: the sweep's tables come from the coordinator's store.
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
     /// Benchmarks' timed cores (see bench/).
     Bench {
@@ -279,8 +285,12 @@ fn main() {
         }
         Command::Delete { sweep, yes, store, remote } => cmd_control::delete(&sweep, yes, &store, &remote),
         Command::Cancel { target, run, store, remote } => cmd_control::cancel(&target, run, &store, &remote),
-        Command::Fit { sweep, args, format, store } => cmd_fit::fit(&args.source(sweep, &store.store), &args, format),
-        Command::Report { sweep, out, args, store } => cmd_fit::report(&args.source(sweep, &store.store), &args, &out),
+        Command::Fit { sweep, args, format, store, remote } => {
+            cmd_fit::fit(&args.source(sweep, &store.store, &remote), &args, format)
+        }
+        Command::Report { sweep, out, args, store, remote } => {
+            cmd_fit::report(&args.source(sweep, &store.store, &remote), &args, &out)
+        }
         Command::Export { target, format, csv, out, step, task, metric, store } => {
             if csv || format == "csv" {
                 let args = cmd_fit::FitArgs { task, metric, ..cmd_fit::FitArgs::default() };

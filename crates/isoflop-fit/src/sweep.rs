@@ -203,7 +203,8 @@ pub fn table_from_task(
 pub const FRONTIER: &str = isoflop_core::eval::HELDOUT_TASK;
 
 /// Where a distribution's compute-optimal error is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Frontier {
     /// At the distribution's own IsoFLOP minimum (text losses have one).
     Own,
@@ -213,7 +214,7 @@ pub enum Frontier {
 }
 
 /// One evaluation task of a sweep, as a report describes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskInfo {
     pub name: String,
     /// `text` or `multiple_choice`.
@@ -317,7 +318,7 @@ pub fn sweep_tasks(store: &dyn Store, sweep: &str) -> Result<Vec<TaskInfo>, Swee
 }
 
 /// How a report section (or `isoflop fit --task`) reads a task.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SectionOptions {
     /// The error metric (default: [`TaskInfo::default_metric`]).
     pub metric: Option<String>,
@@ -330,8 +331,9 @@ pub struct SectionOptions {
 }
 
 /// One task of a sweep ready to fit: its table (with the frontier's points when the errors are
-/// read at the held-out minimum), and the fit options that go with it.
-#[derive(Debug, Clone)]
+/// read at the held-out minimum), and the fit options that go with it. It travels as JSON from
+/// a coordinator to `isoflop fit --coordinator`, which fits it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Section {
     pub task: TaskInfo,
     pub metric: String,
@@ -434,4 +436,65 @@ pub fn section(
         baseline.clone()
     });
     Ok(Section { task: task.clone(), metric, baseline, frontier, table, options, notes })
+}
+
+/// The held-out text of a sweep as a task, whether or not its jobs are listed.
+pub fn heldout_info(tasks: &[TaskInfo]) -> TaskInfo {
+    tasks.iter().find(|t| t.name == FRONTIER).cloned().unwrap_or(TaskInfo {
+        name: FRONTIER.into(),
+        family: "text".into(),
+        subsets: Vec::new(),
+        groups: Vec::new(),
+        settings: String::new(),
+    })
+}
+
+/// The task `name` of a sweep (`None`: the held-out text).
+pub fn find_task(store: &dyn Store, sweep: &str, name: Option<&str>) -> Result<TaskInfo, SweepTableError> {
+    let tasks = sweep_tasks(store, sweep)?;
+    match name {
+        None => Ok(heldout_info(&tasks)),
+        Some(n) => tasks.iter().find(|t| t.name == n).cloned().ok_or_else(|| {
+            let mut have: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            have.sort_unstable();
+            SweepTableError::NoTask { sweep: sweep.into(), task: n.into(), have: have.join(", ") }
+        }),
+    }
+}
+
+/// What `isoflop fit` (one task: `task`, or the held-out text) or `isoflop report` (`report`:
+/// the held-out text and every task, unless `task` names one) fits of a sweep: each task with
+/// its section, or why it has none. In a report without `task`, `so.baseline` concerns the
+/// held-out text only. The same on a local store and on a coordinator's.
+pub type Sections = Vec<(TaskInfo, Result<Section, String>)>;
+
+/// See [`Sections`].
+pub fn sections(
+    store: &dyn Store,
+    sweep: &str,
+    task: Option<&str>,
+    base: &crate::FitOptions,
+    so: &SectionOptions,
+    report: bool,
+) -> Result<Sections, SweepTableError> {
+    let tasks = match (task, report) {
+        (Some(t), _) => vec![find_task(store, sweep, Some(t))?],
+        (None, false) => vec![find_task(store, sweep, None)?],
+        (None, true) => {
+            let all = sweep_tasks(store, sweep)?;
+            let mut v = vec![heldout_info(&all)];
+            v.extend(all.into_iter().filter(|t| t.name != FRONTIER));
+            v
+        }
+    };
+    let mut out = Vec::new();
+    for t in tasks {
+        let mut o = so.clone();
+        if report && task.is_none() && t.name != FRONTIER {
+            o.baseline = None;
+        }
+        let s = section(store, sweep, &t, base, &o).map_err(|e| e.to_string());
+        out.push((t, s));
+    }
+    Ok(out)
 }

@@ -178,6 +178,26 @@ impl ControlClient {
         self.inner.get_run_logs(r).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
+    /// The sections `isoflop fit` (or, with `report`, `isoflop report`) fits of a sweep, as
+    /// JSON (`isoflop_fit::sweep::Sections`), built from the coordinator's store.
+    pub async fn fit_sections(
+        &mut self,
+        sweep: &str,
+        task: Option<&str>,
+        fit: &impl serde::Serialize,
+        section: &impl serde::Serialize,
+        report: bool,
+    ) -> Result<String, ClientError> {
+        let r = self.req(pb::GetFitSectionsRequest {
+            sweep: sweep.into(),
+            task: task.unwrap_or_default().into(),
+            fit_options_json: serde_json::to_string(fit).map_err(|e| ClientError::Input(e.to_string()))?,
+            section_options_json: serde_json::to_string(section).map_err(|e| ClientError::Input(e.to_string()))?,
+            report,
+        });
+        self.inner.get_fit_sections(r).await.map(|r| r.into_inner().sections_json).map_err(|s| self.error(s))
+    }
+
     /// Deletes a sweep (or, with `dry_run`, says what that would delete).
     pub async fn delete_sweep(&mut self, sweep: &str, dry_run: bool) -> Result<pb::DeleteSweepResponse, ClientError> {
         let r = self.req(pb::DeleteSweepRequest { sweep: sweep.into(), dry_run });

@@ -205,6 +205,30 @@ impl ControlService for ControlApi {
         Ok(Response::new(pb::GetRunLogsResponse { run_id: run.run_id, name: run.name, logs }))
     }
 
+    #[tracing::instrument(name = "rpc.get_fit_sections", skip_all)]
+    async fn get_fit_sections(
+        &self,
+        req: Request<pb::GetFitSectionsRequest>,
+    ) -> Result<Response<pb::GetFitSectionsResponse>, Status> {
+        self.check(&req)?;
+        let m = req.into_inner();
+        let bad = |what: &str, e: serde_json::Error| Status::invalid_argument(format!("{what}: {e}"));
+        let base: isoflop_fit::FitOptions = serde_json::from_str(&m.fit_options_json).map_err(|e| bad("fit_options_json", e))?;
+        let so: isoflop_fit::sweep::SectionOptions =
+            serde_json::from_str(&m.section_options_json).map_err(|e| bad("section_options_json", e))?;
+        self.coord.sweep_runs(&m.sweep).map_err(status)?;
+        let store = self.coord.store().clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let task = (!m.task.is_empty()).then_some(m.task.as_str());
+            isoflop_fit::sweep::sections(store.as_ref(), &m.sweep, task, &base, &so, m.report)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let sections_json = serde_json::to_string(&built).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::GetFitSectionsResponse { sections_json }))
+    }
+
     #[tracing::instrument(name = "rpc.delete_sweep", skip_all)]
     async fn delete_sweep(&self, req: Request<pb::DeleteSweepRequest>) -> Result<Response<pb::DeleteSweepResponse>, Status> {
         self.check(&req)?;
