@@ -203,6 +203,8 @@ fn a_sweep_grows_by_its_spec_and_is_deleted_without_its_shared_runs() {
     assert!(text.contains("2 training run(s) added, 2 kept, 0 dropped") && text.matches("isoflop-3e+09").count() == 2, "{text}");
     let out = isoflop(&["run", spec_arg, "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("4 runs (2 already succeeded)") && !said.contains("shared with other sweeps"), "{said}");
     let after = common::training(&store, "tiny");
     assert_eq!(after.len(), 4);
     assert_eq!(

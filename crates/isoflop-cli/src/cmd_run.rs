@@ -81,7 +81,7 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
         submitted.runs,
         done,
         if submitted.existed { ", continuing" } else { "" },
-        if submitted.reused > 0 && !submitted.existed {
+        if submitted.reused > 0 && !submitted.existed && !submitted.updated {
             format!(", {} shared with other sweeps", submitted.reused)
         } else {
             String::new()

@@ -48,6 +48,10 @@ pub struct Manifest {
     /// train loss, rather than scoring a batch again. Absent in checkpoints of older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_progress: Option<LastProgress>,
+    /// The store whose attempt wrote it ([`isoflop_store`'s store id]); absent in checkpoints
+    /// of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
 }
 
 /// See [`Manifest::last_progress`].
@@ -306,6 +310,7 @@ mod tests {
             tokens_seen: step * 10,
             optimizer_step: step,
             last_progress: None,
+            store_id: None,
         }
     }
 

@@ -246,6 +246,7 @@ async fn attempt(
                 .filter(|(_, p)| p.is_dir());
             if let Some((step, path)) = isoflop_train::checkpoint::latest(&checkpoint_dir)
                 && resume.as_ref().is_none_or(|(s, _)| step > *s)
+                && of_this_store(&path, &assignment.store_id)
             {
                 // The store does not know it: report it, or a run whose final checkpoint was
                 // written just before its coordinator died would succeed without the
@@ -286,6 +287,7 @@ async fn attempt(
                 device: isoflop_train::tch_device(device),
                 micro_batch: assignment.micro_batch as usize,
                 precision,
+                store_id: assignment.store_id.clone(),
             };
 
             let hooks = Hooks {
@@ -462,4 +464,21 @@ fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome,
         message: message.clone(),
     });
     (outcome, Ended::Failed { class, message })
+}
+
+/// Whether a checkpoint the store did not record was written for this store: its manifest
+/// names the store (issue 12, defect 4). A checkpoint of another store, or of a build before
+/// store ids, is left alone, and the run trains from what the store recorded.
+fn of_this_store(path: &std::path::Path, store_id: &str) -> bool {
+    let named = isoflop_train::checkpoint::read_manifest(path).ok().and_then(|m| m.store_id);
+    let ok = !store_id.is_empty() && named.as_deref() == Some(store_id);
+    if !ok {
+        tracing::warn!(
+            target: "worker",
+            "checkpoint {} on disk is not this store's (it names {}); not resuming from it",
+            path.display(),
+            named.as_deref().unwrap_or("no store")
+        );
+    }
+    ok
 }

@@ -111,6 +111,7 @@ fn coordinator(dir: &Path, cfg: &RunConfig) -> Coordinator {
             threads: 1,
             device: "cpu".into(),
             lease_seconds: 3,
+            store_id: "store-a".into(),
             ..pb::AttachResponse::default()
         },
         ..Coordinator::default()
@@ -297,4 +298,14 @@ async fn a_checkpoint_on_disk_the_store_never_recorded_is_reported_when_resumed(
     assert_eq!(again.reports[0].resumed_from, Some(10));
     let reported: Vec<(u64, u64)> = again.reports.iter().flat_map(|r| &r.checkpoints).map(|c| (c.step, c.tokens_seen)).collect();
     assert_eq!(reported, [(10, cfg.tokens_at(10))], "the checkpoint it resumed from is recorded");
+
+    // Another store's attempt over the same directory does not adopt it (issue 12, defect 4):
+    // it trains from step 0.
+    let mut other = coordinator(dir.path(), &cfg);
+    other.assignment.store_id = "store-b".into();
+    let ended = run_attempt(&mut other, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    assert_eq!(other.reports[0].resumed_from, Some(0));
+    let first = other.reports.iter().flat_map(|r| &r.progress).next().map(|p| p.step);
+    assert_eq!(first, Some(0), "trained from the start");
 }

@@ -145,6 +145,7 @@ impl WorkerService for WorkerApi {
             precision: rt.runtime.precision.as_str().into(),
             keep_steps,
             eval,
+            store_id: store.store_id().map_err(internal)?,
         }))
     }
 

@@ -46,6 +46,8 @@ pub struct TrainJob {
     /// Numeric precision: fp32, or bf16 mixed precision (bf16 forward, backward and eval;
     /// fp32 master weights, gradient accumulation, clipping, AdamW and checkpoints).
     pub precision: Precision,
+    /// The store the run belongs to, written into every checkpoint's manifest (empty: none).
+    pub store_id: String,
 }
 
 /// Callbacks from a running [`train`].
@@ -591,6 +593,7 @@ impl Run<'_> {
             tokens_seen,
             optimizer_step: self.opt.step_count(),
             last_progress: self.last_progress,
+            store_id: Some(self.job.store_id.clone()).filter(|s| !s.is_empty()),
         };
         let path = checkpoint::save_keeping(
             &self.job.checkpoint_dir,

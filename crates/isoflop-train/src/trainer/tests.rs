@@ -72,6 +72,7 @@ fn job(config: RunConfig, checkpoint_dir: PathBuf) -> TrainJob {
         device: Device::Cpu,
         micro_batch: 0,
         precision: Precision::Fp32,
+        store_id: "teststore".into(),
     }
 }
 
