@@ -177,6 +177,15 @@ fn a_truncated_shard_is_refused_at_plan_time() {
     assert!(!dir.path().join("state").exists(), "nothing written to the store");
 }
 
+/// Issue 13 (a full artifacts disk panicked workers: exit 101, empty log): an error whose
+/// message cannot be written still exits with its own code.
+#[test]
+fn an_unwritable_stderr_keeps_the_exit_code() {
+    let full = std::fs::File::options().write(true).open("/dev/full").unwrap();
+    let out = std::process::Command::new(common::bin()).args(["plan", "/nonexistent/spec.yaml"]).stderr(full).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "not a panic (101)");
+}
+
 #[test]
 fn missing_spec_file_and_store_are_input_errors() {
     let out = isoflop(&["plan", "/nonexistent/spec.yaml"]);

@@ -307,7 +307,10 @@ fn main() {
         Command::Worker(args) => cmd_worker::main(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        // Not `eprintln!`: it panics when stderr cannot be written (a worker's log on a full
+        // disk), and the exit code that says what failed would become 101.
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "error: {e:#}");
         std::process::exit(e.exit_code());
     }
 }
