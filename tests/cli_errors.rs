@@ -156,12 +156,7 @@ fn a_cluster_spec_plans_without_its_data_and_a_local_one_does_not() {
 #[test]
 fn a_truncated_shard_is_refused_at_plan_time() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
-    std::fs::create_dir_all(&corpus).unwrap();
-    for e in std::fs::read_dir(common::corpus()).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), corpus.join(e.file_name())).unwrap();
-    }
+    let corpus = common::copy_corpus(&dir.path().join("corpus"));
     let train = corpus.join("train.bin");
     let len = std::fs::metadata(&train).unwrap().len();
     std::fs::File::options().write(true).open(&train).unwrap().set_len(len - 1000).unwrap();

@@ -394,12 +394,7 @@ fn a_killed_sweep_shows_stale_runs_and_reruns_to_one_final_loss() {
 fn failed_runs_are_classified_and_resume_requeues_only_what_it_should() {
     let dir = tempfile::tempdir().unwrap();
     // A private copy of the corpus whose training shard we can take away.
-    let corpus = dir.path().join("corpus");
-    std::fs::create_dir_all(&corpus).unwrap();
-    for e in std::fs::read_dir(common::corpus()).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), corpus.join(e.file_name())).unwrap();
-    }
+    let corpus = common::copy_corpus(&dir.path().join("corpus"));
     let body = TINY_SWEEP
         .replace("@MANIFEST@", &corpus.join("manifest.json").display().to_string())
         .replace("[1.5e9, 3.0e9]", "[1.5e9]")
@@ -460,12 +455,7 @@ fn a_shared_run_reads_the_data_of_the_sweep_that_launches_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut specs = Vec::new();
     for name in ["one", "two"] {
-        let corpus = dir.path().join(name).join("corpus");
-        std::fs::create_dir_all(&corpus).unwrap();
-        for e in std::fs::read_dir(common::corpus()).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), corpus.join(e.file_name())).unwrap();
-        }
+        let corpus = common::copy_corpus(&dir.path().join(name).join("corpus"));
         let body = TINY_SWEEP
             .replace("name: tiny", &format!("name: {name}"))
             .replace("@MANIFEST@", &corpus.join("manifest.json").display().to_string())

@@ -113,3 +113,14 @@ pub fn flip_a_token(shard: &Path) {
     bytes[isoflop_data::shard::HEADER_LEN + 10] ^= 0x01;
     std::fs::write(shard, &bytes).unwrap();
 }
+
+/// A private copy of the test corpus in `dir` (the same digests, other paths), for tests that
+/// damage or move its shards.
+pub fn copy_corpus(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(corpus()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    dir.to_path_buf()
+}

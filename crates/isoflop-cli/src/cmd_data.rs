@@ -70,12 +70,11 @@ fn verify(dir: &std::path::Path) -> CliResult {
     let mut bad = Vec::new();
     let mut bytes = 0u64;
     for e in std::iter::once(&m.train).chain(&m.evals) {
-        let checked = m.open_shard(dir, &e.name).map_err(|x| x.to_string()).and_then(|s| {
-            s.verify().map_err(|x| x.to_string())?;
-            // Remember it, as a worker would after hashing it.
-            let _ = s.verify_once(cache.as_deref());
-            Ok(s)
-        });
+        // Hashed in full, and remembered as a worker would after hashing it.
+        let checked = m
+            .open_shard(dir, &e.name)
+            .map_err(|x| x.to_string())
+            .and_then(|s| s.verify_and_remember(cache.as_deref()).map(|()| s).map_err(|x| x.to_string()));
         let result = match checked {
             Ok(s) => {
                 bytes += std::fs::metadata(s.path()).map(|x| x.len()).unwrap_or(0);

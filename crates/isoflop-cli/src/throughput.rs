@@ -24,12 +24,7 @@ pub fn key(device: &str, precision: &str) -> String {
 }
 
 fn path() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let dir = match var("ISOFLOP_CACHE_DIR") {
-        Some(d) => d,
-        None => var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?.join("isoflop"),
-    };
-    Some(dir.join("throughput.json"))
+    isoflop_data::cache_dir().map(|d| d.join("throughput.json"))
 }
 
 fn load() -> BTreeMap<String, Throughput> {

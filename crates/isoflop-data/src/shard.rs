@@ -324,33 +324,45 @@ impl Shard {
     /// `Ok(true)` when it hashed, `Ok(false)` when the marker said it had before. Without a
     /// cache directory it hashes every time.
     pub fn verify_once(&self, cache: Option<&Path>) -> Result<bool, ShardError> {
+        let marker = self.marker(cache)?;
+        if marker.as_ref().is_some_and(|(m, _)| m.is_file()) {
+            return Ok(false);
+        }
+        self.verify()?;
+        remember(marker);
+        Ok(true)
+    }
+
+    /// [`Shard::verify`] always, then the marker [`Shard::verify_once`] reads.
+    pub fn verify_and_remember(&self, cache: Option<&Path>) -> Result<(), ShardError> {
+        let marker = self.marker(cache)?;
+        self.verify()?;
+        remember(marker);
+        Ok(())
+    }
+
+    /// This file's marker in `cache`, and the canonical path it records.
+    fn marker(&self, cache: Option<&Path>) -> Result<Option<(PathBuf, PathBuf)>, ShardError> {
+        let Some(cache) = cache else { return Ok(None) };
         let meta = std::fs::metadata(&self.path).map_err(io_err(&self.path))?;
         let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
         let canon = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
         let key = format!("{}\n{}\n{mtime}\n{}", canon.display(), meta.len(), self.header.digest);
-        let marker = cache.map(|d| d.join(hex::encode(&Sha256::digest(key.as_bytes())[..16])));
-        if marker.as_ref().is_some_and(|m| m.is_file()) {
-            return Ok(false);
-        }
-        self.verify()?;
-        if let Some(m) = marker {
-            // Best effort: an unwritable cache only means hashing again next time.
-            let _ = std::fs::create_dir_all(m.parent().expect("a marker has a directory"))
-                .and_then(|_| std::fs::write(&m, format!("{}\n", canon.display())));
-        }
-        Ok(true)
+        Ok(Some((cache.join(hex::encode(&Sha256::digest(key.as_bytes())[..16])), canon)))
     }
 }
 
-/// Where [`Shard::verify_once`] keeps its markers: `$ISOFLOP_CACHE_DIR/verified-shards`, else
-/// `$XDG_CACHE_HOME/isoflop/verified-shards`, else `$HOME/.cache/isoflop/verified-shards`.
-pub fn verify_cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(d) = var("ISOFLOP_CACHE_DIR") {
-        return Some(d.join("verified-shards"));
+/// Writes a marker (best effort: an unwritable cache only means hashing again next time).
+fn remember(marker: Option<(PathBuf, PathBuf)>) {
+    if let Some((m, canon)) = marker {
+        let _ = std::fs::create_dir_all(m.parent().expect("a marker has a directory"))
+            .and_then(|_| std::fs::write(&m, format!("{}\n", canon.display())));
     }
-    let base = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
-    Some(base.join("isoflop").join("verified-shards"))
+}
+
+/// Where [`Shard::verify_once`] keeps its markers: `verified-shards` in [`crate::cache_dir`].
+pub fn verify_cache_dir() -> Option<PathBuf> {
+    crate::cache_dir().map(|d| d.join("verified-shards"))
 }
 
 #[cfg(test)]

@@ -476,6 +476,14 @@ impl SqliteStore {
         Ok(out)
     }
 
+    fn attempts_where(&self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<AttemptRow>> {
+        self.with(|tx| {
+            let mut stmt = tx.prepare_cached(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE {filter}"))?;
+            let rows = stmt.query_map(args, attempt_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter().map(finish_attempt_row).collect()
+        })
+    }
+
     fn events_filtered(&self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<EventRow>> {
         self.with(|tx| {
             let mut stmt = tx.prepare_cached(&format!("SELECT {EVENT_COLS} FROM events WHERE {filter} ORDER BY id"))?;
@@ -758,21 +766,11 @@ impl Store for SqliteStore {
     }
 
     fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>> {
-        self.with(|tx| {
-            let mut stmt =
-                tx.prepare_cached(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE run_id = ?1 ORDER BY attempt"))?;
-            let rows = stmt.query_map([run_id], attempt_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter().map(finish_attempt_row).collect()
-        })
+        self.attempts_where("run_id = ?1 ORDER BY attempt", &[&run_id])
     }
 
     fn active_attempts(&self) -> Result<Vec<AttemptRow>> {
-        self.with(|tx| {
-            let mut stmt =
-                tx.prepare(&format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE outcome = 'active' ORDER BY started_ms"))?;
-            let rows = stmt.query_map([], attempt_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter().map(finish_attempt_row).collect()
-        })
+        self.attempts_where("outcome = 'active' ORDER BY started_ms", &[])
     }
 
     fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<EventRow> {

@@ -167,6 +167,24 @@ fn metrics_json(x: &RunResults) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
+/// A job's JSON with what `status` knows of its time: the last report, staleness, start, end,
+/// duration and attempts (the same for runs and evaluation jobs).
+fn with_timing(x: &RunResults, seen: &Seen, mut v: serde_json::Value) -> serde_json::Value {
+    let r = &x.run;
+    let fields = json!({
+        "heartbeat_age_seconds": seen.heartbeat_age(r),
+        "stale": seen.stale(r),
+        "started_ms": x.attempts.first().map(|a| a.started_ms),
+        "ended_ms": if r.state.is_terminal() { x.attempts.last().and_then(|a| a.ended_ms) } else { None },
+        "duration_seconds": run_seconds(x, seen.now_ms),
+        "attempt_list": attempts_json(x, seen.now_ms),
+    });
+    if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
+        o.extend(f);
+    }
+    v
+}
+
 /// Seconds a job has spent in attempts (the ended ones, and the live one so far).
 fn run_seconds(x: &RunResults, now_ms: i64) -> Option<f64> {
     (!x.attempts.is_empty())
@@ -200,26 +218,24 @@ pub fn status_json(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
     for x in runs {
         let (r, e) = (&x.run, &x.evals);
         if let Some(of) = &r.eval {
-            jobs.push(json!({
-                "job_id": r.run_id,
-                "name": r.name,
-                "run_id": of.parent,
-                "step": of.step,
-                "task": of.task,
-                "family": of.family,
-                "state": r.state.as_str(),
-                "failure_class": r.failure_class.map(|f| f.as_str()),
-                "message": r.message,
-                "attempts": r.attempts,
-                "heartbeat_age_seconds": seen.heartbeat_age(r),
-                "stale": seen.stale(r),
-                "started_ms": x.attempts.first().map(|a| a.started_ms),
-                "ended_ms": if r.state.is_terminal() { x.attempts.last().and_then(|a| a.ended_ms) } else { None },
-                "duration_seconds": run_seconds(x, seen.now_ms),
-                "attempt_list": attempts_json(x, seen.now_ms),
-                "progress": r.progress.as_ref().map(|p| json!({"done": p.step, "total": p.total_steps})),
-                "results": metrics_json(x),
-            }));
+            jobs.push(with_timing(
+                x,
+                seen,
+                json!({
+                    "job_id": r.run_id,
+                    "name": r.name,
+                    "run_id": of.parent,
+                    "step": of.step,
+                    "task": of.task,
+                    "family": of.family,
+                    "state": r.state.as_str(),
+                    "failure_class": r.failure_class.map(|f| f.as_str()),
+                    "message": r.message,
+                    "attempts": r.attempts,
+                    "progress": r.progress.as_ref().map(|p| json!({"done": p.step, "total": p.total_steps})),
+                    "results": metrics_json(x),
+                }),
+            ));
             continue;
         }
         let c = config(r);
@@ -232,31 +248,29 @@ pub fn status_json(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
                 )
             })
             .collect();
-        arr.push(json!({
-            "run_id": r.run_id,
-            "name": r.name,
-            "corpus": r.corpus,
-            "budget": r.budget,
-            "state": r.state.as_str(),
-            "failure_class": r.failure_class.map(|f| f.as_str()),
-            "message": r.message,
-            "attempts": r.attempts,
-            "params": c.as_ref().map(|c| isoflop_core::flops::params(&c.model)),
-            "tokens": c.as_ref().map(|c| c.tokens()),
-            "step": r.progress.as_ref().map(|p| p.step),
-            "total_steps": c.as_ref().map(|c| c.recipe.steps),
-            "loss": r.progress.as_ref().map(|p| p.loss),
-            "tokens_per_second": r.progress.as_ref().map(|p| p.tokens_per_second),
-            "micro_batch": r.progress.as_ref().and_then(|p| p.micro_batch),
-            "eta_seconds": if r.state == RunState::Running && !seen.stale(r) { eta(r) } else { None },
-            "heartbeat_age_seconds": seen.heartbeat_age(r),
-            "stale": seen.stale(r),
-            "started_ms": x.attempts.first().map(|a| a.started_ms),
-            "ended_ms": if r.state.is_terminal() { x.attempts.last().and_then(|a| a.ended_ms) } else { None },
-            "duration_seconds": run_seconds(x, seen.now_ms),
-            "attempt_list": attempts_json(x, seen.now_ms),
-            "evals": evals,
-        }));
+        arr.push(with_timing(
+            x,
+            seen,
+            json!({
+                "run_id": r.run_id,
+                "name": r.name,
+                "corpus": r.corpus,
+                "budget": r.budget,
+                "state": r.state.as_str(),
+                "failure_class": r.failure_class.map(|f| f.as_str()),
+                "message": r.message,
+                "attempts": r.attempts,
+                "params": c.as_ref().map(|c| isoflop_core::flops::params(&c.model)),
+                "tokens": c.as_ref().map(|c| c.tokens()),
+                "step": r.progress.as_ref().map(|p| p.step),
+                "total_steps": c.as_ref().map(|c| c.recipe.steps),
+                "loss": r.progress.as_ref().map(|p| p.loss),
+                "tokens_per_second": r.progress.as_ref().map(|p| p.tokens_per_second),
+                "micro_batch": r.progress.as_ref().and_then(|p| p.micro_batch),
+                "eta_seconds": if r.state == RunState::Running && !seen.stale(r) { eta(r) } else { None },
+                "evals": evals,
+            }),
+        ));
     }
     format!("{:#}", json!({"sweep": sweep, "coordinator_running": !seen.coordinator_gone, "runs": arr, "eval_jobs": jobs}))
 }
