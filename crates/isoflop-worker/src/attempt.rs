@@ -201,7 +201,9 @@ async fn attempt(
             return Err(WorkerError::BadAssignment(msg));
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    // Raised at once when the interrupt came before the work starts (the loop below would
+    // set it only after the first steps had run).
+    let stop = Arc::new(AtomicBool::new(interrupt.is_cancelled()));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = oneshot::channel();
     let (work, first_resumed) = match eval {
