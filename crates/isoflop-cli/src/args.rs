@@ -12,9 +12,9 @@ pub enum Format {
 /// Where to find the store when no spec is given.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
-    /// SQLite store file.
+    /// The store: a SQLite file, or a PostgreSQL database (`postgres://USER@HOST/DATABASE`).
     #[arg(long, env = "ISOFLOP_STORE", default_value = ".isoflop/isoflop.db")]
-    pub store: PathBuf,
+    pub store: isoflop_store::StoreLocation,
 }
 
 /// Which coordinator to talk to, and the admin token it wants.

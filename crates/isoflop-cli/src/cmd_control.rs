@@ -31,10 +31,16 @@ pub fn status(sweep: Option<&str>, format: Format, store: &StoreArgs, remote: &R
         control.close().await;
         // On a local store, active runs need a coordinator holding the store's lock (an
         // `isoflop run` or `serve`); without one, they are what a killed one left behind.
-        let seen = Seen {
-            now_ms: isoflop_core::SystemClock.now_ms(),
-            coordinator_gone: remote.coordinator().is_none() && isoflop_server::StoreLock::holder(&store.store).is_none(),
+        let gone = match remote.coordinator() {
+            Some(_) => false,
+            None => {
+                let at = store.store.clone();
+                tokio::task::spawn_blocking(move || isoflop_server::StoreLock::holder(&at).is_none())
+                    .await
+                    .context("reading the store's lock")?
+            }
         };
+        let seen = Seen { now_ms: isoflop_core::SystemClock.now_ms(), coordinator_gone: gone };
         match format {
             Format::Json => println!("{}", status_json(&sweep, &runs, &seen)),
             Format::Table => print!("{}", status_table(&sweep, &runs, &seen)),

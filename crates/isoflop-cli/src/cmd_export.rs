@@ -3,18 +3,15 @@
 
 use crate::exit::{CliResult, input};
 use anyhow::anyhow;
-use isoflop_store::{SqliteStore, Store};
+use isoflop_store::StoreLocation;
 use std::path::Path;
 
-pub fn export(run: &str, format: &str, out: &Path, step: Option<u64>, store_path: &Path) -> CliResult {
+pub fn export(run: &str, format: &str, out: &Path, step: Option<u64>, location: &StoreLocation) -> CliResult {
     if format != "hf" {
         return Err(input(anyhow!("--format {format}: expected hf")));
     }
-    if !store_path.is_file() {
-        return Err(input(anyhow!("no store at {} (give --store)", store_path.display())));
-    }
-    let store = SqliteStore::open(store_path)?;
-    let row = isoflop_coordinator::find_run(&store, run).map_err(input)?;
+    let store = crate::control::open_existing(location)?;
+    let row = isoflop_coordinator::find_run(store.as_ref(), run).map_err(input)?;
     if !row.is_training() {
         return Err(input(anyhow!("{} ({}) is an evaluation job, not a training run", row.name, row.run_id)));
     }

@@ -6,14 +6,15 @@ use crate::render::fit::{render, render_verdicts};
 use anyhow::{Context, anyhow};
 use isoflop_fit::sweep::{FRONTIER, Frontier, SectionOptions, Sections, TaskInfo, find_task, section, sections};
 use isoflop_fit::{FitOptions, FitReport, fit_all, read_csv};
-use isoflop_store::{SqliteStore, Store};
+use isoflop_store::{Store, StoreLocation};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where the points come from.
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A sweep in a store.
-    Sweep { store: PathBuf, sweep: Option<String> },
+    Sweep { store: StoreLocation, sweep: Option<String> },
     /// A sweep on a coordinator (`--coordinator URL`): it builds the tables from its store,
     /// this command fits them.
     Remote { remote: crate::args::RemoteArgs, sweep: Option<String> },
@@ -145,11 +146,11 @@ impl FitArgs {
         }
     }
 
-    pub fn source(&self, sweep: Option<String>, store: &Path, remote: &crate::args::RemoteArgs) -> Source {
+    pub fn source(&self, sweep: Option<String>, store: &StoreLocation, remote: &crate::args::RemoteArgs) -> Source {
         match (&self.from_csv, remote.coordinator()) {
             (Some(p), _) => Source::Csv(p.clone()),
             (None, Some(_)) => Source::Remote { remote: remote.clone(), sweep },
-            (None, None) => Source::Sweep { store: store.to_path_buf(), sweep },
+            (None, None) => Source::Sweep { store: store.clone(), sweep },
         }
     }
 }
@@ -157,10 +158,10 @@ impl FitArgs {
 /// `isoflop export SWEEP --csv [--out FILE]`: the table `isoflop fit SWEEP` (with `--task`,
 /// `--metric`) fits, as the CSV `isoflop fit --from-csv` reads; the hint on stderr says which
 /// options make that fit the same.
-pub fn export_csv(sweep: &str, args: &FitArgs, store: &Path, out: Option<&Path>) -> CliResult {
+pub fn export_csv(sweep: &str, args: &FitArgs, store: &StoreLocation, out: Option<&Path>) -> CliResult {
     let (st, name) = open_sweep(store, &Some(sweep.to_string()))?;
-    let task = find_task(&st, &name, args.task.as_deref()).map_err(input)?;
-    let s = section(&st, &name, &task, &args.options(), &args.section_options(true)).map_err(input)?;
+    let task = find_task(st.as_ref(), &name, args.task.as_deref()).map_err(input)?;
+    let s = section(st.as_ref(), &name, &task, &args.options(), &args.section_options(true)).map_err(input)?;
     let csv = isoflop_fit::table::write_csv(&s.table);
     let mut flags = format!("--baseline {}", s.baseline);
     if !s.options.run_parametric {
@@ -202,7 +203,7 @@ fn sweep_sections(source: &Source, args: &FitArgs, report: bool) -> Result<(Stri
     match source {
         Source::Sweep { store, sweep } => {
             let (st, name) = open_sweep(store, sweep)?;
-            let secs = sections(&st, &name, task, &args.options(), &so, report).map_err(input)?;
+            let secs = sections(st.as_ref(), &name, task, &args.options(), &so, report).map_err(input)?;
             Ok((name, secs))
         }
         Source::Remote { remote, sweep } => crate::control::runtime()?.block_on(async {
@@ -220,17 +221,14 @@ fn sweep_sections(source: &Source, args: &FitArgs, report: bool) -> Result<(Stri
 }
 
 /// Opens the store of a sweep source and names the sweep (default: the newest).
-fn open_sweep(store: &Path, sweep: &Option<String>) -> Result<(SqliteStore, String), CliError> {
-    if !store.is_file() {
-        return Err(input(anyhow!("no isoflop store at {} (set --store or ISOFLOP_STORE)", store.display())));
-    }
-    let st = SqliteStore::open(store)?;
+fn open_sweep(store: &StoreLocation, sweep: &Option<String>) -> Result<(Arc<dyn Store>, String), CliError> {
+    let st = crate::control::open_existing(store)?;
     let name = match sweep {
         Some(s) => s.clone(),
         None => st.sweeps()?.into_iter().next().map(|s| s.name).ok_or_else(|| input(anyhow!("the store holds no sweep yet")))?,
     };
     if st.sweep(&name)?.is_none() {
-        return Err(input(anyhow!("sweep `{name}` not found in {}", store.display())));
+        return Err(input(anyhow!("sweep `{name}` not found in {store}")));
     }
     Ok((st, name))
 }

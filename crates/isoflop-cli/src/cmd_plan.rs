@@ -208,14 +208,13 @@ fn costs(loaded: &isoflop_core::spec::LoadedSpec, runs: &[isoflop_core::plan::Pl
 /// `isoflop plan SPEC --diff`: what submitting the spec would change in its store's sweep of
 /// the same name. Exit 2 (and the message `run` would give) when it drops a stored run.
 pub fn diff(spec_path: &Path) -> CliResult {
-    use isoflop_store::{SqliteStore, Store};
     let loaded = SweepSpec::load(spec_path).map_err(input)?;
     let planned = isoflop_coordinator::resolve::PlannedSweep::from_spec(&loaded).map_err(input)?;
     let name = &loaded.spec.name;
-    let store_path = loaded.store_path();
-    let stored = match store_path.is_file() {
+    let location = loaded.store_location().map_err(input)?;
+    let stored = match location.sqlite().is_none_or(Path::is_file) {
         true => {
-            let st = SqliteStore::open(&store_path)?;
+            let st = isoflop_store::open(&location)?;
             match st.sweep(name)? {
                 Some(_) => Some(st.sweep_runs(name)?),
                 None => None,
@@ -226,7 +225,7 @@ pub fn diff(spec_path: &Path) -> CliResult {
     let Some(stored) = stored else {
         println!(
             "sweep {name} is not in {}: submitting plans all {} runs and {} evaluation jobs",
-            store_path.display(),
+            location,
             planned.runs.len(),
             planned.evals.len()
         );
@@ -260,7 +259,7 @@ pub fn diff(spec_path: &Path) -> CliResult {
     println!(
         "sweep {name} in {}: {} training run(s) added, {kept} kept, {} dropped; {new_evals} evaluation job(s) added; \
          added compute {} FLOPs",
-        store_path.display(),
+        location,
         added.len(),
         dropped.len(),
         sci(added.iter().map(|r| r.budget).sum())

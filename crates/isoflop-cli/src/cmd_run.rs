@@ -14,7 +14,7 @@ use isoflop_core::spec::{LoadedSpec, SweepSpec};
 use isoflop_fit::relative::Verdict;
 use isoflop_server::host::kube_calls_line;
 use isoflop_server::{Endpoint, Host, StoreLock};
-use isoflop_store::{RunResults, SqliteStore, Store, StoreError};
+use isoflop_store::{RunResults, Store, StoreError, StoreLocation};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,8 +25,8 @@ pub fn run(spec_path: &Path, plain: bool) -> CliResult {
     let loaded = SweepSpec::load(spec_path).map_err(input)?;
     // Validate data and plan before anything touches the store.
     let planned = PlannedSweep::from_spec(&loaded).map_err(input)?;
-    let store_path = loaded.store_path();
-    run_loaded(&loaded, &planned, &store_path, plain)
+    let location = loaded.store_location().map_err(input)?;
+    run_loaded(&loaded, &planned, &location, plain)
 }
 
 /// `isoflop resume SWEEP`: requeue failed (and cancelled) runs through the control API, then
@@ -43,36 +43,48 @@ pub fn resume(
     if no_run || remote.coordinator().is_some() {
         return Ok(());
     }
-    let row = SqliteStore::open(&store.store)?
+    let row = isoflop_store::open(&store.store)?
         .sweep(sweep)?
-        .ok_or_else(|| input(anyhow!("sweep `{sweep}` not found in {}", store.store.display())))?;
+        .ok_or_else(|| input(anyhow!("sweep `{sweep}` not found in {}", store.store)))?;
     let loaded = stored_spec(&row).map_err(input)?;
     let planned = PlannedSweep::from_spec(&loaded).map_err(input)?;
     run_loaded(&loaded, &planned, &store.store, plain)
 }
 
-fn run_loaded(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, plain: bool) -> CliResult {
-    let _lock = StoreLock::acquire(store_path).map_err(server)?;
+fn run_loaded(loaded: &LoadedSpec, planned: &PlannedSweep, location: &StoreLocation, plain: bool) -> CliResult {
+    let _lock = StoreLock::acquire(location).map_err(server)?;
+    // Opened here, not on the async runtime: the store's calls block.
+    let store = isoflop_store::open(location)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;
-    rt.block_on(run_async(loaded, planned, store_path, plain))
+    rt.block_on(run_async(loaded, planned, store, location, plain))
 }
 
-async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Path, plain: bool) -> CliResult {
+async fn run_async(
+    loaded: &LoadedSpec,
+    planned: &PlannedSweep,
+    store: Arc<dyn Store>,
+    location: &StoreLocation,
+    plain: bool,
+) -> CliResult {
     let sweep = loaded.spec.name.clone();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(store_path)?);
     let max_parallel = loaded.spec.executor.max_parallel();
     let host = Host::new(store.clone(), &loaded.spec.executor, &Endpoint::default(), loaded.artifacts_dir(), None)
         .await
         .map_err(server)?;
     let coord = host.coord.clone();
-    let submitted = match coord.submit_planned(planned) {
-        Ok(s) => s,
-        Err(CoordinatorError::Store(e @ StoreError::SweepConflict { .. })) => return Err(input(e)),
-        Err(CoordinatorError::Spec(e)) => return Err(input(e)),
-        Err(e) => return Err(e.into()),
-    };
-    let recovered = coord.recover()?;
-    let runs = coord.sweep_runs(&sweep)?;
+    // The store's calls block: off the async runtime, here and below.
+    let (planned, name) = (planned.clone(), sweep.clone());
+    let (submitted, recovered, runs) = coord
+        .blocking(move |c| {
+            let submitted = match c.submit_planned(&planned) {
+                Ok(s) => s,
+                Err(CoordinatorError::Store(e @ StoreError::SweepConflict { .. })) => return Err(input(e)),
+                Err(CoordinatorError::Spec(e)) => return Err(input(e)),
+                Err(e) => return Err(e.into()),
+            };
+            Ok::<_, CliError>((submitted, c.recover()?, c.sweep_runs(&name)?))
+        })
+        .await?;
     let done = runs.iter().filter(|r| r.is_training() && r.state == RunState::Succeeded).count();
     let evals_done = runs.iter().filter(|r| !r.is_training() && r.state == RunState::Succeeded).count();
     println!(
@@ -88,7 +100,7 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
         },
         submitted.evals,
         if submitted.updated { "; the spec changed (it only adds), the stored spec is updated" } else { "" },
-        store_path.display()
+        location
     );
     let again = crate::cmd_control::requeued_note(submitted.requeued);
     if !again.is_empty() {
@@ -112,7 +124,8 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
             _ = sigterm.recv() => break true,
             _ = tick.tick() => {}
         }
-        let runs = coord.sweep_runs(&sweep)?;
+        let name = sweep.clone();
+        let runs = coord.blocking(move |c| c.sweep_runs(&name)).await?;
         let block = live_block(&sweep, &runs, started.elapsed().as_secs_f64());
         let mut out = std::io::stdout().lock();
         // A terminal that went away is no reason to stop the sweep: display errors are ignored.
@@ -149,12 +162,21 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
     let kube_line = serving.kubernetes().map(|k| k.api_calls().clone());
     serving.stop().await;
 
-    let runs = coord.sweep_runs(&sweep)?;
-    let with_evals = runs
-        .iter()
-        .filter(|r| r.is_training())
-        .map(|r| Ok(RunResults { run: r.clone(), evals: store.evals(&r.run_id)?, metrics: Vec::new(), attempts: Vec::new() }))
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let name = sweep.clone();
+    let (runs, with_evals) = coord
+        .blocking(move |c| {
+            let runs = c.sweep_runs(&name)?;
+            let with_evals = runs
+                .iter()
+                .filter(|r| r.is_training())
+                .map(|r| {
+                    let evals = c.store().evals(&r.run_id)?;
+                    Ok(RunResults { run: r.clone(), evals, metrics: Vec::new(), attempts: Vec::new() })
+                })
+                .collect::<Result<Vec<_>, CoordinatorError>>()?;
+            Ok::<_, CoordinatorError>((runs, with_evals))
+        })
+        .await?;
     println!();
     print!("{}", final_table(&with_evals));
     if let Some(calls) = kube_line {
@@ -163,14 +185,15 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
     println!(
         "elapsed {}; results in {} (`isoflop status {sweep}`), checkpoints and logs under {}",
         duration(started.elapsed().as_secs_f64()),
-        store_path.display(),
+        location,
         loaded.artifacts_dir().display()
     );
     if interrupted {
         return Err(CliError::Interrupted);
     }
     // The fit is CPU-heavy: off the async runtime.
-    let (report_store, report_sweep, dir) = (store.clone(), sweep.clone(), reports_dir(store_path, &sweep));
+    let (report_store, report_sweep, dir) =
+        (store.clone(), sweep.clone(), reports_dir(location, &loaded.artifacts_dir(), &sweep));
     let report = tokio::task::spawn_blocking(move || write_sweep_report(report_store.as_ref(), &report_sweep, &dir))
         .await
         .context("the report task")?;
@@ -185,9 +208,12 @@ async fn run_async(loaded: &LoadedSpec, planned: &PlannedSweep, store_path: &Pat
     Ok(())
 }
 
-/// `reports/SWEEP/` beside the store.
-pub(crate) fn reports_dir(store_path: &Path, sweep: &str) -> PathBuf {
-    store_path.parent().unwrap_or(Path::new(".")).join("reports").join(sweep)
+/// `reports/SWEEP/` beside a SQLite store; in the artifacts directory of a PostgreSQL one.
+pub(crate) fn reports_dir(location: &StoreLocation, artifacts: &Path, sweep: &str) -> PathBuf {
+    match location.sqlite() {
+        Some(db) => db.parent().unwrap_or(Path::new(".")).join("reports").join(sweep),
+        None => artifacts.join("reports").join(sweep),
+    }
 }
 
 /// Fits the finished sweep (its held-out text and every evaluation task, with the defaults of

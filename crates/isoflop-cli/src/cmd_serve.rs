@@ -7,9 +7,8 @@ use anyhow::Context;
 use isoflop_core::spec::ExecutorSpec;
 use isoflop_server::host::kube_calls_line;
 use isoflop_server::{Endpoint, Host, ServeConfig, StoreLock};
-use isoflop_store::{SqliteStore, Store};
-use std::path::Path;
-use std::sync::Arc;
+use isoflop_store::StoreLocation;
+use std::path::{Path, PathBuf};
 
 /// `isoflop serve --config FILE`: until SIGTERM or SIGINT.
 pub fn serve(config_path: &Path) -> CliResult {
@@ -20,14 +19,21 @@ pub fn serve(config_path: &Path) -> CliResult {
         let endpoint = Endpoint { listen: Some(loaded.config.listen.clone()), worker_url: loaded.config.worker_url.clone() };
         // The port first: a taken one creates no store and no lock file.
         let listener = Host::bind(executor, &endpoint).await.map_err(server)?;
-        let _lock = StoreLock::acquire(&loaded.sqlite).map_err(server)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&loaded.sqlite)?);
+        // The lock and the store block (a PostgreSQL round trip): off the async runtime.
+        let location = loaded.store.clone();
+        let (_lock, store) = tokio::task::spawn_blocking(move || {
+            let lock = StoreLock::acquire(&location).map_err(server)?;
+            Ok::<_, CliError>((lock, isoflop_store::open(&location)?))
+        })
+        .await
+        .context("opening the store")??;
         let host = Host::on(listener, store, executor, &endpoint, loaded.artifacts.clone(), Some(executor.threads_per_run()))
             .await
             .map_err(server)?;
         let addr = host.listener.local_addr()?;
         let coord = host.coord.clone();
-        let recovered = coord.recover()?;
+        // The store's calls block: off the async runtime.
+        let (recovered, sweeps) = coord.blocking(|c| Ok::<_, CliError>((c.recover()?, c.sweeps()?))).await?;
         let kind = match executor {
             ExecutorSpec::Local { .. } => "local".to_string(),
             ExecutorSpec::Kubernetes(k) => format!("kubernetes (namespace {})", k.namespace),
@@ -37,7 +43,7 @@ pub fn serve(config_path: &Path) -> CliResult {
              artifacts {}; admin token {}",
             host.worker_url,
             executor.max_parallel(),
-            loaded.sqlite.display(),
+            loaded.store,
             loaded.artifacts.display(),
             if loaded.admin_token.is_some() { "required" } else { "not required" },
         );
@@ -47,13 +53,12 @@ pub fn serve(config_path: &Path) -> CliResult {
         if recovered > 0 {
             println!("requeued {recovered} run(s) interrupted in an earlier session; they resume from their checkpoints");
         }
-        let sweeps = coord.sweeps()?;
         let unfinished = sweeps.iter().flat_map(|(_, runs)| runs).filter(|r| !r.state.is_terminal()).count();
         if unfinished > 0 {
             println!("{unfinished} unfinished run(s) in the store; scheduling them");
         }
         let serving = host.start(loaded.admin_token.clone());
-        let reporter = tokio::spawn(report_settled_sweeps(coord.clone(), loaded.sqlite.clone()));
+        let reporter = tokio::spawn(report_settled_sweeps(coord.clone(), loaded.store.clone(), loaded.artifacts.clone()));
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -67,7 +72,7 @@ pub fn serve(config_path: &Path) -> CliResult {
         reporter.abort();
         serving.stop().await;
         if let Some(calls) = calls {
-            let runs: usize = coord.sweeps()?.iter().map(|(_, r)| r.len()).sum();
+            let runs: usize = coord.blocking(|c| c.sweeps()).await?.iter().map(|(_, r)| r.len()).sum();
             println!("{}", kube_calls_line(&calls, runs));
         }
         println!("stopped");
@@ -78,7 +83,7 @@ pub fn serve(config_path: &Path) -> CliResult {
 /// Writes a sweep's report (as `isoflop run` does at its end, into `reports/SWEEP/` beside the
 /// store) each time the sweep settles: once every job of it has ended, after a job of it
 /// ended. A sweep that settles again (resumed, extended) gets a fresh report.
-async fn report_settled_sweeps(coord: isoflop_coordinator::Coordinator, store_path: std::path::PathBuf) {
+async fn report_settled_sweeps(coord: isoflop_coordinator::Coordinator, location: StoreLocation, artifacts: PathBuf) {
     use isoflop_proto::v1 as pb;
     let mut events = coord.subscribe();
     // What each report was written from: the jobs and their last update.
@@ -93,7 +98,7 @@ async fn report_settled_sweeps(coord: isoflop_coordinator::Coordinator, store_pa
         if !isoflop_proto::convert::run_state(st.to).is_ok_and(|s| s.is_terminal()) {
             continue;
         }
-        let Ok(sweeps) = coord.sweeps() else { continue };
+        let Ok(sweeps) = coord.blocking(|c| c.sweeps()).await else { continue };
         for (row, runs) in sweeps {
             if !runs.iter().any(|r| r.run_id == ev.run_id) || !isoflop_coordinator::sweep_settled(&runs) {
                 continue;
@@ -104,7 +109,7 @@ async fn report_settled_sweeps(coord: isoflop_coordinator::Coordinator, store_pa
             }
             written.insert(row.name.clone(), mark);
             let (store, name, dir) =
-                (coord.store().clone(), row.name.clone(), crate::cmd_run::reports_dir(&store_path, &row.name));
+                (coord.store().clone(), row.name.clone(), crate::cmd_run::reports_dir(&location, &artifacts, &row.name));
             match tokio::task::spawn_blocking(move || crate::cmd_run::write_sweep_report(store.as_ref(), &name, &dir)).await {
                 Ok(line) => tracing::info!(sweep = %row.name, "sweep settled; {line}"),
                 Err(e) => tracing::warn!(sweep = %row.name, "the report task failed: {e}"),

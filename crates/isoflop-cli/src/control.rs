@@ -6,6 +6,15 @@ use crate::exit::{CliError, client, input, server};
 use anyhow::{Context, anyhow};
 use isoflop_server::{ControlClient, LocalControl, Scope};
 
+/// Opens an existing store (a SQLite file that is missing is the user's mistake: nothing is
+/// created). Blocks.
+pub fn open_existing(location: &isoflop_store::StoreLocation) -> Result<std::sync::Arc<dyn isoflop_store::Store>, CliError> {
+    if let Some(path) = location.sqlite().filter(|p| !p.is_file()) {
+        return Err(input(anyhow!("no isoflop store at {} (set --store or ISOFLOP_STORE)", path.display())));
+    }
+    isoflop_store::open(location).map_err(crate::exit::store)
+}
+
 /// A control client and what serves it.
 #[allow(clippy::large_enum_variant)] // one per command; boxing buys nothing
 pub enum Control {

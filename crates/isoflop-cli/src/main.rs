@@ -11,6 +11,7 @@ mod cmd_fit;
 mod cmd_plan;
 mod cmd_run;
 mod cmd_serve;
+mod cmd_store;
 mod cmd_worker;
 mod control;
 mod exit;
@@ -217,6 +218,11 @@ enum Command {
         #[command(subcommand)]
         command: cmd_bench::BenchCommand,
     },
+    /// Manage stores: copy one into another (a local SQLite history into a cluster's PostgreSQL).
+    Store {
+        #[command(subcommand)]
+        command: cmd_store::StoreCommand,
+    },
     /// Prepare token shards from corpora the package registries ship.
     Data {
         #[command(subcommand)]
@@ -304,6 +310,7 @@ fn main() {
         }
         Command::Bench { command } => cmd_bench::bench(command),
         Command::Data { command } => cmd_data::data(command),
+        Command::Store { command } => cmd_store::store(command),
         Command::Worker(args) => cmd_worker::main(args),
     };
     if let Err(e) = result {

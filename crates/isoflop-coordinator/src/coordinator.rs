@@ -5,6 +5,11 @@
 //! scheduler loop ([`Coordinator::run_scheduler`], in `scheduler.rs`). Every state change is a
 //! store lifecycle verb, which decides inside its transaction and returns the event it
 //! recorded; the coordinator broadcasts exactly that event.
+//!
+//! The store's calls block (a SQLite file, a PostgreSQL round trip), so the coordinator's
+//! methods are synchronous and async code calls them through [`Coordinator::blocking`]: an
+//! RPC's or a scheduling pass's whole store work runs on the runtime's blocking threads, never
+//! on a thread that drives other tasks.
 
 use crate::executor::Executor;
 use crate::resolve::PlannedSweep;
@@ -130,7 +135,20 @@ impl Coordinator {
         Coordinator { inner: Arc::new(inner) }
     }
 
-    /// The store.
+    /// Runs `f` on the runtime's blocking threads (in the current tracing span): how async
+    /// code calls the coordinator's methods and the store, which block. A panic in `f` is
+    /// resumed here.
+    pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Coordinator) -> T + Send + 'static) -> T {
+        let coord = self.clone();
+        let span = tracing::Span::current();
+        match tokio::task::spawn_blocking(move || span.in_scope(|| f(&coord))).await {
+            Ok(out) => out,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("a blocking coordinator call did not run: {e}"),
+        }
+    }
+
+    /// The store. Its calls block: from async code, call it inside [`Coordinator::blocking`].
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }

@@ -22,18 +22,37 @@ impl Coordinator {
         let mut tick = tokio::time::interval(self.inner.cfg.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut batch = Vec::new();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(event) = events.recv() => log_err("executor event", self.on_event(event)),
+                Some(event) = events.recv() => batch.push(event),
                 _ = tick.tick() => {}
                 _ = self.inner.wake.notified() => {}
             }
             while let Ok(event) = events.try_recv() {
-                log_err("executor event", self.on_event(event));
+                batch.push(event);
             }
-            log_err("scheduling", self.tick());
+            self.blocking(move |c| {
+                c.on_each(batch);
+                log_err("scheduling", c.tick());
+            })
+            .await;
         }
         self.drain(&mut events).await;
+    }
+
+    /// Handles executor events off the async runtime (their store calls block).
+    async fn on_events(&self, events: Vec<ExecutorEvent>) {
+        if !events.is_empty() {
+            self.blocking(move |c| c.on_each(events)).await;
+        }
+    }
+
+    /// Handles executor events in order, logging what fails.
+    fn on_each(&self, events: Vec<ExecutorEvent>) {
+        for event in events {
+            log_err("executor event", self.on_event(event));
+        }
     }
 
     /// One scheduling pass: fails attempts whose lease expired, then launches queued runs
@@ -181,7 +200,7 @@ impl Coordinator {
         let mut asked: Option<HashSet<(String, u64)>> = None;
         let mut killed_at = None;
         loop {
-            match self.inner.store.active_attempts() {
+            match self.blocking(|c| c.inner.store.active_attempts()).await {
                 Err(e) => error!("drain: cannot read the active attempts (retrying): {e}"),
                 Ok(active) => {
                     let asked = asked.get_or_insert_with(|| {
@@ -210,15 +229,17 @@ impl Coordinator {
                 break;
             }
             tokio::select! {
-                Some(event) = events.recv() => log_err("executor event", self.on_event(event)),
+                Some(event) = events.recv() => self.on_events(vec![event]).await,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
+        let mut rest = Vec::new();
         while let Ok(event) = events.try_recv() {
-            log_err("executor event", self.on_event(event));
+            rest.push(event);
         }
+        self.on_events(rest).await;
         // Attempts whose workers never attached or vanished: requeue them.
-        match self.inner.store.active_attempts() {
+        self.blocking(|c| match c.inner.store.active_attempts() {
             Err(e) => error!("drain: cannot read the active attempts; the next coordinator recovers them: {e}"),
             Ok(active) => {
                 for a in active {
@@ -227,10 +248,11 @@ impl Coordinator {
                         class: FailureClass::Interrupted,
                         message: "coordinator stopped".into(),
                     };
-                    log_err("drain", self.end(&a.run_id, a.attempt, &ending).map(|_| ()));
+                    log_err("drain", c.end(&a.run_id, a.attempt, &ending).map(|_| ()));
                 }
             }
-        }
+        })
+        .await;
     }
 }
 

@@ -2,7 +2,7 @@
 //! admin token and the executor, validated as strictly as a sweep spec (unknown keys refused,
 //! errors name the file and the key).
 
-use isoflop_core::spec::{ExecutorSpec, SpecError, parse_yaml};
+use isoflop_core::spec::{ExecutorSpec, SpecError, StoreLocation, StoreSpec, parse_yaml};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +16,11 @@ pub struct ServeConfig {
     /// local `http://<listen address>`).
     #[serde(default)]
     pub worker_url: Option<String>,
-    pub store: ServeStore,
-    /// Checkpoints and logs (default: `runs/` beside the database).
+    /// `sqlite: PATH` or `postgres: {url: URL}` / `postgres: {url_env: VAR}`, as in a sweep
+    /// spec (the artifacts directory is the top-level `artifacts`).
+    pub store: StoreSpec,
+    /// Checkpoints and logs (default: `runs/` beside a SQLite database; required with
+    /// PostgreSQL).
     #[serde(default)]
     pub artifacts: Option<PathBuf>,
     /// A file holding the admin token clients must send as a bearer token.
@@ -27,19 +30,12 @@ pub struct ServeConfig {
     pub executor: ExecutorSpec,
 }
 
-/// The daemon's store section.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeStore {
-    pub sqlite: PathBuf,
-}
-
 /// A validated config with its paths resolved against the config file's directory. `Debug`
 /// does not show the admin token.
 #[derive(Clone, PartialEq)]
 pub struct LoadedConfig {
     pub config: ServeConfig,
-    pub sqlite: PathBuf,
+    pub store: StoreLocation,
     pub artifacts: PathBuf,
     pub admin_token: Option<String>,
 }
@@ -48,7 +44,7 @@ impl std::fmt::Debug for LoadedConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedConfig")
             .field("config", &self.config)
-            .field("sqlite", &self.sqlite)
+            .field("store", &self.store)
             .field("artifacts", &self.artifacts)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -78,15 +74,20 @@ impl ServeConfig {
         {
             return err("worker_url", format!("`{u}`: expected an http:// or https:// URL"));
         }
-        if config.store.sqlite.as_os_str().is_empty() {
-            return err("store.sqlite", "expected a file path".into());
+        if config.store.artifacts.is_some() {
+            return err("store.artifacts", "expected the artifacts directory as the top-level `artifacts`".into());
         }
+        if config.store.sqlite.is_none() && config.store.postgres.is_none() {
+            return err("store", "expected `sqlite: PATH` or `postgres: {url: URL}` (or `postgres: {url_env: VAR}`)".into());
+        }
+        StoreSpec { artifacts: config.artifacts.clone(), ..config.store.clone() }.validate(file, "store")?;
         config.executor.validate(file)?;
         let base = file.parent().unwrap_or(Path::new("."));
-        let sqlite = base.join(&config.store.sqlite);
-        let artifacts = match &config.artifacts {
-            Some(a) => base.join(a),
-            None => sqlite.parent().map(|d| d.join("runs")).unwrap_or_else(|| PathBuf::from("runs")),
+        let store = config.store.location(file, "store", |p| base.join(p))?;
+        let artifacts = match (&config.artifacts, &store) {
+            (Some(a), _) => base.join(a),
+            (None, StoreLocation::Sqlite(db)) => db.parent().map(|d| d.join("runs")).unwrap_or_else(|| PathBuf::from("runs")),
+            (None, StoreLocation::Postgres(_)) => unreachable!("validated: PostgreSQL needs `artifacts`"),
         };
         if !config.executor.artifacts_reachable(config.artifacts.as_ref().map(|_| artifacts.as_path())) {
             return err(
@@ -110,7 +111,7 @@ impl ServeConfig {
                 Some(token)
             }
         };
-        Ok(LoadedConfig { config, sqlite, artifacts, admin_token })
+        Ok(LoadedConfig { config, store, artifacts, admin_token })
     }
 }
 
@@ -126,13 +127,21 @@ mod tests {
     fn config_parses_and_refuses_bad_keys() {
         let ok = "listen: 0.0.0.0:7700\nstore: {sqlite: db/isoflop.db}\nexecutor: {kind: local, max_parallel: 2}\n";
         let c = ServeConfig::parse(Path::new("/etc/isoflop/serve.yaml"), ok).unwrap();
-        assert_eq!(c.sqlite, PathBuf::from("/etc/isoflop/db/isoflop.db"));
+        assert_eq!(c.store, StoreLocation::Sqlite("/etc/isoflop/db/isoflop.db".into()));
         assert_eq!(c.artifacts, PathBuf::from("/etc/isoflop/db/runs"));
         assert_eq!(c.config.executor.max_parallel(), 2);
         assert!(err(&format!("{ok}bogus: 1\n")).contains("unknown field `bogus`"));
         assert!(err(&ok.replace("0.0.0.0:7700", "nowhere")).starts_with("/etc/isoflop/serve.yaml: listen: `nowhere`"));
         assert!(err(&ok.replace("max_parallel: 2", "max_parallel: 0")).contains("executor.max_parallel: expected at least 1"));
         assert!(err(&format!("{ok}admin_token_file: /nonexistent/token\n")).contains("admin_token_file: cannot read"));
+        let pg = "listen: 0.0.0.0:7700\nstore: {postgres: {url: 'postgres://isoflop@db/isoflop'}}\nexecutor: {kind: local}\n";
+        assert!(err(pg).contains("store.artifacts: expected a directory"), "{}", err(pg));
+        let p = ServeConfig::parse(Path::new("/etc/isoflop/serve.yaml"), &format!("{pg}artifacts: /data/runs\n")).unwrap();
+        assert_eq!(
+            (p.store, p.artifacts),
+            (StoreLocation::Postgres("postgres://isoflop@db/isoflop".into()), "/data/runs".into())
+        );
+        assert!(err("listen: 0.0.0.0:7700\nstore: {}\nexecutor: {kind: local}\n").contains("store: expected `sqlite: PATH`"));
         let with_token = LoadedConfig { admin_token: Some("s3cret".into()), ..c };
         assert!(!format!("{with_token:?}").contains("s3cret"), "the token is not printed");
     }

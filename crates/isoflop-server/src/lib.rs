@@ -41,16 +41,24 @@ pub enum ServerError {
     NoStore(std::path::PathBuf),
     /// Another `isoflop run` or `serve` holds the store.
     #[error("the store {store} is in use by {holder} (lock {lock}); stop it, or talk to a daemon with --coordinator")]
-    Locked { store: std::path::PathBuf, lock: std::path::PathBuf, holder: String },
+    Locked { store: String, lock: String, holder: String },
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("the in-process control channel: {0}")]
     Channel(#[from] tonic::transport::Error),
+    #[error("a blocking task did not finish: {0}")]
+    Task(String),
 }
 
 impl ServerError {
     /// True for the user's mistakes (exit code 2 at the binary's edge).
     pub fn is_input(&self) -> bool {
-        matches!(self, ServerError::NoStore(_) | ServerError::Locked { .. })
+        use isoflop_store::StoreError as S;
+        matches!(
+            self,
+            ServerError::NoStore(_)
+                | ServerError::Locked { .. }
+                | ServerError::Store(S::PgUrl { .. } | S::TooNew { .. } | S::NotEmpty { .. })
+        )
     }
 }

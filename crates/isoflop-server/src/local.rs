@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use isoflop_coordinator::{Coordinator, CoordinatorConfig, Detached, Executor, find_run, serve_incoming, stored_spec};
 use isoflop_core::spec::{ExecutorSpec, LoadedSpec};
 use isoflop_k8s::KubernetesExecutor;
-use isoflop_store::{SqliteStore, Store};
+use isoflop_store::{Store, StoreLocation};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,31 @@ pub enum Scope<'a> {
     Sweep(&'a str),
     /// A run by id, id prefix or name (`logs RUN`, `cancel --run RUN`): its owner sweep's.
     Run(&'a str),
+}
+
+/// A [`Scope`] that can travel to another thread.
+enum OwnedScope {
+    Store,
+    Sweep(String),
+    Run(String),
+}
+
+impl OwnedScope {
+    fn of(scope: Scope<'_>) -> Self {
+        match scope {
+            Scope::Store => OwnedScope::Store,
+            Scope::Sweep(s) => OwnedScope::Sweep(s.into()),
+            Scope::Run(r) => OwnedScope::Run(r.into()),
+        }
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            OwnedScope::Store => Scope::Store,
+            OwnedScope::Sweep(s) => Scope::Sweep(s),
+            OwnedScope::Run(r) => Scope::Run(r),
+        }
+    }
 }
 
 /// An in-process coordinator on a local store, and a control client connected to it.
@@ -70,13 +95,20 @@ impl LocalControl {
     /// Opens an existing store (a missing one is [`ServerError::NoStore`]; nothing is created)
     /// and serves its control API in this process. With `cluster`, a scope whose sweep runs on
     /// Kubernetes connects to the cluster (see the module docs).
-    pub async fn open(store_path: &Path, scope: Scope<'_>, cluster: bool) -> Result<LocalControl, ServerError> {
-        if !store_path.is_file() {
-            return Err(ServerError::NoStore(store_path.into()));
+    pub async fn open(location: &StoreLocation, scope: Scope<'_>, cluster: bool) -> Result<LocalControl, ServerError> {
+        if let Some(path) = location.sqlite().filter(|p| !p.is_file()) {
+            return Err(ServerError::NoStore(path.into()));
         }
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(store_path)?);
-        let spec = scope_spec(store.as_ref(), scope)?;
-        let artifacts = spec.as_ref().map(LoadedSpec::artifacts_dir).unwrap_or_else(|| default_artifacts(store_path));
+        // The store's calls block: off the async runtime.
+        let (at, owned) = (location.clone(), OwnedScope::of(scope));
+        let (store, spec) = tokio::task::spawn_blocking(move || {
+            let store = isoflop_store::open(&at)?;
+            let spec = scope_spec(store.as_ref(), owned.scope())?;
+            Ok::<_, ServerError>((store, spec))
+        })
+        .await
+        .map_err(|e| ServerError::Task(e.to_string()))??;
+        let artifacts = spec.as_ref().map(LoadedSpec::artifacts_dir).unwrap_or_else(|| default_artifacts(location));
         let executor: Arc<dyn Executor> = match spec.as_ref().map(|s| &s.spec.executor) {
             Some(ExecutorSpec::Kubernetes(k)) if cluster => {
                 Arc::new(KubernetesExecutor::for_control((**k).clone(), artifacts.clone()).await?)
@@ -104,7 +136,7 @@ impl LocalControl {
                     }
                 }))
                 .await?;
-        let client = ControlClient::over(channel, store_path.display().to_string(), None);
+        let client = ControlClient::over(channel, location.to_string(), None);
         Ok(LocalControl { client, coord, stop, server })
     }
 
@@ -126,9 +158,10 @@ impl LocalControl {
     }
 }
 
-/// `runs/` beside the database: where a spec without `store.artifacts` keeps them.
-fn default_artifacts(store_path: &Path) -> PathBuf {
-    store_path.parent().map(|d| d.join("runs")).unwrap_or_else(|| PathBuf::from("runs"))
+/// `runs/` beside a SQLite database: where a spec without `store.artifacts` keeps them (a
+/// PostgreSQL store's sweeps all name theirs).
+fn default_artifacts(location: &StoreLocation) -> PathBuf {
+    location.sqlite().and_then(Path::parent).map(|d| d.join("runs")).unwrap_or_else(|| PathBuf::from("runs"))
 }
 
 #[cfg(test)]
@@ -136,23 +169,29 @@ mod tests {
     use super::*;
     use isoflop_store::{NewRun, NewSweep};
 
-    #[tokio::test]
-    async fn the_control_api_answers_over_the_in_memory_channel() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("isoflop.db");
-        assert!(matches!(LocalControl::open(&db, Scope::Store, false).await, Err(ServerError::NoStore(_))), "nothing is created");
-        let store = SqliteStore::open(&db).unwrap();
-        let run = NewRun {
-            run_id: "r1".into(),
-            name: "one".into(),
-            corpus: "c".into(),
-            budget: 1e12,
-            config_json: "{}".into(),
-            eval: None,
-        };
-        store
-            .submit_sweep(&NewSweep { name: "s".into(), spec_yaml: "not a spec".into(), spec_path: "/s.yaml".into() }, &[run])
-            .unwrap();
+    /// The store's calls block (and the PostgreSQL client refuses to run on an async
+    /// runtime's thread): the test's own calls run on a blocking thread too.
+    async fn off<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        tokio::task::spawn_blocking(f).await.unwrap()
+    }
+
+    async fn answers_over_the_in_memory_channel(db: StoreLocation) {
+        let at = db.clone();
+        let store = off(move || {
+            let store = isoflop_store::open(&at).unwrap();
+            let run = NewRun {
+                run_id: "r1".into(),
+                name: "one".into(),
+                corpus: "c".into(),
+                budget: 1e12,
+                config_json: "{}".into(),
+                eval: None,
+            };
+            let sweep = NewSweep { name: "s".into(), spec_yaml: "not a spec".into(), spec_path: "/s.yaml".into() };
+            store.submit_sweep(&sweep, &[run]).unwrap();
+            store
+        })
+        .await;
         let mut local = LocalControl::open(&db, Scope::Run("one"), true).await.unwrap();
         let c = local.client();
         // Several calls on the one connection.
@@ -165,7 +204,21 @@ mod tests {
         let logs = c.logs("r1", None).await.unwrap();
         assert!(logs.logs.is_empty(), "no attempt yet");
         local.close().await;
-        let states: Vec<_> = store.events("r1").unwrap().iter().map(|e| e.to.as_str()).collect();
+        let events = off(move || store.events("r1").unwrap()).await;
+        let states: Vec<_> = events.iter().map(|e| e.to.as_str()).collect();
         assert_eq!(states, ["queued", "cancelled", "queued"]);
+    }
+
+    #[tokio::test]
+    async fn the_control_api_answers_over_the_in_memory_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StoreLocation::Sqlite(dir.path().join("isoflop.db"));
+        assert!(matches!(LocalControl::open(&db, Scope::Store, false).await, Err(ServerError::NoStore(_))), "nothing is created");
+        answers_over_the_in_memory_channel(db).await;
+    }
+
+    #[tokio::test]
+    async fn the_control_api_answers_on_postgres() {
+        answers_over_the_in_memory_channel(StoreLocation::Postgres(off(isoflop_pg_harness::fresh_database).await)).await;
     }
 }

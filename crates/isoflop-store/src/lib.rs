@@ -1,9 +1,11 @@
 //! isoflop's durable state: sweeps, runs, attempts, events (every state transition),
 //! progress points, checkpoints and eval results.
 //!
-//! [`Store`] is the one interface the coordinator and the CLI use; [`SqliteStore`] is the
-//! embedded backend (WAL, foreign keys, versioned migrations). A PostgreSQL backend will
-//! implement the same trait and run the same test suite ([`conformance`]).
+//! [`Store`] is the one interface the coordinator and the CLI use. Its verbs are written once
+//! ([`SqlStore`]) over a minimal transaction interface ([`sql::Tx`]) that two databases
+//! implement: [`SqliteStore`], the embedded backend (WAL, foreign keys, versioned
+//! migrations), and [`PgStore`], a cluster's PostgreSQL. Both run the same test suite
+//! ([`conformance`]).
 //!
 //! Every change of a run's state is a **lifecycle verb** ([`Store::start_attempt`],
 //! [`Store::attach`], [`Store::end_attempt`], [`Store::cancel_run`], ...): one transaction
@@ -15,12 +17,19 @@
 //! an error (a lease renewed just in time) returns `None`.
 
 pub mod conformance;
+pub mod copy;
 mod migrate;
 mod model;
+mod postgres;
+pub mod sql;
 mod sqlite;
+mod store;
 
+pub use isoflop_core::spec::StoreLocation;
 pub use model::*;
-pub use sqlite::SqliteStore;
+pub use postgres::{PgDb, PgLock, PgStore};
+pub use sqlite::{SqliteDb, SqliteStore};
+pub use store::SqlStore;
 
 use isoflop_core::{FailureClass, RunState, TransitionError};
 
@@ -31,6 +40,12 @@ pub enum StoreError {
     Open { path: String, source: rusqlite::Error },
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL URL: {message} (expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")]
+    PgUrl { message: String },
+    #[error("PostgreSQL {target}: {source}")]
+    PgConnect { target: String, source: ::postgres::Error },
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("database {path} has schema version {found}, newer than this build's {supported}")]
     TooNew { path: String, found: i64, supported: i64 },
     #[error("run {run_id}: {source}")]
@@ -47,12 +62,23 @@ pub enum StoreError {
     SweepActive { sweep: String, active: usize },
     #[error("run {run_id} attempt {attempt} is no longer active")]
     StaleAttempt { run_id: String, attempt: u64 },
+    #[error("the target store is not empty ({sweeps} sweep(s), {runs} run(s)): copy into a new database")]
+    NotEmpty { sweeps: usize, runs: usize },
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
 }
 
 /// Result alias of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens the store at `location`: a SQLite file (created if missing) or a PostgreSQL database,
+/// migrated to this build's schema. Blocks: from async code, call it on a blocking thread.
+pub fn open(location: &StoreLocation) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match location {
+        StoreLocation::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path)?),
+        StoreLocation::Postgres(url) => std::sync::Arc::new(PgStore::connect(url)?),
+    })
+}
 
 /// The storage interface of isoflop. Implementations are safe to share between threads;
 /// each method is one transaction.

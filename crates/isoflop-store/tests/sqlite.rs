@@ -29,6 +29,12 @@ fn conformance_on_file_survives_reopen() {
 }
 
 #[test]
+fn concurrent_verbs_serialise() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::concurrent_verbs_serialise(&SqliteStore::open(dir.path().join("db")).unwrap());
+}
+
+#[test]
 fn refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");

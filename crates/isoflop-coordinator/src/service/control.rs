@@ -36,6 +36,15 @@ impl ControlApi {
         }
     }
 
+    /// Runs `f` on blocking threads: the store's calls block.
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ControlApi) -> Result<R, Status> + Send + 'static,
+    ) -> Result<R, Status> {
+        let api = self.clone();
+        self.coord.blocking(move |_| f(&api)).await
+    }
+
     /// A run as the control API lists it, with its held-out losses; an evaluation job with
     /// its metrics.
     fn summary(&self, r: &isoflop_store::RunRow) -> Result<pb::RunSummary, Status> {
@@ -71,17 +80,15 @@ impl ControlService for ControlApi {
     async fn submit_sweep(&self, req: Request<pb::SubmitSweepRequest>) -> Result<Response<pb::SubmitSweepResponse>, Status> {
         self.check(&req)?;
         let m = req.into_inner();
-        let coord = self.coord.clone();
-        // Planning reads the data's manifest: file I/O, off the async runtime.
-        let (r, loaded) = tokio::task::spawn_blocking(move || {
-            let path = PathBuf::from(&m.spec_path);
-            let spec = SweepSpec::parse(&path, &m.spec_yaml).map_err(CoordinatorError::from)?;
-            let loaded = LoadedSpec { spec, path, text: m.spec_yaml };
-            coord.submit(&loaded).map(|r| (r, loaded))
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(status)?;
+        // Planning reads the data's manifest (file I/O) and the store.
+        let (r, loaded) = self
+            .blocking(move |api| {
+                let path = PathBuf::from(&m.spec_path);
+                let spec = SweepSpec::parse(&path, &m.spec_yaml).map_err(|e| status(e.into()))?;
+                let loaded = LoadedSpec { spec, path, text: m.spec_yaml };
+                api.coord.submit(&loaded).map(|r| (r, loaded)).map_err(status)
+            })
+            .await?;
         let note = format!(
             "run by this coordinator's executor, store and artifacts directory ({}); the spec's `executor` and `store` \
              sections are not used here",
@@ -104,25 +111,32 @@ impl ControlService for ControlApi {
     async fn get_sweep(&self, req: Request<pb::GetSweepRequest>) -> Result<Response<pb::SweepStatus>, Status> {
         self.check(&req)?;
         let name = req.into_inner().sweep;
-        let store = self.coord.store();
-        let row = store.sweep(&name).map_err(|e| status(e.into()))?;
-        let row = row.ok_or_else(|| status(CoordinatorError::UnknownSweep(name.clone())))?;
-        let runs = store.sweep_runs(&name).map_err(|e| status(e.into()))?;
-        Ok(Response::new((&row, runs.as_slice()).into()))
+        self.blocking(move |api| {
+            let store = api.coord.store();
+            let row = store.sweep(&name).map_err(|e| status(e.into()))?;
+            let row = row.ok_or_else(|| status(CoordinatorError::UnknownSweep(name.clone())))?;
+            let runs = store.sweep_runs(&name).map_err(|e| status(e.into()))?;
+            Ok(Response::new((&row, runs.as_slice()).into()))
+        })
+        .await
     }
 
     #[tracing::instrument(name = "rpc.list_sweeps", skip_all)]
     async fn list_sweeps(&self, req: Request<pb::ListSweepsRequest>) -> Result<Response<pb::ListSweepsResponse>, Status> {
         self.check(&req)?;
-        let sweeps = self.coord.sweeps().map_err(status)?;
+        let sweeps = self.blocking(|api| api.coord.sweeps().map_err(status)).await?;
         Ok(Response::new(pb::ListSweepsResponse { sweeps: sweeps.iter().map(|(s, runs)| (s, runs.as_slice()).into()).collect() }))
     }
 
     #[tracing::instrument(name = "rpc.list_runs", skip_all)]
     async fn list_runs(&self, req: Request<pb::ListRunsRequest>) -> Result<Response<pb::ListRunsResponse>, Status> {
         self.check(&req)?;
-        let runs = self.coord.sweep_runs(&req.into_inner().sweep).map_err(status)?;
-        Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(|r| self.summary(r)).collect::<Result<_, _>>()? }))
+        let sweep = req.into_inner().sweep;
+        self.blocking(move |api| {
+            let runs = api.coord.sweep_runs(&sweep).map_err(status)?;
+            Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(|r| api.summary(r)).collect::<Result<_, _>>()? }))
+        })
+        .await
     }
 
     type WatchSweepStream = EventStream;
@@ -131,7 +145,8 @@ impl ControlService for ControlApi {
     async fn watch_sweep(&self, req: Request<pb::WatchSweepRequest>) -> Result<Response<Self::WatchSweepStream>, Status> {
         self.check(&req)?;
         let rx = self.coord.subscribe();
-        let runs = self.coord.sweep_runs(&req.into_inner().sweep).map_err(status)?;
+        let sweep = req.into_inner().sweep;
+        let runs = self.blocking(move |api| api.coord.sweep_runs(&sweep).map_err(status)).await?;
         let ids: HashSet<String> = runs.into_iter().map(|r| r.run_id).collect();
         let stream = tokio_stream::StreamExt::filter_map(BroadcastStream::new(rx), move |ev| match ev {
             Ok(ev) if ids.contains(&ev.run_id) => Some(Ok(ev)),
@@ -146,15 +161,21 @@ impl ControlService for ControlApi {
     #[tracing::instrument(name = "rpc.cancel_sweep", skip_all)]
     async fn cancel_sweep(&self, req: Request<pb::CancelSweepRequest>) -> Result<Response<pb::CancelResponse>, Status> {
         self.check(&req)?;
-        let n = self.coord.cancel_sweep(&req.into_inner().sweep).map_err(status)?;
+        let sweep = req.into_inner().sweep;
+        let n = self.blocking(move |api| api.coord.cancel_sweep(&sweep).map_err(status)).await?;
         Ok(Response::new(pb::CancelResponse { cancelled: n }))
     }
 
     #[tracing::instrument(name = "rpc.cancel_run", skip_all)]
     async fn cancel_run(&self, req: Request<pb::CancelRunRequest>) -> Result<Response<pb::CancelResponse>, Status> {
         self.check(&req)?;
-        let run = self.coord.find_run(&req.into_inner().run_id).map_err(status)?;
-        let n = self.coord.cancel_run(&run.run_id).map_err(status)?;
+        let key = req.into_inner().run_id;
+        let n = self
+            .blocking(move |api| {
+                let run = api.coord.find_run(&key).map_err(status)?;
+                api.coord.cancel_run(&run.run_id).map_err(status)
+            })
+            .await?;
         Ok(Response::new(pb::CancelResponse { cancelled: n as u32 }))
     }
 
@@ -162,7 +183,7 @@ impl ControlService for ControlApi {
     async fn resume_sweep(&self, req: Request<pb::ResumeSweepRequest>) -> Result<Response<pb::ResumeSweepResponse>, Status> {
         self.check(&req)?;
         let m = req.into_inner();
-        let n = self.coord.resume_sweep(&m.sweep, m.include_diverged).map_err(status)?;
+        let n = self.blocking(move |api| api.coord.resume_sweep(&m.sweep, m.include_diverged).map_err(status)).await?;
         Ok(Response::new(pb::ResumeSweepResponse { requeued: n }))
     }
 
@@ -170,7 +191,8 @@ impl ControlService for ControlApi {
     async fn get_run_logs(&self, req: Request<pb::GetRunLogsRequest>) -> Result<Response<pb::GetRunLogsResponse>, Status> {
         self.check(&req)?;
         let m = req.into_inner();
-        let run = self.coord.find_run(&m.run).map_err(status)?;
+        let key = m.run.clone();
+        let run = self.blocking(move |api| api.coord.find_run(&key).map_err(status)).await?;
         if m.attempt > run.attempts {
             let has = match run.attempts {
                 0 => "none yet".to_string(),
@@ -216,15 +238,14 @@ impl ControlService for ControlApi {
         let base: isoflop_fit::FitOptions = serde_json::from_str(&m.fit_options_json).map_err(|e| bad("fit_options_json", e))?;
         let so: isoflop_fit::sweep::SectionOptions =
             serde_json::from_str(&m.section_options_json).map_err(|e| bad("section_options_json", e))?;
-        self.coord.sweep_runs(&m.sweep).map_err(status)?;
-        let store = self.coord.store().clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let task = (!m.task.is_empty()).then_some(m.task.as_str());
-            isoflop_fit::sweep::sections(store.as_ref(), &m.sweep, task, &base, &so, m.report)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let built = self
+            .blocking(move |api| {
+                api.coord.sweep_runs(&m.sweep).map_err(status)?;
+                let task = (!m.task.is_empty()).then_some(m.task.as_str());
+                isoflop_fit::sweep::sections(api.coord.store().as_ref(), &m.sweep, task, &base, &so, m.report)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))
+            })
+            .await?;
         let sections_json = serde_json::to_string(&built).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::GetFitSectionsResponse { sections_json }))
     }
@@ -233,11 +254,7 @@ impl ControlService for ControlApi {
     async fn delete_sweep(&self, req: Request<pb::DeleteSweepRequest>) -> Result<Response<pb::DeleteSweepResponse>, Status> {
         self.check(&req)?;
         let m = req.into_inner();
-        let coord = self.coord.clone();
-        let (deleted, dirs) = tokio::task::spawn_blocking(move || coord.delete_sweep(&m.sweep, m.dry_run))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(status)?;
+        let (deleted, dirs) = self.blocking(move |api| api.coord.delete_sweep(&m.sweep, m.dry_run).map_err(status)).await?;
         Ok(Response::new(pb::DeleteSweepResponse {
             runs: deleted.jobs.iter().filter(|j| j.training).count() as u32,
             evals: deleted.jobs.iter().filter(|j| !j.training).count() as u32,
@@ -252,7 +269,8 @@ impl ControlService for ControlApi {
         req: Request<pb::GetRunProgressRequest>,
     ) -> Result<Response<pb::GetRunProgressResponse>, Status> {
         self.check(&req)?;
-        self.run_progress(&req.into_inner().run).map(Response::new)
+        let run = req.into_inner().run;
+        self.blocking(move |api| api.run_progress(&run).map(Response::new)).await
     }
 }
 

@@ -76,10 +76,9 @@ fn refused(e: CoordinatorError, run_id: &str, attempt: u64) -> Status {
     }
 }
 
-#[tonic::async_trait]
-impl WorkerService for WorkerApi {
-    #[tracing::instrument(name = "rpc.attach", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
-    async fn attach(&self, req: Request<pb::AttachRequest>) -> Result<Response<pb::AttachResponse>, Status> {
+/// The calls, run on blocking threads (every one reads or writes the store).
+impl WorkerApi {
+    fn attach_now(&self, req: Request<pb::AttachRequest>) -> Result<Response<pb::AttachResponse>, Status> {
         let m = req.get_ref();
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
         let store = self.coord.store();
@@ -149,8 +148,7 @@ impl WorkerService for WorkerApi {
         }))
     }
 
-    #[tracing::instrument(name = "rpc.report", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
-    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+    fn report_now(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let m = req.get_ref();
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
         let now = self.coord.now_ms();
@@ -167,8 +165,7 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::ReportResponse { stop: self.coord.should_stop(&m.run_id) }))
     }
 
-    #[tracing::instrument(name = "rpc.finish", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
-    async fn finish(&self, req: Request<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
+    fn finish_now(&self, req: Request<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
         let m = req.get_ref();
         let row = self.authenticate(&req, m.protocol_version, &m.run_id, m.attempt)?;
         if row.outcome == AttemptOutcome::Cancelled
@@ -220,5 +217,26 @@ impl WorkerService for WorkerApi {
         };
         self.coord.finish(&m.run_id, m.attempt, &ending).map_err(|e| refused(e, &m.run_id, m.attempt))?;
         Ok(Response::new(pb::FinishResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    #[tracing::instrument(name = "rpc.attach", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
+    async fn attach(&self, req: Request<pb::AttachRequest>) -> Result<Response<pb::AttachResponse>, Status> {
+        let api = self.clone();
+        self.coord.blocking(move |_| api.attach_now(req)).await
+    }
+
+    #[tracing::instrument(name = "rpc.report", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
+    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let api = self.clone();
+        self.coord.blocking(move |_| api.report_now(req)).await
+    }
+
+    #[tracing::instrument(name = "rpc.finish", skip_all, fields(run_id = %req.get_ref().run_id, attempt = req.get_ref().attempt))]
+    async fn finish(&self, req: Request<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
+        let api = self.clone();
+        self.coord.blocking(move |_| api.finish_now(req)).await
     }
 }

@@ -11,6 +11,7 @@ mod executor;
 mod grid;
 mod recipe;
 mod runtime;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -19,6 +20,7 @@ pub use executor::ExecutorSpec;
 pub use grid::{CoarseStep, GridSpec, HeadsRule, HiddenSpec, LayersRule, NamedLayers};
 pub use recipe::{Beta2Spec, RecipeSpec};
 pub use runtime::{Precision, RuntimeSpec};
+pub use store::{PostgresSpec, StoreLocation, StoreSpec, redact};
 
 use crate::config::ModelShape;
 use crate::flops::BudgetConvention;
@@ -161,22 +163,6 @@ pub struct CorpusSpec {
     pub external: Option<String>,
 }
 
-/// Where the sweep's state lives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreSpec {
-    /// SQLite database file.
-    pub sqlite: PathBuf,
-    /// Directory for checkpoints and logs (default: `runs/` beside the database).
-    pub artifacts: Option<PathBuf>,
-}
-
-impl Default for StoreSpec {
-    fn default() -> Self {
-        StoreSpec { sqlite: PathBuf::from(".isoflop/isoflop.db"), artifacts: None }
-    }
-}
-
 /// Parses YAML strictly into `T`; errors lead with `line:column` (or the key path) in `file`.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, SpecError> {
     serde_yaml::from_str(text).map_err(|e| {
@@ -223,15 +209,19 @@ impl LoadedSpec {
         }
         if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
     }
-    /// The SQLite file.
-    pub fn store_path(&self) -> PathBuf {
-        self.resolve(&self.spec.store.sqlite)
+    /// The store (a `store.postgres.url_env` read now).
+    pub fn store_location(&self) -> Result<StoreLocation, SpecError> {
+        self.spec.store.location(&self.path, "store", |p| self.resolve(p))
     }
-    /// The artifacts directory.
+    /// The SQLite file of a spec that names no PostgreSQL database.
+    fn sqlite_path(&self) -> PathBuf {
+        self.resolve(self.spec.store.sqlite.as_deref().unwrap_or(Path::new(store::DEFAULT_SQLITE)))
+    }
+    /// The artifacts directory (`store.artifacts`, else `runs/` beside the SQLite file).
     pub fn artifacts_dir(&self) -> PathBuf {
         match &self.spec.store.artifacts {
             Some(a) => self.resolve(a),
-            None => self.store_path().parent().map(|d| d.join("runs")).unwrap_or_else(|| PathBuf::from("runs")),
+            None => self.sqlite_path().parent().map(|d| d.join("runs")).unwrap_or_else(|| PathBuf::from("runs")),
         }
     }
 }
@@ -405,6 +395,7 @@ impl SweepSpec {
         }
         self.eval.validate(file)?;
         self.executor.validate(file)?;
+        self.store.validate(file, "store")?;
         // Workers write checkpoints where the coordinator looks for them: with Kubernetes the
         // artifacts directory must be on a volume both see at the same path.
         let base = file.parent().unwrap_or(Path::new("."));

@@ -208,7 +208,7 @@ fn device_and_tokenizer_are_typed() {
 fn paths_resolve_against_the_spec_directory() {
     let spec = parse(MINIMAL).unwrap();
     let loaded = LoadedSpec { spec, path: PathBuf::from("/x/examples/s.yaml"), text: String::new() };
-    assert_eq!(loaded.store_path(), PathBuf::from("/x/examples/.isoflop/isoflop.db"));
+    assert_eq!(loaded.store_location().unwrap(), StoreLocation::Sqlite("/x/examples/.isoflop/isoflop.db".into()));
     assert_eq!(loaded.artifacts_dir(), PathBuf::from("/x/examples/.isoflop/runs"));
     assert_eq!(loaded.resolve(Path::new("/abs")), PathBuf::from("/abs"));
     assert_eq!(loaded.resolve(Path::new("../data/m.json")), PathBuf::from("/x/data/m.json"));
