@@ -5,7 +5,7 @@
 use crate::auth;
 use crate::coordinator::{Coordinator, CoordinatorError, log_err};
 use crate::executor::{ExecutorEvent, ExitReport, LaunchSpec};
-use isoflop_core::{FailureClass, RunState};
+use isoflop_core::FailureClass;
 use isoflop_store::{AttemptOutcome, Ending, RunRow, StoreError};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -135,7 +135,7 @@ impl Coordinator {
         if free == 0 {
             return Ok(());
         }
-        for run in store.runs_in_state(RunState::Queued, Some(self.now_ms()))?.into_iter().take(free) {
+        for run in store.launchable(self.now_ms(), free)? {
             self.launch(&run)?;
         }
         Ok(())
@@ -261,6 +261,7 @@ mod tests {
     use super::*;
     use crate::CoordinatorConfig;
     use crate::executor::{Executor, ExecutorError};
+    use isoflop_core::RunState;
     use isoflop_core::{Clock, ManualClock, Retries};
     use isoflop_store::{NewRun, NewSweep, SqliteStore, Store};
     use std::path::PathBuf;

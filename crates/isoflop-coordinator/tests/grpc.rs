@@ -234,6 +234,40 @@ async fn control_and_worker_apis_over_grpc() {
     assert!(failed.message.contains("lease expired"), "{}", failed.message);
     let r = store.run(&second.run_id).unwrap().unwrap();
     assert_eq!(r.retries_used, 0, "node_lost does not spend the retry budget");
+    // Fenced: the "lost" worker was only slow, and reports after its attempt ended (the run
+    // may be launched again meanwhile). Every call is ABORTED and nothing of it is stored.
+    let of_attempt_1 =
+        |events: Vec<isoflop_store::EventRow>| events.into_iter().filter(|e| e.attempt == Some(1)).collect::<Vec<_>>();
+    let events = of_attempt_1(store.events(&second.run_id).unwrap());
+    let late = pb::ReportRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: second.run_id.clone(),
+        attempt: second.attempt,
+        progress: vec![pb::Progress { step: 7, total_steps: 100, loss: 2.0, ..Default::default() }],
+        checkpoints: vec![pb::CheckpointSaved { step: 7, path: "/ckpt/stale/7".into(), tokens_seen: 1792 }],
+        resumed_from: Some(0),
+    };
+    let err = worker.report(authed(late, &second.token)).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{}", err.message());
+    let attach_late = pb::AttachRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: second.run_id.clone(),
+        attempt: second.attempt,
+        hostname: "t".into(),
+        pid: 2,
+    };
+    assert_eq!(worker.attach(authed(attach_late, &second.token)).await.unwrap_err().code(), Code::Aborted);
+    let finish_late = pb::FinishRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: second.run_id.clone(),
+        attempt: second.attempt,
+        outcome: Some(pb::finish_request::Outcome::Success(pb::Success { final_loss: 2.0, ..Default::default() })),
+    };
+    assert_eq!(worker.finish(authed(finish_late, &second.token)).await.unwrap_err().code(), Code::Aborted);
+    assert!(store.progress(&second.run_id).unwrap().iter().all(|p| p.attempt != 1), "no progress of the stale attempt");
+    assert!(store.checkpoints(&second.run_id).unwrap().is_empty(), "no checkpoint of the stale attempt");
+    assert_eq!(of_attempt_1(store.events(&second.run_id).unwrap()), events, "no event of the stale attempt");
+    assert_ne!(store.run(&second.run_id).unwrap().unwrap().state, isoflop_core::RunState::Succeeded);
 
     // A third worker attaches (the run launched into the first one's slot).
     // (Its lease is 2 s too, so take a launch whose attempt is still active.)

@@ -70,6 +70,7 @@ pub fn run_all(store: &dyn Store, clock: &ManualClock) {
     a_run_joining_a_sweep_takes_its_data_paths_and_a_new_try(store);
     a_sweep_grows_by_an_edited_spec_and_never_shrinks(store);
     deleting_a_sweep_keeps_what_another_shares(store);
+    a_stale_attempt_writes_nothing(store, clock);
 }
 
 /// The same run in two sweeps is stored once; resubmitting a sweep changes nothing; a run
@@ -152,9 +153,9 @@ pub fn attempt_lifecycle(store: &dyn Store, clock: &ManualClock) {
         assert_eq!((ev.to, ev.failure_class), (RunState::Queued, Some(FailureClass::Unknown)));
         let r1 = store.run("r1").unwrap().unwrap();
         assert_eq!((r1.attempts, r1.retries_used, r1.not_before_ms), (attempt, attempt - 1, clock.now_ms() + backoff));
-        assert!(store.runs_in_state(RunState::Queued, Some(clock.now_ms())).unwrap().iter().all(|r| r.run_id != "r1"));
+        assert!(store.launchable(clock.now_ms(), usize::MAX).unwrap().iter().all(|r| r.run_id != "r1"));
         clock.advance(Duration::from_millis(backoff as u64));
-        assert!(store.runs_in_state(RunState::Queued, Some(clock.now_ms())).unwrap().iter().any(|r| r.run_id == "r1"));
+        assert!(store.launchable(clock.now_ms(), usize::MAX).unwrap().iter().any(|r| r.run_id == "r1"));
     }
     // The retries are spent: the next counted failure is final.
     store.start_attempt("r1", "h", T0).unwrap();
@@ -231,9 +232,11 @@ pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(st
     let id = store.store_id().unwrap();
     assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
     assert_eq!((e2.state, e2.artifacts_key), (RunState::Queued, format!("{id}/e2")));
-    let ready: Vec<_> = store.runs_in_state(RunState::Queued, Some(T0 + 1)).unwrap().into_iter().map(|r| r.run_id).collect();
+    let ready: Vec<_> = store.launchable(T0 + 1, usize::MAX).unwrap().into_iter().map(|r| r.run_id).collect();
+    let first: Vec<_> = store.launchable(T0 + 1, 1).unwrap().into_iter().map(|r| r.run_id).collect();
+    assert_eq!(first, ready[..1], "a limit takes the first in plan order");
     assert!(ready.contains(&"e2".to_string()) && !ready.contains(&"e1".to_string()), "{ready:?}");
-    assert!(store.runs_in_state(RunState::Queued, None).unwrap().iter().any(|r| r.run_id == "e1"), "listed, not launched");
+    assert!(store.runs_in_state(RunState::Queued).unwrap().iter().any(|r| r.run_id == "e1"), "listed, not launched");
     assert_eq!(store.eval_steps("r2").unwrap(), [20]);
     // A conflicting training set is refused, and the refused submit stores nothing.
     let err = store.submit_sweep(&sweep("a", "spec-a, other runs"), &[new_run("r1", "one"), new_eval("e9", "r1", 1)]);
@@ -521,4 +524,54 @@ pub fn concurrent_verbs_serialise(store: &dyn Store) {
         let interrupted = store.attempts(id).unwrap().iter().filter(|a| a.outcome == AttemptOutcome::Interrupted).count();
         assert_eq!(interrupted as u64, ROUNDS, "{id}: every round ended once");
     }
+}
+
+/// Fencing: an attempt's number is its token. While attempt 2 of a run is live, its lost
+/// attempt 1 (a worker that outlived its coordinator) writes nothing: no progress, checkpoint,
+/// result, lease or event, whatever it calls; and no third attempt starts while the second is
+/// active, even from `blocked`. Uses sweep `fence`.
+pub fn a_stale_attempt_writes_nothing(store: &dyn Store, clock: &ManualClock) {
+    store.submit_sweep(&sweep("fence", "spec-fence"), &[new_run("f1", "fenced")]).unwrap();
+    store.start_attempt("f1", "h1", T0 + 1_000).unwrap();
+    store.attach("f1", 1, 0, T0 + 2_000).unwrap();
+    let first = Report { lease_expires_ms: T0 + 2_000, progress: vec![point(1, 1, 5.0)], ..Report::default() };
+    store.report("f1", 1, &first).unwrap();
+    clock.advance(Duration::from_secs(5));
+    store.expire_lease("f1", 1, clock.now_ms(), RETRIES).unwrap().expect("lost");
+    clock.advance(Duration::from_secs(60));
+    store.start_attempt("f1", "h2", clock.now_ms() + 1_000).unwrap();
+    let blocked = store.block_attempt("f1", 2, "no node").unwrap();
+    assert!(blocked.is_some());
+    let err = store.start_attempt("f1", "h3", clock.now_ms() + 1_000).unwrap_err();
+    assert!(matches!(err, StoreError::AttemptLive { attempt: 2, .. }), "never two live attempts: {err}");
+    store.place_attempt("f1", 2, clock.now_ms() + 1_000).unwrap().expect("placed");
+    store.attach("f1", 2, 0, clock.now_ms() + 2_000).unwrap();
+    let (events, progress, attempts) =
+        (store.events("f1").unwrap(), store.progress("f1").unwrap(), store.attempts("f1").unwrap());
+
+    let stale = |r: Result<()>| assert!(matches!(r, Err(StoreError::StaleAttempt { attempt: 1, .. })), "{r:?}");
+    let late = Report {
+        lease_expires_ms: clock.now_ms() + 99_000,
+        resumed_from: Some(7),
+        progress: vec![point(1, 9, 0.5)],
+        checkpoints: vec![ckpt(9, 1, 90)],
+    };
+    stale(store.report("f1", 1, &late));
+    stale(store.attach("f1", 1, 9, clock.now_ms() + 99_000).map(drop));
+    stale(store.renew_lease("f1", 1, clock.now_ms() + 99_000));
+    let success = Ending::Succeeded { results: text_result("d", 0.5), items: vec![], message: "late".into() };
+    stale(store.end_attempt("f1", 1, &success).map(drop));
+    let stop = Ending::Interrupted { checkpoint: Some(ckpt(9, 1, 90)), class: FailureClass::Preempted, message: "late".into() };
+    stale(store.end_attempt("f1", 1, &stop).map(drop));
+    assert!(!store.stop_checkpoint("f1", 1, &ckpt(9, 1, 90)).unwrap());
+    assert_eq!(store.block_attempt("f1", 1, "late").unwrap(), None);
+    assert_eq!(store.place_attempt("f1", 1, clock.now_ms()).unwrap(), None);
+    assert_eq!(store.expire_lease("f1", 1, clock.now_ms() + 1_000_000, RETRIES).unwrap(), None);
+
+    assert_eq!(store.events("f1").unwrap(), events, "no event");
+    assert_eq!(store.progress("f1").unwrap(), progress, "no progress point");
+    assert_eq!(store.attempts("f1").unwrap(), attempts, "no lease, resume step or outcome changed");
+    assert!(store.checkpoints("f1").unwrap().is_empty() && store.eval_results("f1").unwrap().is_empty());
+    let run = store.run("f1").unwrap().unwrap();
+    assert_eq!((run.state, run.attempts), (RunState::Running, 2), "the live attempt is untouched");
 }

@@ -15,6 +15,12 @@
 //! what was stored. A verb that is refused (an attempt no longer active, an illegal edge) is
 //! an error the caller sees; a verb whose precondition no longer holds in a way that is not
 //! an error (a lease renewed just in time) returns `None`.
+//!
+//! **Fencing.** An attempt's number is its fencing token: every write a worker causes
+//! (attach, report, renew, end) names its attempt and is refused with
+//! [`StoreError::StaleAttempt`], writing nothing, unless that attempt is active and the run's
+//! newest; a new attempt cannot start while one is active. A worker that outlived its
+//! coordinator, or a pod left behind by a lost node, records nothing for a run that moved on.
 
 pub mod conformance;
 pub mod copy;
@@ -62,6 +68,8 @@ pub enum StoreError {
     SweepActive { sweep: String, active: usize },
     #[error("run {run_id} attempt {attempt} is no longer active")]
     StaleAttempt { run_id: String, attempt: u64 },
+    #[error("run {run_id} attempt {attempt} is still active: it must end before another starts")]
+    AttemptLive { run_id: String, attempt: u64 },
     #[error("the target store is not empty ({sweeps} sweep(s), {runs} run(s)): copy into a new database")]
     NotEmpty { sweeps: usize, runs: usize },
     #[error("stored value is corrupt: {0}")]
@@ -114,14 +122,19 @@ pub trait Store: Send + Sync {
     /// The runs a user's key names: the run with that id, else every run whose id starts with
     /// it or whose name (in any sweep) is it; each as seen from its owner sweep.
     fn find_runs(&self, key: &str) -> Result<Vec<RunRow>>;
-    /// Runs in a state, in plan order; when `ready_at_ms` is given, `queued` runs whose back-off
-    /// has not passed, and evaluation jobs whose checkpoint is not recorded yet, are left out.
-    fn runs_in_state(&self, state: RunState, ready_at_ms: Option<i64>) -> Result<Vec<RunRow>>;
+    /// Runs in a state, in plan order.
+    fn runs_in_state(&self, state: RunState) -> Result<Vec<RunRow>>;
+    /// The first `limit` runs, in plan order, that the scheduler may launch at `now_ms`:
+    /// `queued`, their back-off passed, and (evaluation jobs) their checkpoint recorded. One
+    /// query that reads no more than it returns.
+    fn launchable(&self, now_ms: i64, limit: usize) -> Result<Vec<RunRow>>;
 
     /// Moves a run to `to` if the edge is legal, recording an event. The lifecycle verbs below
     /// are what the coordinator uses; this is the primitive they share.
     fn transition(&self, run_id: &str, to: RunState, change: &Change) -> Result<EventRow>;
-    /// `queued|blocked -> launching` and a new attempt with its token hash and lease.
+    /// `queued|blocked -> launching` and a new attempt with its token hash and lease;
+    /// [`StoreError::AttemptLive`] while the run has an active attempt (two attempts of a run
+    /// are never both live).
     fn start_attempt(&self, run_id: &str, token_hash: &str, lease_expires_ms: i64) -> Result<(AttemptRow, EventRow)>;
     /// Records what the executor knows the attempt by (a pid, a Job name).
     fn set_executor_ref(&self, run_id: &str, attempt: u64, executor_ref: &str) -> Result<()>;

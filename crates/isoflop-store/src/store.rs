@@ -59,8 +59,10 @@ enum RunScope<'a> {
     Sweep(&'a str),
     /// One run, seen from its owner sweep.
     Run(&'a str),
-    /// Runs in a state (queued ones ready by a time), seen from their owners.
-    State(RunState, Option<i64>),
+    /// Runs in a state, seen from their owners.
+    State(RunState),
+    /// Queued runs ready by a time (at most so many), seen from their owners.
+    Launchable(i64, usize),
     /// Runs named by a user's key: id prefix or any sweep's name for it.
     Key(&'a str),
 }
@@ -76,6 +78,9 @@ const ATTEMPT_COLS: &str = "run_id, attempt, token_hash, outcome, failure_class,
      lease_expires_ms, started_ms, ended_ms";
 const EVENT_COLS: &str = "id, run_id, attempt, at_ms, from_state, to_state, failure_class, message";
 const CHECKPOINT_COLS: &str = "step, attempt, path, tokens_seen, at_ms";
+/// The attempt `?2` of run `?1` is live: active, and the run's newest (its fencing token).
+const LIVE: &str =
+    "run_id = ?1 AND attempt = ?2 AND outcome = 'active' AND attempt = (SELECT attempts FROM runs WHERE run_id = ?1)";
 
 fn run_row(r: &Row) -> Result<RunRow> {
     Ok(RunRow {
@@ -201,15 +206,7 @@ impl<B: Backend> SqlStore<B> {
 
     /// Whether `attempt` is the run's current attempt and still active.
     fn is_live(tx: &mut dyn Tx, run_id: &str, attempt: u64) -> Result<bool> {
-        let outcome = tx.query_opt(
-            "SELECT a.outcome FROM attempts a JOIN runs r ON r.run_id = a.run_id
-             WHERE a.run_id = ?1 AND a.attempt = ?2 AND r.attempts = ?2",
-            args![run_id, attempt],
-        )?;
-        Ok(match outcome {
-            Some(row) => row.get::<String>(0)? == AttemptOutcome::Active.as_str(),
-            None => false,
-        })
+        Ok(tx.query_opt(&format!("SELECT 1 FROM attempts WHERE {LIVE}"), args![run_id, attempt])?.is_some())
     }
 
     fn do_transition(&self, tx: &mut dyn Tx, run_id: &str, to: RunState, c: &Change) -> Result<EventRow> {
@@ -254,8 +251,7 @@ impl<B: Backend> SqlStore<B> {
         message: &str,
     ) -> Result<()> {
         let n = tx.execute(
-            "UPDATE attempts SET outcome = ?3, failure_class = ?4, message = ?5, ended_ms = ?6
-             WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+            &format!("UPDATE attempts SET outcome = ?3, failure_class = ?4, message = ?5, ended_ms = ?6 WHERE {LIVE}"),
             args![run_id, attempt, outcome.as_str(), class.map(|c| c.as_str()), message, self.now()],
         )?;
         one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })
@@ -371,13 +367,13 @@ impl<B: Backend> SqlStore<B> {
         let (join, filter, args): (&str, &str, Vec<Value>) = match scope {
             RunScope::Sweep(s) => ("sr.run_id = r.run_id AND sr.sweep = ?1", "1 = 1", args![s].to_vec()),
             RunScope::Run(id) => (owner, "r.run_id = ?1", args![id].to_vec()),
-            RunScope::State(state, None) => (owner, "r.state = ?1", args![state.as_str()].to_vec()),
-            RunScope::State(state, Some(t)) => (
+            RunScope::State(state) => (owner, "r.state = ?1", args![state.as_str()].to_vec()),
+            RunScope::Launchable(t, _) => (
                 owner,
                 // An evaluation job is ready once its checkpoint is recorded.
                 "r.state = ?1 AND r.not_before_ms <= ?2 AND (e.run_id IS NULL OR EXISTS
                      (SELECT 1 FROM checkpoints c WHERE c.run_id = e.parent_run AND c.step = e.step))",
-                args![state.as_str(), t].to_vec(),
+                args![RunState::Queued.as_str(), t].to_vec(),
             ),
             RunScope::Key(key) => (
                 owner,
@@ -387,12 +383,16 @@ impl<B: Backend> SqlStore<B> {
             ),
         };
         let progress = PROGRESS_COLS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
+        let limit = match scope {
+            RunScope::Launchable(_, n) => format!(" LIMIT {}", n.min(i64::MAX as usize)),
+            _ => String::new(),
+        };
         let sql = format!(
             "SELECT {RUN_COLS}, {progress} FROM runs r JOIN sweep_runs sr ON {join}
              LEFT JOIN eval_jobs e ON e.run_id = r.run_id
              LEFT JOIN progress p ON p.run_id = r.run_id AND (p.attempt, p.step) =
                  (SELECT attempt, step FROM progress WHERE run_id = r.run_id ORDER BY attempt DESC, step DESC LIMIT 1)
-             WHERE {filter} ORDER BY sr.sweep, sr.ordinal"
+             WHERE {filter} ORDER BY sr.sweep, sr.ordinal{limit}"
         );
         rows(tx.query(&sql, &args)?, run_row)
     }
@@ -560,12 +560,9 @@ impl<B: Backend> SqlStore<B> {
 
     /// The newest attempt's lease, if it is still active.
     fn active_lease(tx: &mut dyn Tx, run_id: &str, attempt: u64) -> Result<Option<i64>> {
-        tx.query_opt(
-            "SELECT lease_expires_ms FROM attempts WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
-            args![run_id, attempt],
-        )?
-        .map(|r| r.get(0))
-        .transpose()
+        tx.query_opt(&format!("SELECT lease_expires_ms FROM attempts WHERE {LIVE}"), args![run_id, attempt])?
+            .map(|r| r.get(0))
+            .transpose()
     }
 }
 
@@ -616,8 +613,12 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn runs_in_state(&self, state: RunState, ready_at_ms: Option<i64>) -> Result<Vec<RunRow>> {
-        self.read(|tx| Self::runs_where(tx, RunScope::State(state, ready_at_ms)))
+    fn runs_in_state(&self, state: RunState) -> Result<Vec<RunRow>> {
+        self.read(|tx| Self::runs_where(tx, RunScope::State(state)))
+    }
+
+    fn launchable(&self, now_ms: i64, limit: usize) -> Result<Vec<RunRow>> {
+        self.read(|tx| Self::runs_where(tx, RunScope::Launchable(now_ms, limit)))
     }
 
     fn transition(&self, run_id: &str, to: RunState, change: &Change) -> Result<EventRow> {
@@ -627,6 +628,11 @@ impl<B: Backend> Store for SqlStore<B> {
     fn start_attempt(&self, run_id: &str, token_hash: &str, lease_expires_ms: i64) -> Result<(AttemptRow, EventRow)> {
         self.write(|tx| {
             let attempt = Self::run_now(tx, run_id)?.attempts + 1;
+            if let Some(live) =
+                tx.query_opt("SELECT attempt FROM attempts WHERE run_id = ?1 AND outcome = 'active'", args![run_id])?
+            {
+                return Err(StoreError::AttemptLive { run_id: run_id.into(), attempt: live.get(0)? });
+            }
             let event =
                 self.do_transition(tx, run_id, RunState::Launching, &Change { attempt: Some(attempt), ..Change::default() })?;
             let now = self.now();
@@ -678,8 +684,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<EventRow> {
         self.write(|tx| {
             let n = tx.execute(
-                "UPDATE attempts SET resume_step = ?3, lease_expires_ms = ?4
-                 WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+                &format!("UPDATE attempts SET resume_step = ?3, lease_expires_ms = ?4 WHERE {LIVE}"),
                 args![run_id, attempt, resume_step, lease_expires_ms],
             )?;
             one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })?;
@@ -691,8 +696,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<()> {
         self.write(|tx| {
             let n = tx.execute(
-                "UPDATE attempts SET lease_expires_ms = ?3, resume_step = COALESCE(?4, resume_step)
-                 WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+                &format!("UPDATE attempts SET lease_expires_ms = ?3, resume_step = COALESCE(?4, resume_step) WHERE {LIVE}"),
                 args![run_id, attempt, report.lease_expires_ms, report.resumed_from],
             )?;
             one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })?;
@@ -733,7 +737,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn renew_lease(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<()> {
         self.write(|tx| {
             let n = tx.execute(
-                "UPDATE attempts SET lease_expires_ms = ?3 WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+                &format!("UPDATE attempts SET lease_expires_ms = ?3 WHERE {LIVE}"),
                 args![run_id, attempt, lease_expires_ms],
             )?;
             one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })
@@ -758,7 +762,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 return Ok(None);
             }
             let n = tx.execute(
-                "UPDATE attempts SET lease_expires_ms = ?3 WHERE run_id = ?1 AND attempt = ?2 AND outcome = 'active'",
+                &format!("UPDATE attempts SET lease_expires_ms = ?3 WHERE {LIVE}"),
                 args![run_id, attempt, lease_expires_ms],
             )?;
             one_row(n, || StoreError::StaleAttempt { run_id: run_id.into(), attempt })?;

@@ -159,6 +159,9 @@ pub async fn run_attempt(
     attempt(client, who, opts, interrupt).instrument(span).await
 }
 
+/// How long a worker tries to attach while the coordinator is unreachable or its store fails.
+const ATTACH_PATIENCE: Duration = Duration::from_secs(60);
+
 async fn attempt(
     client: &mut dyn WorkerClient,
     who: &Attempt,
@@ -166,16 +169,26 @@ async fn attempt(
     interrupt: CancellationToken,
 ) -> Result<Ended, WorkerError> {
     let (run_id, attempt) = (who.run_id.clone(), who.attempt);
-    let assignment = client
-        .attach(pb::AttachRequest {
-            protocol_version: PROTOCOL_VERSION,
-            run_id: run_id.clone(),
-            attempt,
-            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
-            pid: std::process::id(),
-        })
-        .await
-        .map_err(|s| WorkerError::AttachRefused(s.message().into()))?;
+    let attach = pb::AttachRequest {
+        protocol_version: PROTOCOL_VERSION,
+        run_id: run_id.clone(),
+        attempt,
+        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        pid: std::process::id(),
+    };
+    // UNAVAILABLE is the coordinator unreachable (restarting) or its store failing (a full
+    // disk): worth waiting for; anything else is a refusal.
+    let deadline = Instant::now() + ATTACH_PATIENCE;
+    let assignment = loop {
+        match client.attach(attach.clone()).await {
+            Ok(a) => break a,
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                warn!(target: "worker", "cannot attach yet ({}); retrying", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => return Err(WorkerError::AttachRefused(s.message().into())),
+        }
+    };
     let report = |progress, checkpoints, resumed_from| pb::ReportRequest {
         protocol_version: PROTOCOL_VERSION,
         run_id: run_id.clone(),
@@ -389,8 +402,22 @@ async fn attempt(
     if let Some(message) = revoked {
         return Err(WorkerError::Revoked { run_id, attempt, message });
     }
-    if let Err(s) = client.report(report(pending_progress, pending_ckpts, resumed_from)).await {
-        warn!(target: "worker", "the last report was not taken ({}); the outcome follows", s.message());
+    // The last report and the outcome share one lease of patience: UNAVAILABLE (the
+    // coordinator restarting, or its store failing) is retried until then.
+    let deadline = Instant::now() + lease;
+    let last = report(pending_progress, pending_ckpts, resumed_from);
+    loop {
+        match client.report(last.clone()).await {
+            Ok(_) => break,
+            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+                warn!(target: "worker", "the last report was not taken ({}); retrying", s.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => {
+                warn!(target: "worker", "the last report was not taken ({}); the outcome follows", s.message());
+                break;
+            }
+        }
     }
     let (outcome, ended) = match result {
         Done::Eval(Ok(Some(out))) => {
@@ -433,9 +460,9 @@ async fn attempt(
         warn!(target: "worker", "failed ({class}): {message}");
     }
     // A coordinator that is restarting (a cluster deployment, a rolling update) comes back
-    // within the lease; the outcome is worth waiting for.
+    // within the lease, and a store that failed (UNAVAILABLE too) may recover: the outcome is
+    // worth waiting for.
     let req = finish(outcome);
-    let deadline = Instant::now() + lease;
     loop {
         match client.finish(req.clone()).await {
             Ok(_) => return Ok(ended),

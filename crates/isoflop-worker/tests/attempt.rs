@@ -75,23 +75,41 @@ struct Coordinator {
     revoke: Option<Status>,
     /// Answer finish with this refusal.
     refuse_finish: Option<Status>,
+    /// Answer the first so many calls of each kind UNAVAILABLE, as a coordinator whose store
+    /// fails (a full disk) does.
+    store_failures: usize,
+    failed: std::collections::HashMap<&'static str, usize>,
+}
+
+impl Coordinator {
+    fn store_fails(&mut self, call: &'static str) -> Result<(), Status> {
+        let n = self.failed.entry(call).or_default();
+        if *n < self.store_failures {
+            *n += 1;
+            return Err(Status::unavailable("the coordinator's store failed (retry): database or disk is full"));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
 impl WorkerClient for Coordinator {
     async fn attach(&mut self, req: pb::AttachRequest) -> Result<pb::AttachResponse, Status> {
         assert_eq!(req.protocol_version, isoflop_proto::PROTOCOL_VERSION);
+        self.store_fails("attach")?;
         Ok(self.assignment.clone())
     }
     async fn report(&mut self, req: pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
         if let Some(s) = &self.revoke {
             return Err(s.clone());
         }
+        self.store_fails("report")?;
         self.reports.push(req);
         let training = self.reports.iter().flat_map(|r| &r.progress).any(|p| p.step > 0);
         Ok(pb::ReportResponse { stop: self.stop_once_training && training })
     }
     async fn finish(&mut self, req: pb::FinishRequest) -> Result<pb::FinishResponse, Status> {
+        self.store_fails("finish")?;
         self.finished.push(req);
         match &self.refuse_finish {
             Some(s) => Err(s.clone()),
@@ -198,6 +216,23 @@ async fn a_completed_attempt_reports_progress_and_its_checkpoints_then_an_evalua
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not run 0123456789abcdef"), "{err}");
+}
+
+/// A store that fails for a while (UNAVAILABLE: a full disk, a lost database connection) is
+/// retried: the attempt attaches, every progress point and the outcome arrive once, nothing
+/// is lost and nothing is revoked.
+#[tokio::test]
+async fn store_failures_are_retried_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 20);
+    let mut c = coordinator(dir.path(), &cfg);
+    c.store_failures = 2;
+    let ended = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    assert_eq!(c.failed.values().sum::<usize>(), 6, "two failures of each call: {:?}", c.failed);
+    let steps: Vec<u64> = c.reports.iter().flat_map(|r| &r.progress).map(|p| p.step).collect();
+    assert_eq!(steps, [0, 5, 10, 15, 20], "every progress point, once");
+    assert!(matches!(outcome(&c), pb::finish_request::Outcome::Success(_)));
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
 //! The worker API: attach, report, finish. Every call must carry the attempt's bearer token
 //! and the protocol version this build speaks. Each call is one store lifecycle verb; an
 //! attempt that has ended (cancelled, presumed lost, already finished) is `ABORTED`, so the
-//! worker learns that its work was not recorded.
+//! worker learns that its work was not recorded. Any other failure of the store (a full disk,
+//! a lost database connection) is `UNAVAILABLE`, which the worker retries, keeping what it
+//! has not delivered. A report is one store transaction: a token verified once per attempt is
+//! remembered (the report verb itself refuses a stale attempt).
 
 use crate::auth;
 use crate::coordinator::{Coordinator, CoordinatorError};
@@ -11,17 +14,44 @@ use isoflop_proto::convert;
 use isoflop_proto::v1 as pb;
 use isoflop_proto::v1::worker_service_server::WorkerService;
 use isoflop_store::{AttemptOutcome, AttemptRow, CheckpointRow, Ending, ProgressPoint, Report, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
 
 /// The worker API over a coordinator.
 #[derive(Debug, Clone)]
 pub struct WorkerApi {
     coord: Coordinator,
+    /// The token hash each attempt authenticated with, so that its reports need no read.
+    verified: Arc<Mutex<HashMap<(String, u64), String>>>,
 }
 
 impl WorkerApi {
     pub fn new(coord: Coordinator) -> Self {
-        Self { coord }
+        Self { coord, verified: Arc::default() }
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u64), String>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks version and token for a report without a store read once the attempt has
+    /// authenticated (whether it is still live, the report verb decides in its transaction).
+    fn authorize_report<T>(&self, req: &Request<T>, version: u32, run_id: &str, attempt: u64) -> Result<(), Status> {
+        let key = (run_id.to_string(), attempt);
+        let token = auth::bearer(req.metadata()).map(auth::hash_token);
+        let known = matches!((self.verified().get(&key), &token), (Some(h), Some(t)) if auth::same(h, t));
+        if version == PROTOCOL_VERSION && known {
+            return Ok(());
+        }
+        let row = self.authorize(req, version, run_id, attempt)?;
+        self.verified().insert(key, row.token_hash);
+        Ok(())
+    }
+
+    /// Forgets an attempt's token once it cannot report any more.
+    fn forget(&self, run_id: &str, attempt: u64) {
+        self.verified().remove(&(run_id.to_string(), attempt));
     }
 
     /// Checks version and token; returns the active attempt.
@@ -46,7 +76,7 @@ impl WorkerApi {
             .coord
             .store()
             .attempt(run_id, attempt)
-            .map_err(internal)?
+            .map_err(store_failed)?
             .ok_or_else(|| Status::not_found(format!("run {run_id} attempt {attempt} not found")))?;
         if !auth::same(&row.token_hash, &auth::hash_token(token)) {
             return Err(Status::unauthenticated("token does not match this attempt"));
@@ -59,8 +89,9 @@ impl WorkerApi {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(e.to_string())
+/// The store failed: the worker retries.
+fn store_failed(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("the coordinator's store failed (retry): {e}"))
 }
 
 fn ended(run_id: &str, attempt: u64, how: &str) -> Status {
@@ -72,7 +103,7 @@ fn refused(e: CoordinatorError, run_id: &str, attempt: u64) -> Status {
     match e {
         CoordinatorError::Store(StoreError::StaleAttempt { .. }) => ended(run_id, attempt, "no longer active"),
         CoordinatorError::Store(StoreError::Transition { source, .. }) => Status::failed_precondition(source.to_string()),
-        e => internal(e),
+        e => store_failed(e),
     }
 }
 
@@ -82,27 +113,29 @@ impl WorkerApi {
         let m = req.get_ref();
         self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
         let store = self.coord.store();
-        let run = store.run(&m.run_id).map_err(internal)?.ok_or_else(|| Status::not_found("run not found"))?;
+        let run = store.run(&m.run_id).map_err(store_failed)?.ok_or_else(|| Status::not_found("run not found"))?;
         // What the job reads: a training run resumes from its newest checkpoint; an evaluation
         // job reads its parent's checkpoint at its step.
         let (eval, ckpt, keep_steps) = match &run.eval {
             None => {
                 run_config(&run.config_json)
                     .map_err(|e| Status::internal(format!("stored config of run {} is corrupt: {e}", m.run_id)))?;
-                let keep = store.eval_steps(&m.run_id).map_err(internal)?;
-                (None, store.latest_checkpoint(&m.run_id).map_err(internal)?, keep)
+                let keep = store.eval_steps(&m.run_id).map_err(store_failed)?;
+                (None, store.latest_checkpoint(&m.run_id).map_err(store_failed)?, keep)
             }
             Some(of) => {
                 eval_config(&run.config_json)
                     .map_err(|e| Status::internal(format!("stored config of evaluation job {} is corrupt: {e}", m.run_id)))?;
-                let parent =
-                    store.run(&of.parent).map_err(internal)?.ok_or_else(|| Status::internal("the job's run is not stored"))?;
-                let at = store.checkpoints(&of.parent).map_err(internal)?.into_iter().find(|c| c.step == of.step);
+                let parent = store
+                    .run(&of.parent)
+                    .map_err(store_failed)?
+                    .ok_or_else(|| Status::internal("the job's run is not stored"))?;
+                let at = store.checkpoints(&of.parent).map_err(store_failed)?.into_iter().find(|c| c.step == of.step);
                 let Some(at) = at else {
                     let message = format!("run {} has no checkpoint at step {}", of.parent, of.step);
                     self.coord
                         .fail(&m.run_id, m.attempt, isoflop_core::FailureClass::UserError, message.clone())
-                        .map_err(internal)?;
+                        .map_err(store_failed)?;
                     return Err(Status::failed_precondition(message));
                 };
                 let assignment = pb::EvalAssignment { run_config_json: parent.config_json, checkpoint: at.path };
@@ -115,7 +148,7 @@ impl WorkerApi {
                 let message = format!("no runtime settings: {why}");
                 self.coord
                     .fail(&m.run_id, m.attempt, isoflop_core::FailureClass::UserError, message.clone())
-                    .map_err(internal)?;
+                    .map_err(store_failed)?;
                 return Err(Status::failed_precondition(message));
             }
         };
@@ -144,13 +177,13 @@ impl WorkerApi {
             precision: rt.runtime.precision.as_str().into(),
             keep_steps,
             eval,
-            store_id: store.store_id().map_err(internal)?,
+            store_id: store.store_id().map_err(store_failed)?,
         }))
     }
 
     fn report_now(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
         let m = req.get_ref();
-        self.authorize(&req, m.protocol_version, &m.run_id, m.attempt)?;
+        self.authorize_report(&req, m.protocol_version, &m.run_id, m.attempt)?;
         let now = self.coord.now_ms();
         let report = Report {
             lease_expires_ms: self.lease_deadline(),
@@ -158,7 +191,12 @@ impl WorkerApi {
             progress: m.progress.iter().map(|p| ProgressPoint::new(m.attempt, now, &p.into())).collect(),
             checkpoints: m.checkpoints.iter().map(|c| CheckpointRow { attempt: m.attempt, at_ms: now, ..c.into() }).collect(),
         };
-        self.coord.store().report(&m.run_id, m.attempt, &report).map_err(|e| refused(e.into(), &m.run_id, m.attempt))?;
+        if let Err(e) = self.coord.store().report(&m.run_id, m.attempt, &report) {
+            if matches!(e, StoreError::StaleAttempt { .. }) {
+                self.forget(&m.run_id, m.attempt);
+            }
+            return Err(refused(e.into(), &m.run_id, m.attempt));
+        }
         for p in &m.progress {
             self.coord.broadcast(&m.run_id, pb::run_event::Event::Progress(*p));
         }
@@ -168,6 +206,7 @@ impl WorkerApi {
     fn finish_now(&self, req: Request<pb::FinishRequest>) -> Result<Response<pb::FinishResponse>, Status> {
         let m = req.get_ref();
         let row = self.authenticate(&req, m.protocol_version, &m.run_id, m.attempt)?;
+        self.forget(&m.run_id, m.attempt);
         if row.outcome == AttemptOutcome::Cancelled
             && let Some(pb::finish_request::Outcome::Interrupted(i)) = &m.outcome
             && let Some(c) = Option::<CheckpointRow>::from(i)
@@ -175,7 +214,7 @@ impl WorkerApi {
             // A cancelled worker stopped after a checkpoint: record it, so a resume starts
             // from the step it really reached.
             let c = CheckpointRow { attempt: m.attempt, at_ms: self.coord.now_ms(), ..c };
-            if self.coord.store().stop_checkpoint(&m.run_id, m.attempt, &c).map_err(internal)? {
+            if self.coord.store().stop_checkpoint(&m.run_id, m.attempt, &c).map_err(store_failed)? {
                 tracing::info!(step = c.step, "the cancelled attempt's stop checkpoint is recorded");
                 return Ok(Response::new(pb::FinishResponse {}));
             }
