@@ -372,9 +372,33 @@ fn a_killed_sweep_shows_stale_runs_and_reruns_to_one_final_loss() {
         "seconds since its last report: {run}"
     );
 
+    // The killed coordinator's worker lives on (its own process group). The rerun stops it
+    // and waits for it to exit before the run's next attempt starts (issue 13: an orphan went
+    // on writing checkpoints beside the new attempt).
+    let orphan: i32 = store.attempt(&run_id, 1).unwrap().unwrap().executor_ref.strip_prefix("pid:").unwrap().parse().unwrap();
+    let alive = move || {
+        let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()).is_some_and(|s| s != 'Z' && s != 'X')
+    };
+    assert!(alive(), "the orphan still runs after its coordinator was killed");
+    let watcher = std::thread::spawn(move || {
+        while alive() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        isoflop_core::Clock::now_ms(&isoflop_core::SystemClock)
+    });
+
     // The rerun recovers and finishes it: one final train loss everywhere.
     let out = isoflop(&["run", spec.to_str().unwrap(), "--plain"]);
     assert!(out.status.success(), "{}", show(&out));
+    let orphan_gone_ms = watcher.join().unwrap();
+    let second = store.attempt(&run_id, 2).unwrap().unwrap();
+    assert!(
+        second.started_ms >= orphan_gone_ms,
+        "attempt 2 started {} ms before the orphan exited",
+        orphan_gone_ms - second.started_ms
+    );
+    assert!(store.progress(&run_id).unwrap().iter().all(|p| p.attempt != 1 || p.at_ms <= second.started_ms));
     let r = store.run(&run_id).unwrap().unwrap();
     assert_eq!(r.state, RunState::Succeeded);
     let last = r.progress.clone().unwrap();

@@ -161,6 +161,8 @@ pub async fn run_attempt(
 
 /// How long a worker tries to attach while the coordinator is unreachable or its store fails.
 const ATTACH_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a worker stopped by SIGTERM tries to deliver its last report and outcome.
+const INTERRUPTED_PATIENCE: Duration = Duration::from_secs(5);
 
 async fn attempt(
     client: &mut dyn WorkerClient,
@@ -403,8 +405,10 @@ async fn attempt(
         return Err(WorkerError::Revoked { run_id, attempt, message });
     }
     // The last report and the outcome share one lease of patience: UNAVAILABLE (the
-    // coordinator restarting, or its store failing) is retried until then.
-    let deadline = Instant::now() + lease;
+    // coordinator restarting, or its store failing) is retried until then; after SIGTERM (a
+    // preemption's grace period, a new coordinator stopping this orphan) a few seconds only.
+    let patience = if interrupt.is_cancelled() { lease.min(INTERRUPTED_PATIENCE) } else { lease };
+    let deadline = Instant::now() + patience;
     let last = report(pending_progress, pending_ckpts, resumed_from);
     loop {
         match client.report(last.clone()).await {

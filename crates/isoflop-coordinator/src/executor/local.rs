@@ -40,6 +40,27 @@ impl LocalExecutor {
 }
 
 /// Sends a signal; a process that is already gone is not an error.
+/// How long an orphaned worker may take to stop after SIGTERM.
+const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn is_running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `PID (COMM) STATE ...`: the state follows the last parenthesis.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z') | Some('X'))
+}
+
+/// Whether `pid` is a running `isoflop worker` of `run_id`.
+fn is_worker_of(pid: i32, run_id: &str) -> bool {
+    if !is_running(pid) {
+        return false;
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let needle = format!("{ENV_RUN_ID}={run_id}");
+    environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+}
+
 fn send(pid: i32, sig: Signal) {
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -109,15 +130,33 @@ impl super::Executor for LocalExecutor {
         self.children.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(run_id.to_string(), attempt))
     }
 
+    /// SIGTERM, then waits for the worker to exit (it checkpoints and gives up on its lost
+    /// coordinator within seconds), SIGKILL after [`ORPHAN_GRACE`]: the attempt that replaces
+    /// it never trains beside it, nor reads a checkpoint directory it still writes. Blocks.
     fn stop_orphan(&self, executor_ref: &str, run_id: &str) {
         let Some(pid) = executor_ref.strip_prefix("pid:").and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0) else {
             return;
         };
         // Only signal the process if it still is a worker of this run (pids are reused).
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let needle = format!("{ENV_RUN_ID}={run_id}");
-        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            send(pid, Signal::SIGTERM);
+        if !is_worker_of(pid, run_id) {
+            return;
         }
+        send(pid, Signal::SIGTERM);
+        let started = std::time::Instant::now();
+        let mut killed = false;
+        // Until it is gone (exiting, it loses its environment before its process entry).
+        while is_running(pid) {
+            if !killed && started.elapsed() > ORPHAN_GRACE {
+                tracing::warn!(pid, run_id, "the orphaned worker did not stop in {ORPHAN_GRACE:?}; killing it");
+                send(pid, Signal::SIGKILL);
+                killed = true;
+            }
+            if started.elapsed() > ORPHAN_GRACE + std::time::Duration::from_secs(10) {
+                tracing::error!(pid, run_id, "the orphaned worker outlived SIGKILL; resuming the run anyway");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        tracing::info!(pid, run_id, "the orphaned worker exited after {:.1} s", started.elapsed().as_secs_f64());
     }
 }
