@@ -175,7 +175,13 @@ impl Coordinator {
         };
         match self.inner.executor.launch(&spec) {
             Ok(r) => {
-                store.set_executor_ref(&run.run_id, attempt.attempt, &r)?;
+                if let Err(e) = store.set_executor_ref(&run.run_id, attempt.attempt, &r) {
+                    // A worker the store cannot name would be an orphan nobody stops after a
+                    // restart: kill it (its lease expires, the run is requeued as node_lost).
+                    error!(executor_ref = %r, "cannot record the worker's reference; killing it: {e}");
+                    self.inner.executor.kill(&run.run_id, attempt.attempt);
+                    return Err(e.into());
+                }
                 info!(executor_ref = %r, "launched");
             }
             Err(e) => {

@@ -35,9 +35,39 @@ pub struct ControlPlane {
     pub server: String,
 }
 
-fn free_port() -> Result<u16, HarnessError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("binding a free loopback port"))?;
-    Ok(l.local_addr().map_err(io_err("reading a bound port"))?.port())
+/// `N` distinct free loopback ports below the kernel's ephemeral range: a port the kernel
+/// handed out for `bind(0)` and that was released can be taken again, before the component
+/// that is to listen on it starts, by an outgoing connection of another (a flaky "address
+/// already in use" of kube-scheduler, the last to start); ports outside that range never are.
+fn free_ports<const N: usize>() -> Result<[u16; N], HarnessError> {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (from, span) = (10_000u32, u32::from(low.max(10_100)) - 10_000);
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u32) | 1;
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    let mut tries = 0;
+    while held.len() < N {
+        tries += 1;
+        if tries > 10_000 {
+            return Err(HarnessError::ControlPlane(format!("no {N} free loopback ports below {low}")));
+        }
+        // xorshift: a different sequence per process start.
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let port = (from + seed % span) as u16;
+        if ports.contains(&port) {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            ports[held.len()] = port;
+            held.push(l);
+        }
+    }
+    Ok(ports)
 }
 
 fn p(path: &Path) -> String {
@@ -60,8 +90,7 @@ impl ControlPlane {
             }
         }
         let pki = certs::generate(&work_dir.join("pki"))?;
-        let (etcd_port, peer_port, api_port, kcm_port, sched_port) =
-            (free_port()?, free_port()?, free_port()?, free_port()?, free_port()?);
+        let [etcd_port, peer_port, api_port, kcm_port, sched_port] = free_ports::<5>()?;
         let server = format!("https://127.0.0.1:{api_port}");
         let kubeconfig = work_dir.join("admin.kubeconfig");
         let kc_text = format!(

@@ -224,12 +224,14 @@ impl PgDb {
     }
 }
 
-/// Whether another try of the transaction may succeed: a serialisation failure, a deadlock,
-/// or a connection that closed (the next try opens another).
-fn retryable(e: &StoreError) -> bool {
+/// Whether another try of the transaction may succeed and cannot apply it twice: a
+/// serialisation failure or a deadlock (PostgreSQL rolled it back), or, for a read only, a
+/// connection that closed (the next try opens another; a write whose connection closed may
+/// have committed, so it is the caller's error).
+fn retryable(e: &StoreError, write: bool) -> bool {
     match e {
         StoreError::Postgres(e) => {
-            e.is_closed()
+            (!write && e.is_closed())
                 || matches!(e.code(), Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED)
         }
         _ => false,
@@ -245,7 +247,7 @@ impl Backend for PgDb {
             let out = run_once(&mut conn, write, f);
             self.checkin(conn);
             match out {
-                Err(e) if tries < MAX_TRIES && retryable(&e) => {
+                Err(e) if tries < MAX_TRIES && retryable(&e, write) => {
                     // Back off a little, more each time, so that contending writers spread out.
                     let jitter =
                         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_micros();

@@ -368,12 +368,12 @@ impl<B: Backend> SqlStore<B> {
             RunScope::Sweep(s) => ("sr.run_id = r.run_id AND sr.sweep = ?1", "1 = 1", args![s].to_vec()),
             RunScope::Run(id) => (owner, "r.run_id = ?1", args![id].to_vec()),
             RunScope::State(state) => (owner, "r.state = ?1", args![state.as_str()].to_vec()),
-            RunScope::Launchable(t, _) => (
+            RunScope::Launchable(t, n) => (
                 owner,
                 // An evaluation job is ready once its checkpoint is recorded.
                 "r.state = ?1 AND r.not_before_ms <= ?2 AND (e.run_id IS NULL OR EXISTS
                      (SELECT 1 FROM checkpoints c WHERE c.run_id = e.parent_run AND c.step = e.step))",
-                args![RunState::Queued.as_str(), t].to_vec(),
+                args![RunState::Queued.as_str(), t, n.min(i64::MAX as usize) as u64].to_vec(),
             ),
             RunScope::Key(key) => (
                 owner,
@@ -383,10 +383,7 @@ impl<B: Backend> SqlStore<B> {
             ),
         };
         let progress = PROGRESS_COLS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
-        let limit = match scope {
-            RunScope::Launchable(_, n) => format!(" LIMIT {}", n.min(i64::MAX as usize)),
-            _ => String::new(),
-        };
+        let limit = if matches!(scope, RunScope::Launchable(..)) { " LIMIT ?3" } else { "" };
         let sql = format!(
             "SELECT {RUN_COLS}, {progress} FROM runs r JOIN sweep_runs sr ON {join}
              LEFT JOIN eval_jobs e ON e.run_id = r.run_id
