@@ -6,31 +6,18 @@
 
 mod common;
 
-use common::{TINY_SWEEP, bin, isoflop, show, write_spec};
+use common::{TINY_SWEEP, bin, free_port, isoflop, show, spawn_serve, stdout, write_spec};
 use isoflop_store::StoreLocation;
 use isoflop_store::copy::{dump, first_difference};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// Kills the daemon if the test panics before stopping it.
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 #[test]
 fn serve_on_postgres_runs_a_sweep_and_the_local_commands_read_it() {
     let url = isoflop_pg_harness::fresh_database();
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), TINY_SWEEP);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let coordinator = format!("http://127.0.0.1:{port}");
     let config = dir.path().join("serve.yaml");
     let artifacts = dir.path().join("shared/runs");
@@ -53,18 +40,7 @@ fn serve_on_postgres_runs_a_sweep_and_the_local_commands_read_it() {
     );
 
     let log = dir.path().join("serve.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let mut daemon = Daemon(
-        Command::new(bin())
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .env("ISOFLOP_TEST_DATABASE", &url)
-            .env("ISOFLOP_LOG", "info")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = spawn_serve(&config, &log, &[("ISOFLOP_TEST_DATABASE", &url)]);
     // Listening is said once the store is open and migrated (the port is bound before).
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("isoflop serve: listening") {

@@ -3,36 +3,10 @@
 
 mod common;
 
-use common::{TINY_SWEEP, bin, isoflop, show, write_spec};
+use common::{Daemon, TINY_SWEEP, bin, free_port, isoflop, show, spawn_serve, stdout, write_spec};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Kills the daemon if the test panics before stopping it.
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_serve(config: &Path, log: &Path) -> Daemon {
-    let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(bin())
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env("ISOFLOP_LOG", "info")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon(child)
-}
 
 fn wait_listening(port: u16, daemon: &mut Daemon, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -43,10 +17,6 @@ fn wait_listening(port: u16, daemon: &mut Daemon, log: &Path) {
         assert!(Instant::now() < deadline, "isoflop serve did not listen in 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -68,7 +38,7 @@ fn serve_runs_submitted_sweeps_and_answers_the_client_commands() {
     )
     .unwrap();
     let log = dir.path().join("serve.log");
-    let mut daemon = spawn_serve(&config, &log);
+    let mut daemon = spawn_serve(&config, &log, &[]);
     wait_listening(port, &mut daemon, &log);
     let tok = token.to_str().unwrap();
     let with = |args: &[&str]| {
@@ -237,7 +207,7 @@ fn a_taken_port_creates_no_store_and_a_held_store_names_its_holder() {
     std::fs::write(&config, format!("listen: 127.0.0.1:{port}\nstore: {{sqlite: db/isoflop.db}}\nexecutor: {{kind: local}}\n"))
         .unwrap();
     let log = dir.path().join("serve.log");
-    let mut daemon = spawn_serve(&config, &log);
+    let mut daemon = spawn_serve(&config, &log, &[]);
     wait_listening(port, &mut daemon, &log);
     let db = dir.path().join("db/isoflop.db");
     let spec = write_spec(dir.path(), &TINY_SWEEP.replace("state/isoflop.db", db.to_str().unwrap()));

@@ -124,3 +124,37 @@ pub fn copy_corpus(dir: &Path) -> PathBuf {
     }
     dir.to_path_buf()
 }
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An `isoflop serve` child, killed if the test panics before stopping it.
+pub struct Daemon(pub Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `isoflop serve --config CONFIG` with `env` set, stdout and stderr into `log`.
+pub fn spawn_serve(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("ISOFLOP_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Daemon(child)
+}
+
+/// A command's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

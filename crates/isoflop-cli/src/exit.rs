@@ -64,11 +64,7 @@ pub fn server(e: isoflop_server::ServerError) -> CliError {
 /// A store's error at the edge: a URL that does not parse, or a database this build cannot
 /// read, is the user's mistake (exit 2).
 pub fn store(e: isoflop_store::StoreError) -> CliError {
-    use isoflop_store::StoreError as E;
-    match e {
-        E::PgUrl { .. } | E::TooNew { .. } | E::NotEmpty { .. } => CliError::Input(e.into()),
-        e => CliError::Failure(e.into()),
-    }
+    if e.is_input() { CliError::Input(e.into()) } else { CliError::Failure(e.into()) }
 }
 
 /// A control call's error at the edge: the user's mistakes (unknown sweep or run, bad spec,

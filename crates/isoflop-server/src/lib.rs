@@ -53,12 +53,10 @@ pub enum ServerError {
 impl ServerError {
     /// True for the user's mistakes (exit code 2 at the binary's edge).
     pub fn is_input(&self) -> bool {
-        use isoflop_store::StoreError as S;
-        matches!(
-            self,
-            ServerError::NoStore(_)
-                | ServerError::Locked { .. }
-                | ServerError::Store(S::PgUrl { .. } | S::TooNew { .. } | S::NotEmpty { .. })
-        )
+        match self {
+            ServerError::NoStore(_) | ServerError::Locked { .. } => true,
+            ServerError::Store(e) => e.is_input(),
+            _ => false,
+        }
     }
 }

@@ -76,6 +76,14 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// True for the user's mistakes: a URL that does not parse, a database newer than this
+    /// build, a copy into a store that holds something.
+    pub fn is_input(&self) -> bool {
+        matches!(self, StoreError::PgUrl { .. } | StoreError::TooNew { .. } | StoreError::NotEmpty { .. })
+    }
+}
+
 /// Result alias of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

@@ -56,27 +56,12 @@ struct Conn {
     statements: HashMap<String, Statement>,
 }
 
-/// Where a configuration points, without its password: `user@host:port/dbname`.
-fn describe(config: &Config) -> String {
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(h) => h.clone(),
-            #[cfg(unix)]
-            postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .collect();
-    let port = config.get_ports().first().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("postgres://{}@{}{port}/{}", config.get_user().unwrap_or(""), hosts.join(","), config.get_dbname().unwrap_or(""))
-}
-
 impl PgStore {
     /// Connects to the database at `url` (a `postgres://` URL or a `key=value` string) and
     /// applies pending migrations.
     pub fn connect(url: &str) -> Result<Self> {
         let config: Config = url.parse().map_err(|e: postgres::Error| StoreError::PgUrl { message: e.to_string() })?;
-        let target = describe(&config);
+        let target = isoflop_core::spec::redact(url);
         let db = PgDb { config, pool: Mutex::new(Pool::default()), freed: Condvar::new() };
         let mut conn = db.connect().map_err(|source| StoreError::PgConnect { target: target.clone(), source })?;
         migrate(&mut conn.client, &target)?;
@@ -152,7 +137,7 @@ impl PgStore {
 
     fn admin_client(url: &str) -> Result<Client> {
         let config: Config = url.parse().map_err(|e: postgres::Error| StoreError::PgUrl { message: e.to_string() })?;
-        config.connect(NoTls).map_err(|source| StoreError::PgConnect { target: describe(&config), source })
+        config.connect(NoTls).map_err(|source| StoreError::PgConnect { target: isoflop_core::spec::redact(url), source })
     }
 }
 
