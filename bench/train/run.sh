@@ -12,7 +12,9 @@
 # Usage: bash bench/train/run.sh [MODEL.json] [BATCH] [STEPS] [DEVICE]
 #        (defaults: bench/train/model-cpu.json, 8, 20, cpu; BF16=1 passes --bf16 to both sides:
 #         bf16 mixed precision with fp32 master weights, meant for CUDA, runs on CPU too;
-#         THREADS=N pins the intra-op threads of both sides)
+#         THREADS=N pins the intra-op threads of both sides; ISOFLOP_BIN=PATH runs that binary
+#         instead of building one, PYTHON=PATH runs the PyTorch side with that interpreter,
+#         as on a GPU machine without cargo or the venv: see bench/gpu/run.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/env.sh
@@ -24,15 +26,20 @@ device="${4:-cpu}"
 extra=()
 [ "${BF16:-0}" = 1 ] && extra+=(--bf16)
 [ -n "${THREADS:-}" ] && extra+=(--threads "$THREADS")
-cargo build --release --locked -q -p isoflop-cli
+bin="${ISOFLOP_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --release --locked -q -p isoflop-cli
+    bin="$CARGO_TARGET_DIR/release/isoflop"
+fi
+python="${PYTHON:-$ISOFLOP_VENV/bin/python}"
 echo "bench/train: $model batch $batch steps $steps device $device, $(nproc) cores"
-ours=$("$CARGO_TARGET_DIR/release/isoflop" bench train --model-json "$model" --batch "$batch" --steps "$steps" \
+ours=$("$bin" bench train --model-json "$model" --batch "$batch" --steps "$steps" \
     --device "$device" "${extra[@]}")
 echo "isoflop:       $ours"
 # Both sides measure MFU against the peak isoflop looked up for this device and precision.
 peak=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("peak_flops", 0))' "$ours")
 [ "$peak" != 0 ] && [ "$peak" != 0.0 ] && extra+=(--peak-flops "$peak")
-torch_out=$("$ISOFLOP_VENV/bin/python" bench/train/torch_train.py --model-json "$model" --batch "$batch" \
+torch_out=$("$python" bench/train/torch_train.py --model-json "$model" --batch "$batch" \
     --steps "$steps" --device "$device" "${extra[@]}")
 eager=$(grep '"torch-eager"' <<<"$torch_out")
 compiled=$(grep '"torch-compile"' <<<"$torch_out")

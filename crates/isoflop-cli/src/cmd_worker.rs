@@ -44,7 +44,12 @@ pub fn main(args: WorkerArgs) -> CliResult {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let interrupt = interrupt_on_signals().context("signal handlers")?;
-        let mut client = GrpcWorkerClient::connect(&url, token).await?;
+        // SIGTERM while the coordinator cannot be reached (an orphan whose coordinator died)
+        // ends the worker at once.
+        let mut client = tokio::select! {
+            c = GrpcWorkerClient::connect(&url, token) => c?,
+            _ = interrupt.cancelled() => return Err(CliError::from(WorkerError::Interrupted)),
+        };
         let who = Attempt { run_id, attempt };
         match run_attempt(&mut client, &who, &Options { peak_flops: args.peak_flops }, interrupt).await {
             Ok(Ended::Succeeded | Ended::Interrupted { .. }) => Ok(()),

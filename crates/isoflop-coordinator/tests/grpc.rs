@@ -188,6 +188,7 @@ async fn control_and_worker_apis_over_grpc() {
         progress: vec![progress],
         checkpoints: vec![pb::CheckpointSaved { step: 5, path: "/ckpt/5".into(), tokens_seen: 1280 }],
         resumed_from: Some(0),
+        ..Default::default()
     };
     let resp = worker.report(authed(report.clone(), &first.token)).await.unwrap().into_inner();
     assert!(!resp.stop);
@@ -246,6 +247,7 @@ async fn control_and_worker_apis_over_grpc() {
         progress: vec![pb::Progress { step: 7, total_steps: 100, loss: 2.0, ..Default::default() }],
         checkpoints: vec![pb::CheckpointSaved { step: 7, path: "/ckpt/stale/7".into(), tokens_seen: 1792 }],
         resumed_from: Some(0),
+        ..Default::default()
     };
     let err = worker.report(authed(late, &second.token)).await.unwrap_err();
     assert_eq!(err.code(), Code::Aborted, "{}", err.message());

@@ -182,9 +182,10 @@ pub fn reports_are_all_or_nothing(store: &dyn Store) {
         lease_expires_ms: T0 + 5_000,
         resumed_from: Some(10),
         progress: vec![point(1, 0, 5.5), point(1, 10, 4.0), point(1, 20, 3.0)],
-        checkpoints: vec![ckpt(10, 1, 100), ckpt(20, 1, 200)],
+        checkpoints: vec![ckpt(10, 1, 100), ckpt(20, 1, 200), ckpt(30, 1, 300)],
+        rejected: vec![],
     };
-    store.report("r2", 1, &report).unwrap();
+    assert_eq!(store.report("r2", 1, &report).unwrap(), vec![], "no note without a rejected checkpoint");
     store
         .report("r2", 1, &Report { lease_expires_ms: T0 + 6_000, progress: vec![point(1, 20, 3.0)], ..Report::default() })
         .unwrap();
@@ -194,11 +195,33 @@ pub fn reports_are_all_or_nothing(store: &dyn Store) {
     let latest = store.run("r2").unwrap().unwrap().progress.unwrap();
     assert_eq!((latest.step, latest.micro_batch), (20, Some(4)));
     assert_eq!(store.progress("r2").unwrap()[0].micro_batch, None);
+    // A damaged checkpoint the worker set aside: its row goes, a note event (no state change)
+    // says so.
+    let damaged = RejectedCheckpoint { step: 30, path: "/ckpt/30".into(), reason: "12 bytes, the manifest says 900".into() };
+    let before = store.events("r2").unwrap().len();
+    let notes = store
+        .report("r2", 1, &Report { lease_expires_ms: T0 + 6_000, rejected: vec![damaged.clone()], ..Report::default() })
+        .unwrap();
+    assert_eq!(notes.len(), 1);
+    let n = &notes[0];
+    assert_eq!((n.from, n.to, n.attempt, n.failure_class), (RunState::Running, RunState::Running, Some(1), None));
+    assert!(n.message.contains("step 30") && n.message.contains("12 bytes"), "{}", n.message);
+    let events = store.events("r2").unwrap();
+    assert_eq!((events.len(), events.last()), (before + 1, Some(n)));
+    assert_eq!(store.run("r2").unwrap().unwrap().state, RunState::Running);
     assert_eq!(store.checkpoints("r2").unwrap().iter().map(|c| c.step).collect::<Vec<_>>(), [10, 20]);
     // A report for an ended attempt writes nothing.
-    let err = store.report("r1", 4, &Report { progress: vec![point(4, 50, 1.0)], checkpoints: vec![ckpt(50, 4, 1)], ..report });
+    let stale = Report {
+        progress: vec![point(4, 50, 1.0)],
+        checkpoints: vec![ckpt(50, 4, 1)],
+        rejected: vec![RejectedCheckpoint { step: 30, ..damaged }],
+        ..report
+    };
+    let events = store.events("r1").unwrap().len();
+    let err = store.report("r1", 4, &stale);
     assert!(matches!(err, Err(StoreError::StaleAttempt { .. })), "{err:?}");
     assert!(store.progress("r1").unwrap().is_empty() && store.latest_checkpoint("r1").unwrap().unwrap().step == 30);
+    assert_eq!(store.events("r1").unwrap().len(), events, "a stale report records no note");
 }
 
 /// A training run succeeds; a changed evaluation section adds evaluation jobs to its sweep
@@ -482,7 +505,7 @@ pub fn concurrent_verbs_serialise(store: &dyn Store) {
                                 checkpoints: vec![ckpt(step, attempt, step * 10)],
                                 ..Report::default()
                             };
-                            if stale(store.report(id, attempt, &report)) {
+                            if stale(store.report(id, attempt, &report).map(drop)) {
                                 break;
                             }
                         }
@@ -555,8 +578,9 @@ pub fn a_stale_attempt_writes_nothing(store: &dyn Store, clock: &ManualClock) {
         resumed_from: Some(7),
         progress: vec![point(1, 9, 0.5)],
         checkpoints: vec![ckpt(9, 1, 90)],
+        rejected: vec![],
     };
-    stale(store.report("f1", 1, &late));
+    stale(store.report("f1", 1, &late).map(drop));
     stale(store.attach("f1", 1, 9, clock.now_ms() + 99_000).map(drop));
     stale(store.renew_lease("f1", 1, clock.now_ms() + 99_000));
     let success = Ending::Succeeded { results: text_result("d", 0.5), items: vec![], message: "late".into() };

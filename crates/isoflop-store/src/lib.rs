@@ -156,9 +156,11 @@ pub trait Store: Send + Sync {
     /// [`StoreError::StaleAttempt`] if the attempt has ended.
     fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<EventRow>;
     /// A worker's report, all or nothing: the lease renewed, the step it resumed from, its
-    /// progress points (idempotent per step) and its checkpoints. [`StoreError::StaleAttempt`]
-    /// if the attempt has ended (nothing is written).
-    fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<()>;
+    /// progress points (idempotent per step), its checkpoints, and the checkpoints it found
+    /// damaged (their rows deleted, each recorded as a note event: `from == to`, the run's
+    /// state unchanged). Returns those events. [`StoreError::StaleAttempt`] if the attempt has
+    /// ended (nothing is written).
+    fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<Vec<EventRow>>;
     /// Extends the lease of an active attempt (an adopted worker's grace to reconnect).
     fn renew_lease(&self, run_id: &str, attempt: u64, lease_expires_ms: i64) -> Result<()>;
     /// The executor cannot place the active, current attempt: `launching -> blocked` with the

@@ -207,6 +207,17 @@ pub struct Report {
     pub resumed_from: Option<u64>,
     pub progress: Vec<ProgressPoint>,
     pub checkpoints: Vec<CheckpointRow>,
+    /// Checkpoints the worker found damaged and set aside (its first report only): the store
+    /// forgets their rows and records each as a note event.
+    pub rejected: Vec<RejectedCheckpoint>,
+}
+
+/// A checkpoint a worker found damaged before resuming.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RejectedCheckpoint {
+    pub step: u64,
+    pub path: String,
+    pub reason: String,
 }
 
 /// A cancelled run: the event recorded, and the attempt that was live, if one was.

@@ -240,6 +240,29 @@ impl<B: Backend> SqlStore<B> {
         })
     }
 
+    /// Records a note event: something that happened to a run without changing its state
+    /// (`from == to`, the run's current state; no state-machine edge).
+    fn note(&self, tx: &mut dyn Tx, run_id: &str, attempt: Option<u64>, message: &str) -> Result<EventRow> {
+        let state = Self::run_now(tx, run_id)?.state;
+        let now = self.now();
+        tx.order_events()?;
+        let id = tx.scalar(
+            "INSERT INTO events (run_id, attempt, at_ms, from_state, to_state, failure_class, message)
+             VALUES (?1, ?2, ?3, ?4, ?4, NULL, ?5) RETURNING id",
+            args![run_id, attempt, now, state.as_str(), message],
+        )?;
+        Ok(EventRow {
+            id,
+            run_id: run_id.into(),
+            attempt,
+            at_ms: now,
+            from: state,
+            to: state,
+            failure_class: None,
+            message: message.into(),
+        })
+    }
+
     /// Marks an active attempt ended; [`StoreError::StaleAttempt`] when it is not active.
     fn close_attempt(
         &self,
@@ -690,7 +713,7 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<()> {
+    fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<Vec<EventRow>> {
         self.write(|tx| {
             let n = tx.execute(
                 &format!("UPDATE attempts SET lease_expires_ms = ?3, resume_step = COALESCE(?4, resume_step) WHERE {LIVE}"),
@@ -727,7 +750,18 @@ impl<B: Backend> Store for SqlStore<B> {
             for c in &report.checkpoints {
                 Self::put_checkpoint(tx, run_id, c)?;
             }
-            Ok(())
+            let mut notes = Vec::with_capacity(report.rejected.len());
+            for r in &report.rejected {
+                tx.execute("DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2", args![run_id, r.step])?;
+                let resumed = match report.resumed_from {
+                    Some(s) if s > 0 => format!("resuming from step {s}"),
+                    Some(_) => "starting from scratch".to_string(),
+                    None => "resuming from an older checkpoint".to_string(),
+                };
+                let message = format!("checkpoint at step {} set aside as damaged ({}); {resumed}", r.step, r.reason);
+                notes.push(self.note(tx, run_id, Some(attempt), &message)?);
+            }
+            Ok(notes)
         })
     }
 

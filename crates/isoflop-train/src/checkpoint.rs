@@ -6,18 +6,28 @@
 //!   `adam_m/<name>` and `adam_v/<name>` (all `f32`, on the CPU). The parameters are the
 //!   optimiser's master weights, so a bf16 mixed-precision run stores (and resumes from) the
 //!   same fp32 state as an fp32 run;
-//! * `manifest.json`: a [`Manifest`].
+//! * `manifest.json`: a [`Manifest`], which records the SHA-256 digest and the length of
+//!   `state.safetensors` as written (read back from the disk after the fsync).
 //!
 //! It is written into `step-{s:08}.tmp/`, both files and the directory are fsynced, the
 //! directory is renamed into place and the parent fsynced, so a directory named
 //! `step-XXXXXXXX` is always complete. [`latest`] ignores any other name (leftovers of a
 //! crash), and [`save`] removes leftovers and all but the newest `keep` checkpoints.
+//!
+//! A complete directory can still be damaged later (a disk, a copy, a user). [`verify`]
+//! checks the tensors against the manifest's digest, and [`load`] verifies before it reads:
+//! a truncated or corrupt checkpoint is a [`CheckpointError::Corrupt`], never tensors of
+//! garbage. [`set_aside`] renames such a directory `step-XXXXXXXX.corrupt` so that [`list`]
+//! no longer offers it (the next [`save`] deletes it); the worker then resumes from the
+//! checkpoint before it and says so in its first report. Checkpoints of builds before the
+//! digest have none and are read unverified.
 
 use crate::optim::AdamW;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use tch::{Device, TchError, Tensor};
 
@@ -52,6 +62,12 @@ pub struct Manifest {
     /// of older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_id: Option<String>,
+    /// SHA-256 of `state.safetensors` (lowercase hex) and its length in bytes, as written:
+    /// [`save`] fills them in. Absent in checkpoints of older builds (read unverified).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<u64>,
 }
 
 /// See [`Manifest::last_progress`].
@@ -75,6 +91,10 @@ pub enum CheckpointError {
     /// The checkpoint does not match this build or this model.
     #[error("{path}: invalid checkpoint ({reason})")]
     Format { path: PathBuf, reason: String },
+    /// The checkpoint's files are damaged: a manifest that does not parse, tensors truncated
+    /// or not matching the manifest's digest. Resuming falls back to an older checkpoint.
+    #[error("{path}: corrupt checkpoint ({reason})")]
+    Corrupt { path: PathBuf, reason: String },
 }
 
 impl CheckpointError {
@@ -82,6 +102,10 @@ impl CheckpointError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, CheckpointError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
+    CheckpointError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -169,10 +193,13 @@ pub fn save_keeping(
         named.push((format!("adam_v/{n}"), cpu(v).map_err(torch_err(&state))?));
     }
     Tensor::write_safetensors(&named, &state).map_err(torch_err(&state))?;
+    drop(named);
     fsync(&state)?;
+    let (digest, bytes) = sha256_file(&state)?;
+    let manifest = Manifest { state_sha256: Some(digest), state_bytes: Some(bytes), ..manifest.clone() };
 
     let mpath = tmp.join(MANIFEST_FILE);
-    let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     let mut f = File::create(&mpath).map_err(io_err(&mpath))?;
     f.write_all(&json).and_then(|_| f.sync_all()).map_err(io_err(&mpath))?;
     drop(f);
@@ -192,8 +219,8 @@ pub fn save_keeping(
     Ok(final_dir)
 }
 
-/// Deletes all but the newest `keep` (at least 1) checkpoints, and leftover `.tmp`/`.old`
-/// directories of interrupted saves.
+/// Deletes all but the newest `keep` (at least 1) checkpoints, leftover `.tmp`/`.old`
+/// directories of interrupted saves, and checkpoints [`set_aside`] as corrupt.
 pub fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     prune_keeping(dir, keep, &[])
 }
@@ -209,7 +236,7 @@ pub fn prune_keeping(dir: &Path, keep: usize, kept_steps: &[u64]) -> Result<(), 
         for e in entries.filter_map(|e| e.ok()) {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
-            let stem = name.strip_suffix(".tmp").or_else(|| name.strip_suffix(".old"));
+            let stem = name.strip_suffix(".tmp").or_else(|| name.strip_suffix(".old")).or_else(|| name.strip_suffix(".corrupt"));
             if stem.and_then(parse_dir_name).is_some() {
                 let path = e.path();
                 std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
@@ -219,27 +246,78 @@ pub fn prune_keeping(dir: &Path, keep: usize, kept_steps: &[u64]) -> Result<(), 
     Ok(())
 }
 
-/// Reads the manifest of the checkpoint directory `path`.
+/// SHA-256 (lowercase hex) and length of the file at `path`, read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> Result<(String, u64), CheckpointError> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((hex, len))
+}
+
+/// Reads the manifest of the checkpoint directory `path`. A manifest that is not JSON of a
+/// manifest (truncated, overwritten) is [`CheckpointError::Corrupt`]; one of another layout
+/// version is [`CheckpointError::Format`].
 pub fn read_manifest(path: &Path) -> Result<Manifest, CheckpointError> {
     let mpath = path.join(MANIFEST_FILE);
     let bytes = std::fs::read(&mpath).map_err(io_err(&mpath))?;
-    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| format_err(&mpath, e.to_string()))?;
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(&mpath, e.to_string()))?;
     if m.format_version != FORMAT_VERSION {
         return Err(format_err(&mpath, format!("format version {}, this build reads {FORMAT_VERSION}", m.format_version)));
     }
     Ok(m)
 }
 
-/// Loads the checkpoint directory `path` into `opt` (built over a model of the same shape:
-/// its master weights, the model's compute copy under mixed precision, and its moments) and
-/// returns its manifest. Every parameter and moment must be present with the right shape,
-/// and nothing else.
-pub fn load(path: &Path, opt: &mut AdamW) -> Result<Manifest, CheckpointError> {
+/// Checks the checkpoint directory `path`: its manifest reads, and its tensors file has the
+/// length and SHA-256 digest the manifest recorded (not checked for checkpoints of builds
+/// that recorded none). Returns the manifest.
+pub fn verify(path: &Path) -> Result<Manifest, CheckpointError> {
     let manifest = read_manifest(path)?;
     let state = path.join(STATE_FILE);
-    if !state.exists() {
-        return Err(io_err(&state)(std::io::ErrorKind::NotFound.into()));
+    let len = std::fs::metadata(&state).map_err(io_err(&state))?.len();
+    if let Some(want) = manifest.state_bytes
+        && want != len
+    {
+        return Err(corrupt(&state, format!("{len} bytes, the manifest says {want}")));
     }
+    if let Some(want) = &manifest.state_sha256 {
+        let (got, _) = sha256_file(&state)?;
+        if &got != want {
+            return Err(corrupt(&state, format!("SHA-256 {got}, the manifest says {want}")));
+        }
+    }
+    Ok(manifest)
+}
+
+/// Renames the damaged checkpoint directory `path` (`step-XXXXXXXX`) to
+/// `step-XXXXXXXX.corrupt`, replacing an older such copy, so that [`list`] and [`latest`] no
+/// longer return it; [`prune`] deletes it at the next save. Returns the new path.
+pub fn set_aside(path: &Path) -> Result<PathBuf, CheckpointError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
+    let aside = path.with_file_name(format!("{name}.corrupt"));
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).map_err(io_err(&aside))?;
+    }
+    std::fs::rename(path, &aside).map_err(io_err(path))?;
+    Ok(aside)
+}
+
+/// Loads the checkpoint directory `path` into `opt` (built over a model of the same shape:
+/// its master weights, the model's compute copy under mixed precision, and its moments) and
+/// returns its manifest, after [`verify`]. Every parameter and moment must be present with
+/// the right shape, and nothing else.
+pub fn load(path: &Path, opt: &mut AdamW) -> Result<Manifest, CheckpointError> {
+    let manifest = verify(path)?;
+    let state = path.join(STATE_FILE);
     let mut params: HashMap<String, Tensor> = HashMap::new();
     let mut m: HashMap<String, Tensor> = HashMap::new();
     let mut v: HashMap<String, Tensor> = HashMap::new();
@@ -311,6 +389,8 @@ mod tests {
             optimizer_step: step,
             last_progress: None,
             store_id: None,
+            state_sha256: None,
+            state_bytes: None,
         }
     }
 
@@ -348,7 +428,8 @@ mod tests {
         // Loading restores parameters and moments exactly.
         let (_vs2, model2, mut opt2) = setup();
         let m = load(&p3, &mut opt2).unwrap();
-        assert_eq!(m, manifest(3));
+        let (digest, bytes) = sha256_file(&p3.join(STATE_FILE)).unwrap();
+        assert_eq!(m, Manifest { state_sha256: Some(digest), state_bytes: Some(bytes), ..manifest(3) });
         assert_eq!(opt2.step_count(), 3);
         for (a, b) in model.params().iter().zip(model2.params()) {
             assert!(a.tensor.equal(&b.tensor), "{}", a.name);
@@ -371,5 +452,53 @@ mod tests {
         assert!(err.contains("shape"), "{err}");
         let err = load(&dir.path().join("step-00000007"), &mut oopt).unwrap_err();
         assert!(err.is_not_found(), "{err}");
+    }
+
+    #[test]
+    fn damaged_checkpoints_are_corrupt_and_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_vs, _model, opt) = setup();
+        let p1 = save(dir.path(), &manifest(1), &opt, 3).unwrap();
+        let p2 = save(dir.path(), &manifest(2), &opt, 3).unwrap();
+        let m = verify(&p2).unwrap();
+        assert_eq!(m.state_bytes, Some(std::fs::metadata(p2.join(STATE_FILE)).unwrap().len()));
+        assert_eq!(m.state_sha256.as_deref().map(str::len), Some(64));
+        let (_vs2, _model2, mut opt2) = setup();
+
+        // Truncated tensors: caught by the length, before any hashing or parsing.
+        let state = p2.join(STATE_FILE);
+        let bytes = std::fs::read(&state).unwrap();
+        std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load(&p2, &mut opt2).unwrap_err();
+        assert!(matches!(&err, CheckpointError::Corrupt { reason, .. } if reason.contains("bytes")), "{err}");
+        // One flipped byte at the same length: caught by the digest.
+        let mut flipped = bytes.clone();
+        let at = flipped.len() - 7;
+        flipped[at] ^= 0x40;
+        std::fs::write(&state, &flipped).unwrap();
+        let err = verify(&p2).unwrap_err();
+        assert!(matches!(&err, CheckpointError::Corrupt { reason, .. } if reason.contains("SHA-256")), "{err}");
+        assert!(err.to_string().contains("corrupt checkpoint") && err.to_string().contains(STATE_FILE), "{err}");
+        // A truncated manifest.
+        let mpath = p1.join(MANIFEST_FILE);
+        let text = std::fs::read(&mpath).unwrap();
+        std::fs::write(&mpath, &text[..text.len() / 2]).unwrap();
+        assert!(matches!(verify(&p1), Err(CheckpointError::Corrupt { .. })));
+
+        // Set aside, the damaged copies leave the listing; the next save deletes them.
+        let aside = set_aside(&p2).unwrap();
+        assert_eq!(aside.file_name().unwrap(), "step-00000002.corrupt");
+        set_aside(&p1).unwrap();
+        assert_eq!(latest(dir.path()), None);
+        save(dir.path(), &manifest(3), &opt, 3).unwrap();
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, vec!["step-00000003".to_string()]);
+        // An older build's checkpoint (no digest) is read unverified.
+        let p3 = dir.path().join("step-00000003");
+        let mut m3 = read_manifest(&p3).unwrap();
+        (m3.state_sha256, m3.state_bytes) = (None, None);
+        std::fs::write(p3.join(MANIFEST_FILE), serde_json::to_vec(&m3).unwrap()).unwrap();
+        assert_eq!(load(&p3, &mut opt2).unwrap(), m3);
     }
 }

@@ -6,8 +6,9 @@ use isoflop_core::flops::mfu_flops_per_token;
 use isoflop_core::{Device, EvalJobConfig, FailureClass, Precision, Progress, RunConfig};
 use isoflop_proto::v1 as pb;
 use isoflop_proto::{PROTOCOL_VERSION, convert};
+use isoflop_train::checkpoint::{self, CheckpointError};
 use isoflop_train::{CheckpointInfo, Control, TrainError, TrainHooks, TrainJob, TrainOutcome};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -60,6 +61,9 @@ pub enum WorkerError {
     FinishRefused(String),
     #[error("training thread: {0}")]
     Thread(String),
+    /// SIGTERM or SIGINT came before the attempt attached: nothing was trained or sent.
+    #[error("stopped (SIGTERM or SIGINT) before the attempt attached")]
+    Interrupted,
 }
 
 /// Cancelled on SIGTERM or SIGINT (the worker then checkpoints and stops).
@@ -175,29 +179,40 @@ async fn attempt(
         protocol_version: PROTOCOL_VERSION,
         run_id: run_id.clone(),
         attempt,
-        hostname: std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+        hostname: hostname(),
         pid: std::process::id(),
     };
     // UNAVAILABLE is the coordinator unreachable (restarting) or its store failing (a full
     // disk): worth waiting for; anything else is a refusal.
     let deadline = Instant::now() + ATTACH_PATIENCE;
     let assignment = loop {
-        match client.attach(attach.clone()).await {
+        let answer = tokio::select! {
+            r = bounded(CALL_LIMIT, client.attach(attach.clone())) => r,
+            _ = interrupt.cancelled() => return Err(WorkerError::Interrupted),
+        };
+        match answer {
             Ok(a) => break a,
             Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
                 warn!(target: "worker", "cannot attach yet ({}); retrying", s.message());
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // An orphan a new coordinator stops with SIGTERM (its own coordinator gone,
+                // the port not answering yet) exits at once: the new one waits for it.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = interrupt.cancelled() => return Err(WorkerError::Interrupted),
+                }
             }
             Err(s) => return Err(WorkerError::AttachRefused(s.message().into())),
         }
     };
-    let report = |progress, checkpoints, resumed_from| pb::ReportRequest {
+    let report = |progress, checkpoints, resumed_from: Option<u64>, rejected: &[pb::RejectedCheckpoint]| pb::ReportRequest {
         protocol_version: PROTOCOL_VERSION,
         run_id: run_id.clone(),
         attempt,
         progress,
         checkpoints,
         resumed_from,
+        // With the first report only, as `resumed_from`.
+        rejected_checkpoints: if resumed_from.is_some() { rejected.to_vec() } else { Vec::new() },
     };
     let finish = |outcome: pb::finish_request::Outcome| pb::FinishRequest {
         protocol_version: PROTOCOL_VERSION,
@@ -210,17 +225,57 @@ async fn attempt(
         Err(msg) => {
             let failure =
                 pb::Failure { class: convert::failure_class_value(Some(FailureClass::UserError)), message: msg.clone() };
-            if let Err(s) = client.finish(finish(pb::finish_request::Outcome::Failure(failure))).await {
+            if let Err(s) = bounded(CALL_LIMIT, client.finish(finish(pb::finish_request::Outcome::Failure(failure)))).await {
                 warn!(target: "worker", "the coordinator did not take the failure: {}", s.message());
             }
             return Err(WorkerError::BadAssignment(msg));
         }
     };
+    // One worker per run directory: wait here while an older one (an orphan nobody could
+    // signal) still trains it. Held until this attempt's outcome is delivered.
+    let lease = Duration::from_secs(assignment.lease_seconds.max(3));
+    let _run_lock = if eval.is_none() {
+        let beat = || report(Vec::new(), Vec::new(), None, &[]);
+        let dir = Path::new(&assignment.checkpoint_dir);
+        match lock_run_dir(dir, client, &beat, &interrupt, (lease * 3).max(RUN_LOCK_PATIENCE)).await {
+            Ok(lock) => lock,
+            Err(LockWait::Revoked(message)) => return Err(WorkerError::Revoked { run_id, attempt, message }),
+            Err(end) => {
+                let (outcome, ended) = match end {
+                    LockWait::TimedOut(message) => failed(FailureClass::Unknown, message),
+                    _ => (
+                        pb::finish_request::Outcome::Interrupted(pb::Interrupted {
+                            checkpoint_step: 0,
+                            checkpoint_path: String::new(),
+                            tokens_seen: 0,
+                        }),
+                        Ended::Interrupted { step: assignment.resume_step },
+                    ),
+                };
+                return match bounded(CALL_LIMIT, client.finish(finish(outcome))).await {
+                    Ok(_) => Ok(ended),
+                    Err(s) => Err(WorkerError::FinishRefused(s.message().into())),
+                };
+            }
+        }
+    } else {
+        None
+    };
     // Raised at once when the interrupt came before the work starts (the loop below would
     // set it only after the first steps had run).
     let stop = Arc::new(AtomicBool::new(interrupt.is_cancelled()));
+    // SIGTERM stops the work at its next step even while a call to the coordinator is in
+    // flight: one that does not answer holds the loop below up to its limit.
+    let _stopper = {
+        let (stop, interrupt) = (stop.clone(), interrupt.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            interrupt.cancelled().await;
+            stop.store(true, Ordering::SeqCst);
+        }))
+    };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (done_tx, mut done_rx) = oneshot::channel();
+    let mut first_rejected = Vec::new();
     let (work, first_resumed) = match eval {
         Some((job, checkpoint)) => {
             info!(
@@ -258,22 +313,23 @@ async fn attempt(
             // Resume from the newest checkpoint: the one the store knows, or a newer one on disk
             // (saved while the coordinator was not listening).
             let checkpoint_dir = PathBuf::from(&assignment.checkpoint_dir);
-            let mut resume = (!assignment.resume_checkpoint.is_empty())
+            let named = (!assignment.resume_checkpoint.is_empty())
                 .then(|| (assignment.resume_step, PathBuf::from(&assignment.resume_checkpoint)))
                 .filter(|(_, p)| p.is_dir());
-            if let Some((step, path)) = isoflop_train::checkpoint::latest(&checkpoint_dir)
-                && resume.as_ref().is_none_or(|(s, _)| step > *s)
-                && of_this_store(&path, &assignment.store_id)
+            let (resume, rejected) = choose_resume(&checkpoint_dir, named.as_ref(), &assignment.store_id);
+            first_rejected = rejected;
+            if let Some((step, path)) = &resume
+                && named.as_ref().is_none_or(|(_, p)| p != path)
             {
-                // The store does not know it: report it, or a run whose final checkpoint was
+                // The store may not know it (saved while the coordinator was not listening, or
+                // an older one it forgot): report it, or a run whose final checkpoint was
                 // written just before its coordinator died would succeed without the
                 // checkpoint row its evaluation jobs wait for.
                 let _ = tx.send(Msg::Checkpoint(pb::CheckpointSaved {
-                    step,
+                    step: *step,
                     path: path.display().to_string(),
-                    tokens_seen: config.tokens_at(step),
+                    tokens_seen: config.tokens_at(*step),
                 }));
-                resume = Some((step, path));
             }
             let resumed_from = resume.as_ref().map(|(s, _)| *s).unwrap_or(0);
             info!(
@@ -334,7 +390,6 @@ async fn attempt(
         })
         .map_err(|e| WorkerError::Thread(e.to_string()))?;
 
-    let lease = Duration::from_secs(assignment.lease_seconds.max(3));
     let mut heartbeat = tokio::time::interval(Duration::from_millis(1000).min(lease / 3));
     let mut pending_progress = Vec::new();
     let mut pending_ckpts = Vec::new();
@@ -371,8 +426,9 @@ async fn attempt(
         if revoked.is_some() {
             continue;
         }
-        let req = report(std::mem::take(&mut pending_progress), std::mem::take(&mut pending_ckpts), resumed_from);
-        match client.report(req.clone()).await {
+        let req =
+            report(std::mem::take(&mut pending_progress), std::mem::take(&mut pending_ckpts), resumed_from, &first_rejected);
+        match bounded(lease.min(CALL_LIMIT), client.report(req.clone())).await {
             Ok(resp) => {
                 last_ok = Instant::now();
                 resumed_from = None;
@@ -408,14 +464,14 @@ async fn attempt(
     // coordinator restarting, or its store failing) is retried until then; after SIGTERM (a
     // preemption's grace period, a new coordinator stopping this orphan) a few seconds only.
     let patience = if interrupt.is_cancelled() { lease.min(INTERRUPTED_PATIENCE) } else { lease };
-    let deadline = Instant::now() + patience;
-    let last = report(pending_progress, pending_ckpts, resumed_from);
+    let mut deadline = Instant::now() + patience;
+    let last = report(pending_progress, pending_ckpts, resumed_from, &first_rejected);
     loop {
-        match client.report(last.clone()).await {
+        match bounded(left(deadline), client.report(last.clone())).await {
             Ok(_) => break,
             Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
                 warn!(target: "worker", "the last report was not taken ({}); retrying", s.message());
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                retry_pause(&interrupt, &mut deadline).await;
             }
             Err(s) => {
                 warn!(target: "worker", "the last report was not taken ({}); the outcome follows", s.message());
@@ -468,15 +524,156 @@ async fn attempt(
     // worth waiting for.
     let req = finish(outcome);
     loop {
-        match client.finish(req.clone()).await {
+        match bounded(left(deadline), client.finish(req.clone())).await {
             Ok(_) => return Ok(ended),
             Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
                 warn!(target: "worker", "coordinator unreachable ({}); retrying the outcome", s.message());
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                retry_pause(&interrupt, &mut deadline).await;
             }
             Err(s) => return Err(WorkerError::FinishRefused(s.message().into())),
         }
     }
+}
+
+/// The longest a worker API call may take outside the shutdown path (which has its own
+/// deadline): longer is UNAVAILABLE.
+const CALL_LIMIT: Duration = Duration::from_secs(10);
+
+/// A worker API call that gives up after `limit`, as UNAVAILABLE: a coordinator whose port
+/// accepts connections but does not answer (a restarted one that has bound its port and is
+/// still recovering, waiting for this very orphan to exit) would otherwise hang the call, and
+/// the worker with it, for good.
+async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::unavailable(format!("no answer in {:.1} s", limit.as_secs_f64()))),
+    }
+}
+
+/// A second's pause before the next try of the last report or the outcome. SIGTERM, before or
+/// during it, cuts `deadline` to [`INTERRUPTED_PATIENCE`] from the moment it is seen: an
+/// orphan that a new coordinator stops (and waits for) exits within seconds, not a lease.
+async fn retry_pause(interrupt: &CancellationToken, deadline: &mut Instant) {
+    if !interrupt.is_cancelled() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = interrupt.cancelled() => {}
+        }
+    } else {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if interrupt.is_cancelled() {
+        *deadline = (*deadline).min(Instant::now() + INTERRUPTED_PATIENCE);
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Time left until `deadline`, at least 100 ms (one more try).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))
+}
+
+/// The lock file in a run's checkpoint directory, held by the one worker that trains the
+/// run (`flock`: the kernel releases it when the process dies, SIGKILL included).
+pub const RUN_LOCK_FILE: &str = ".worker.lock";
+/// The least time a worker waits for an older worker of its run to exit.
+const RUN_LOCK_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Why waiting for the run directory's lock ended without it.
+enum LockWait {
+    /// The coordinator ended the attempt meanwhile.
+    Revoked(String),
+    /// SIGTERM, or the coordinator asked the worker to stop.
+    Interrupted,
+    /// The other worker held it past the patience: the message says whom.
+    TimedOut(String),
+}
+
+/// Takes the run directory's lock ([`RUN_LOCK_FILE`]). While another worker of the run holds
+/// it (an orphan of a coordinator that died before it recorded or signalled it, a pod of a
+/// lost node still running), waits for it to exit, heartbeating so that this attempt's lease
+/// holds: two workers never train one run at once, nor write one checkpoint directory. The
+/// holder gives up within a lease of losing its coordinator (or is stopped by the new one), so
+/// the wait is bounded; past `patience` the attempt fails. A file system that cannot lock
+/// (`None`) is trained on without the lock, with a warning.
+async fn lock_run_dir(
+    dir: &Path,
+    client: &mut dyn WorkerClient,
+    heartbeat: &(dyn Fn() -> pb::ReportRequest + Sync),
+    interrupt: &CancellationToken,
+    patience: Duration,
+) -> Result<Option<std::fs::File>, LockWait> {
+    use std::fs::TryLockError;
+    use std::io::Write;
+    let path = dir.join(RUN_LOCK_FILE);
+    let opened = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path));
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(target: "worker", "cannot open {}: {e}; training without the run lock", path.display());
+            return Ok(None);
+        }
+    };
+    let started = Instant::now();
+    let mut last_beat = Instant::now();
+    let mut holder: Option<String> = None;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                if let Some(h) = &holder {
+                    info!(target: "worker", "{h} exited after {:.1} s; training", started.elapsed().as_secs_f64());
+                }
+                // Who holds it, for the message of a worker that waits: best effort.
+                let me = format!("pid {} on {}", std::process::id(), hostname());
+                let _ = file.set_len(0).and_then(|_| (&file).write_all(me.as_bytes()));
+                return Ok(Some(file));
+            }
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => {
+                warn!(target: "worker", "cannot lock {}: {e}; training without the run lock", path.display());
+                return Ok(None);
+            }
+        }
+        if holder.is_none() {
+            let h = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+            let h = format!("the worker that holds {} ({})", path.display(), if h.is_empty() { "unknown pid" } else { &h });
+            warn!(target: "worker", "{h} still runs (an earlier attempt of this run); waiting for it to exit");
+            holder = Some(h);
+        }
+        if started.elapsed() > patience {
+            let h = holder.unwrap_or_default();
+            return Err(LockWait::TimedOut(format!("{h} did not exit in {} s", patience.as_secs())));
+        }
+        if interrupt.is_cancelled() {
+            return Err(LockWait::Interrupted);
+        }
+        if last_beat.elapsed() >= Duration::from_secs(1) {
+            last_beat = Instant::now();
+            match bounded(CALL_LIMIT, client.report(heartbeat())).await {
+                Ok(r) if r.stop => return Err(LockWait::Interrupted),
+                Err(s) if matches!(s.code(), Code::Aborted | Code::Unauthenticated | Code::NotFound) => {
+                    return Err(LockWait::Revoked(s.message().to_string()));
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 /// What the work thread runs: a training run or an evaluation job.
@@ -499,19 +696,55 @@ fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome,
     (outcome, Ended::Failed { class, message })
 }
 
-/// Whether a checkpoint the store did not record was written for this store: its manifest
-/// names the store (issue 12, defect 4). A checkpoint of another store, or of a build before
-/// store ids, is left alone, and the run trains from what the store recorded.
-fn of_this_store(path: &std::path::Path, store_id: &str) -> bool {
-    let named = isoflop_train::checkpoint::read_manifest(path).ok().and_then(|m| m.store_id);
-    let ok = !store_id.is_empty() && named.as_deref() == Some(store_id);
-    if !ok {
-        tracing::warn!(
+/// The checkpoint a training attempt resumes from, and the damaged ones it set aside on the
+/// way. Candidates, newest first: the complete checkpoints in `dir` and the one the store
+/// `named`. Each is verified against its manifest's digest ([`checkpoint::verify`]): a
+/// damaged one (truncated, corrupt) is renamed out of the way ([`checkpoint::set_aside`]) and
+/// rejected, and the next older is tried, so a bad newest checkpoint costs one checkpoint
+/// interval, never a crash loop. A sound checkpoint on disk is taken only when it is the named
+/// one or its manifest names this store (issue 12, defect 4: another store's checkpoint, or
+/// one of a build before store ids, is left alone); `None` starts from scratch.
+fn choose_resume(
+    dir: &Path,
+    named: Option<&(u64, PathBuf)>,
+    store_id: &str,
+) -> (Option<(u64, PathBuf)>, Vec<pb::RejectedCheckpoint>) {
+    let mut candidates = checkpoint::list(dir);
+    if let Some(n) = named
+        && !candidates.iter().any(|(_, p)| p == &n.1)
+    {
+        candidates.push(n.clone());
+    }
+    candidates.sort();
+    let mut rejected = Vec::new();
+    while let Some((step, path)) = candidates.pop() {
+        let manifest = match checkpoint::verify(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = match &e {
+                    CheckpointError::Corrupt { reason, .. } | CheckpointError::Format { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                warn!(target: "worker", "not resuming from step {step}: {e}");
+                if matches!(e, CheckpointError::Corrupt { .. })
+                    && let Err(e) = checkpoint::set_aside(&path)
+                {
+                    warn!(target: "worker", "cannot set the damaged checkpoint aside: {e}");
+                }
+                rejected.push(pb::RejectedCheckpoint { step, path: path.display().to_string(), reason });
+                continue;
+            }
+        };
+        let is_named = named.is_some_and(|(_, p)| p == &path);
+        if is_named || (!store_id.is_empty() && manifest.store_id.as_deref() == Some(store_id)) {
+            return (Some((step, path)), rejected);
+        }
+        warn!(
             target: "worker",
             "checkpoint {} on disk is not this store's (it names {}); not resuming from it",
             path.display(),
-            named.as_deref().unwrap_or("no store")
+            manifest.store_id.as_deref().unwrap_or("no store")
         );
     }
-    ok
+    (None, rejected)
 }

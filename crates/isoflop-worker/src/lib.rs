@@ -15,5 +15,5 @@ mod attempt;
 mod client;
 pub mod device;
 
-pub use attempt::{Attempt, Ended, Options, WorkerError, interrupt_on_signals, run_attempt};
+pub use attempt::{Attempt, Ended, Options, RUN_LOCK_FILE, WorkerError, interrupt_on_signals, run_attempt};
 pub use client::{GrpcWorkerClient, WorkerClient};

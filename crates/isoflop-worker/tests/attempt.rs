@@ -344,3 +344,104 @@ async fn a_checkpoint_on_disk_the_store_never_recorded_is_reported_when_resumed(
     let first = other.reports.iter().flat_map(|r| &r.progress).next().map(|p| p.step);
     assert_eq!(first, Some(0), "trained from the start");
 }
+
+/// Issue 13, point 6: a truncated newest checkpoint (the one the store names) is set aside,
+/// the attempt resumes from the one before and its first report says which it rejected and
+/// where it resumed; with every checkpoint damaged it starts from scratch. Never a crash loop.
+#[tokio::test]
+async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    use isoflop_train::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 20);
+    let mut first = coordinator(dir.path(), &cfg);
+    first.assignment.checkpoint_every = 5;
+    assert_eq!(
+        run_attempt(&mut first, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap(),
+        Ended::Succeeded
+    );
+    let ckpt_dir = dir.path().join("ckpt");
+    let steps = |d: &Path| checkpoint::list(d).into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+    assert_eq!(steps(&ckpt_dir), [15, 20]);
+    let newest = ckpt_dir.join(checkpoint::dir_name(20));
+    let state = newest.join(checkpoint::STATE_FILE);
+    let len = std::fs::metadata(&state).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&state).unwrap().set_len(len / 3).unwrap();
+
+    let mut again = coordinator(dir.path(), &cfg);
+    again.assignment.checkpoint_every = 5;
+    again.assignment.resume_checkpoint = newest.display().to_string();
+    again.assignment.resume_step = 20;
+    let second = Attempt { run_id: cfg.run_id().0, attempt: 2 };
+    let ended = run_attempt(&mut again, &second, &Options::default(), CancellationToken::new()).await.unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    let r0 = &again.reports[0];
+    assert_eq!(r0.resumed_from, Some(15));
+    assert_eq!(r0.rejected_checkpoints.len(), 1, "{:?}", r0.rejected_checkpoints);
+    let rej = &r0.rejected_checkpoints[0];
+    assert_eq!((rej.step, rej.path.as_str()), (20, newest.to_str().unwrap()));
+    assert!(rej.reason.contains("bytes"), "{}", rej.reason);
+    assert!(again.reports[1..].iter().all(|r| r.rejected_checkpoints.is_empty()), "sent once");
+    let trained: Vec<u64> = again.reports.iter().flat_map(|r| &r.progress).map(|p| p.step).collect();
+    assert_eq!(trained.first(), Some(&20), "steps 16-20 retrained, from step 15: {trained:?}");
+    let saved: Vec<u64> = again.reports.iter().flat_map(|r| &r.checkpoints).map(|c| c.step).collect();
+    assert_eq!(saved, [15, 20], "the fallback is recorded, then the retrained final checkpoint");
+    assert_eq!(steps(&ckpt_dir), [15, 20]);
+    checkpoint::verify(&newest).expect("the retrained final checkpoint is sound");
+    assert!(!ckpt_dir.join("step-00000020.corrupt").exists(), "the damaged copy is gone after the next save");
+
+    // Every checkpoint damaged (a flipped byte in each): from scratch, both rejected.
+    for (_, path) in checkpoint::list(&ckpt_dir) {
+        let state = path.join(checkpoint::STATE_FILE);
+        let mut bytes = std::fs::read(&state).unwrap();
+        let at = bytes.len() - 3;
+        bytes[at] ^= 1;
+        std::fs::write(&state, bytes).unwrap();
+    }
+    let mut third = coordinator(dir.path(), &cfg);
+    let ended =
+        run_attempt(&mut third, &Attempt { attempt: 3, ..second }, &Options::default(), CancellationToken::new()).await.unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    assert_eq!(third.reports[0].resumed_from, Some(0));
+    let rejected: Vec<u64> = third.reports[0].rejected_checkpoints.iter().map(|r| r.step).collect();
+    assert_eq!(rejected, [20, 15]);
+    assert!(third.reports[0].rejected_checkpoints.iter().all(|r| r.reason.contains("SHA-256")));
+}
+
+/// Issue 13 (defect: two workers on one run): while an older worker of the run (here the test,
+/// as an orphan nobody could signal) holds the run directory's lock, a new attempt waits,
+/// heartbeating, and trains only once the lock is free.
+#[tokio::test]
+async fn a_second_worker_waits_for_the_first_to_release_the_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 10);
+    let ckpt = dir.path().join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ckpt.join(isoflop_worker::RUN_LOCK_FILE))
+        .unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(ckpt.join(isoflop_worker::RUN_LOCK_FILE), "pid 1 on orphan-host").unwrap();
+    let held = std::time::Duration::from_millis(2500);
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(held);
+        drop(lock);
+    });
+    let mut c = coordinator(dir.path(), &cfg);
+    let t0 = std::time::Instant::now();
+    let ended = run_attempt(&mut c, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap();
+    releaser.join().unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    assert!(t0.elapsed() >= held, "it did not wait: {:?}", t0.elapsed());
+    let first_work = c.reports.iter().position(|r| r.resumed_from.is_some()).unwrap();
+    assert!(first_work >= 2, "heartbeats while waiting: {first_work}");
+    assert!(c.reports[..first_work].iter().all(|r| r.progress.is_empty() && r.checkpoints.is_empty()));
+    let holder = std::fs::read_to_string(ckpt.join(isoflop_worker::RUN_LOCK_FILE)).unwrap();
+    assert_eq!(holder, format!("pid {} on {}", std::process::id(), hostname()), "it names itself once it holds it");
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}

@@ -13,7 +13,7 @@ use isoflop_proto::PROTOCOL_VERSION;
 use isoflop_proto::convert;
 use isoflop_proto::v1 as pb;
 use isoflop_proto::v1::worker_service_server::WorkerService;
-use isoflop_store::{AttemptOutcome, AttemptRow, CheckpointRow, Ending, ProgressPoint, Report, StoreError};
+use isoflop_store::{AttemptOutcome, AttemptRow, CheckpointRow, Ending, ProgressPoint, RejectedCheckpoint, Report, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status};
@@ -190,12 +190,24 @@ impl WorkerApi {
             resumed_from: m.resumed_from,
             progress: m.progress.iter().map(|p| ProgressPoint::new(m.attempt, now, &p.into())).collect(),
             checkpoints: m.checkpoints.iter().map(|c| CheckpointRow { attempt: m.attempt, at_ms: now, ..c.into() }).collect(),
+            rejected: m
+                .rejected_checkpoints
+                .iter()
+                .map(|r| RejectedCheckpoint { step: r.step, path: r.path.clone(), reason: r.reason.clone() })
+                .collect(),
         };
-        if let Err(e) = self.coord.store().report(&m.run_id, m.attempt, &report) {
-            if matches!(e, StoreError::StaleAttempt { .. }) {
-                self.forget(&m.run_id, m.attempt);
+        let notes = match self.coord.store().report(&m.run_id, m.attempt, &report) {
+            Ok(notes) => notes,
+            Err(e) => {
+                if matches!(e, StoreError::StaleAttempt { .. }) {
+                    self.forget(&m.run_id, m.attempt);
+                }
+                return Err(refused(e.into(), &m.run_id, m.attempt));
             }
-            return Err(refused(e.into(), &m.run_id, m.attempt));
+        };
+        for ev in &notes {
+            tracing::warn!(run_id = %m.run_id, attempt = m.attempt, "{}", ev.message);
+            self.coord.publish(ev);
         }
         for p in &m.progress {
             self.coord.broadcast(&m.run_id, pb::run_event::Event::Progress(*p));

@@ -594,6 +594,8 @@ impl Run<'_> {
             optimizer_step: self.opt.step_count(),
             last_progress: self.last_progress,
             store_id: Some(self.job.store_id.clone()).filter(|s| !s.is_empty()),
+            state_sha256: None,
+            state_bytes: None,
         };
         let path = checkpoint::save_keeping(
             &self.job.checkpoint_dir,

@@ -1,0 +1,554 @@
+//! The chaos drill (issue 13, point 8): a small sweep with real training and a checkpoint every
+//! few steps, whose coordinator is SIGKILLed at many random moments (`isoflop run`, or
+//! `isoflop serve` on SQLite or PostgreSQL), some of whose workers are SIGKILLed, and some of
+//! whose newest checkpoints are truncated, each time restarted, then run to the end. The store
+//! is then read for what the promise forbids, and a watcher that samples `/proc` every 10 ms
+//! counts the moments when two workers of one run were alive.
+//!
+//! tests/chaos.rs runs the short version in CI; bench/chaos/run.sh the long one
+//! (`ISOFLOP_CHAOS_KILLS`), with the same table.
+
+use crate::common::{Daemon, TINY_SWEEP, bin, corpus, free_port, isoflop, show};
+use isoflop_core::RunState;
+use isoflop_store::{AttemptOutcome, Store, StoreLocation};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The drill's sweep: the tiny sweep at 3 budgets x 2 widths, each run a few hundred steps of
+/// real training, a checkpoint every [`CHECKPOINT_EVERY`] steps.
+pub fn sweep() -> String {
+    let s = TINY_SWEEP
+        .replace("name: tiny", "name: chaos")
+        .replace("budgets: [1.5e9, 3.0e9]", "budgets: [3.0e9, 6.0e9, 1.2e10]")
+        .replace("checkpoint_every: 20", &format!("checkpoint_every: {CHECKPOINT_EVERY}"));
+    assert!(s.contains("1.2e10") && s.contains("checkpoint_every: 10"), "TINY_SWEEP changed: {s}");
+    s
+}
+pub const CHECKPOINT_EVERY: u64 = 10;
+
+/// Which coordinator the drill kills.
+pub enum Mode {
+    /// `isoflop run SPEC` on its SQLite store.
+    Run,
+    /// `isoflop serve` on a SQLite store; the sweep submitted once.
+    ServeSqlite,
+    /// `isoflop serve` on a PostgreSQL database (its URL).
+    ServePostgres(String),
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Run => "run + SQLite",
+            Mode::ServeSqlite => "serve + SQLite",
+            Mode::ServePostgres(_) => "serve + PostgreSQL",
+        }
+    }
+}
+
+/// What a drill counted. The promise: every count from `runs_lost` to `illegal_edges` is 0.
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    pub mode: String,
+    pub coordinator_kills: usize,
+    /// Coordinator kills while some run of the sweep was unfinished.
+    pub kills_mid_sweep: usize,
+    pub worker_kills: usize,
+    pub truncations: usize,
+    pub runs: usize,
+    pub attempts: usize,
+    pub runs_lost: usize,
+    pub evals_duplicated: usize,
+    pub two_live_moments: usize,
+    pub stale_writes: usize,
+    pub attempts_left_active: usize,
+    pub illegal_edges: usize,
+    /// Damaged checkpoints the workers set aside (note events).
+    pub set_aside: usize,
+    /// Steps trained again beyond one checkpoint interval (two after a damaged checkpoint),
+    /// summed over every resumed attempt, and the most of one attempt.
+    pub retrained_beyond: u64,
+    pub retrained_beyond_max: u64,
+    pub wall_seconds: f64,
+    /// What went wrong, for the failure message.
+    pub details: Vec<String>,
+}
+
+impl Counts {
+    pub const HEADER: &'static str = "drill                kills  mid-sweep  worker-kills  truncated  runs  attempts  \
+        lost  dup-evals  two-live  stale  active  illegal  set-aside  retrained>1ckpt(sum/max)  wall";
+
+    pub fn row(&self) -> String {
+        format!(
+            "{:<20} {:>5}  {:>9}  {:>12}  {:>9}  {:>4}  {:>8}  {:>4}  {:>9}  {:>8}  {:>5}  {:>6}  {:>7}  {:>9}  {:>24}  {:>5.0} s",
+            self.mode,
+            self.coordinator_kills,
+            self.kills_mid_sweep,
+            self.worker_kills,
+            self.truncations,
+            self.runs,
+            self.attempts,
+            self.runs_lost,
+            self.evals_duplicated,
+            self.two_live_moments,
+            self.stale_writes,
+            self.attempts_left_active,
+            self.illegal_edges,
+            self.set_aside,
+            format!("{}/{}", self.retrained_beyond, self.retrained_beyond_max),
+            self.wall_seconds
+        )
+    }
+
+    /// Every promised zero is zero.
+    pub fn kept(&self) -> bool {
+        self.runs_lost == 0
+            && self.evals_duplicated == 0
+            && self.two_live_moments == 0
+            && self.stale_writes == 0
+            && self.attempts_left_active == 0
+            && self.illegal_edges == 0
+    }
+}
+
+/// splitmix64: the drill's moments are reproducible from `ISOFLOP_CHAOS_SEED`.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + (self.unit() * (hi - lo) as f64) as u64)
+    }
+}
+
+/// A live worker process of this drill, as `/proc` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Worker {
+    pid: i32,
+    run_id: String,
+    attempt: String,
+}
+
+/// Worker processes whose working directory is `dir` (the coordinators run there and their
+/// workers inherit it, which tells this drill's workers from those of other tests).
+fn workers_in(dir: &Path) -> Vec<Worker> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let base = e.path();
+        if std::fs::read_link(base.join("cwd")).ok().as_deref() != Some(dir) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(base.join("environ")) else { continue };
+        let mut run_id = None;
+        let mut attempt = String::new();
+        for var in env.split(|b| *b == 0) {
+            let var = String::from_utf8_lossy(var);
+            if let Some(v) = var.strip_prefix("ISOFLOP_RUN_ID=") {
+                run_id = Some(v.to_string());
+            } else if let Some(v) = var.strip_prefix("ISOFLOP_ATTEMPT=") {
+                attempt = v.to_string();
+            }
+        }
+        let Some(run_id) = run_id else { continue };
+        let stat = std::fs::read_to_string(base.join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+        if matches!(state, Some('Z' | 'X') | None) {
+            continue;
+        }
+        out.push(Worker { pid, run_id, attempt });
+    }
+    out
+}
+
+/// Samples `/proc` every 10 ms; counts each start of a moment when two workers of one run
+/// are alive, and keeps the live workers for the drill to pick from.
+struct Watcher {
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<Worker>>>,
+    episodes: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    fn start(dir: PathBuf) -> Watcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Mutex::new(Vec::new()));
+        let episodes = Arc::new(Mutex::new(Vec::new()));
+        let (s, l, ep, d) = (stop.clone(), live.clone(), episodes.clone(), dir.clone());
+        let thread = std::thread::spawn(move || {
+            let dir = d;
+            let mut doubled: HashSet<String> = HashSet::new();
+            while !s.load(Ordering::SeqCst) {
+                let now = workers_in(&dir);
+                let mut by_run: HashMap<&str, Vec<&Worker>> = HashMap::new();
+                for w in &now {
+                    by_run.entry(&w.run_id).or_default().push(w);
+                }
+                let mut still = HashSet::new();
+                for (run, ws) in &by_run {
+                    if ws.len() > 1 {
+                        still.insert(run.to_string());
+                        if !doubled.contains(*run) {
+                            let who: Vec<String> = ws.iter().map(|w| format!("pid {} attempt {}", w.pid, w.attempt)).collect();
+                            ep.lock().unwrap().push(format!("run {run}: {}", who.join(", ")));
+                        }
+                    }
+                }
+                doubled = still;
+                *l.lock().unwrap() = now;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Watcher { dir, stop, live, episodes, thread: Some(thread) }
+    }
+
+    fn live(&self) -> Vec<Worker> {
+        self.live.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // A drill that failed leaves no worker behind.
+        workers_in(&self.dir).iter().for_each(|w| sigkill(w.pid));
+    }
+}
+
+fn sigkill(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+}
+
+/// One drill in `dir`.
+pub struct Drill {
+    dir: PathBuf,
+    mode: Mode,
+    spec: PathBuf,
+    config: PathBuf,
+    port: u16,
+    store: StoreLocation,
+    rng: Rng,
+    starts: usize,
+}
+
+impl Drill {
+    pub fn new(dir: &Path, mode: Mode, seed: u64) -> Drill {
+        let manifest = corpus().join("manifest.json");
+        let spec = dir.join("spec.yaml");
+        std::fs::write(&spec, sweep().replace("@MANIFEST@", &manifest.display().to_string())).unwrap();
+        let port = free_port();
+        let config = dir.join("serve.yaml");
+        let store = match &mode {
+            Mode::Run => StoreLocation::Sqlite(dir.join("state/isoflop.db")),
+            Mode::ServeSqlite => {
+                let db = dir.join("serve/isoflop.db");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "listen: 127.0.0.1:{port}\nstore: {{sqlite: {}}}\nexecutor: {{kind: local, max_parallel: 2}}\n",
+                        db.display()
+                    ),
+                )
+                .unwrap();
+                StoreLocation::Sqlite(db)
+            }
+            Mode::ServePostgres(url) => {
+                std::fs::write(
+                    &config,
+                    format!(
+                        "listen: 127.0.0.1:{port}\nstore: {{postgres: {{url_env: ISOFLOP_CHAOS_DATABASE}}}}\n\
+                         artifacts: {}\nexecutor: {{kind: local, max_parallel: 2}}\n",
+                        dir.join("serve/runs").display()
+                    ),
+                )
+                .unwrap();
+                StoreLocation::Postgres(url.clone())
+            }
+        };
+        Drill { dir: dir.to_path_buf(), mode, spec, config, port, store, rng: Rng(seed), starts: 0 }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the coordinator in the drill's directory; for serve, waits until it listens and
+    /// submits the sweep the first time.
+    fn start(&mut self) -> Daemon {
+        self.starts += 1;
+        let log = self.dir.join(format!("coordinator-{:03}.log", self.starts));
+        match &self.mode {
+            Mode::Run => {
+                let out = std::fs::File::create(&log).unwrap();
+                Daemon(
+                    Command::new(bin())
+                        .args(["run", self.spec.to_str().unwrap(), "--plain"])
+                        .current_dir(&self.dir)
+                        .stdout(out.try_clone().unwrap())
+                        .stderr(out)
+                        .stdin(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            }
+            Mode::ServeSqlite | Mode::ServePostgres(_) => {
+                let env: Vec<(&str, &str)> = match &self.mode {
+                    Mode::ServePostgres(url) => vec![("ISOFLOP_CHAOS_DATABASE", url.as_str())],
+                    _ => vec![],
+                };
+                // The killed coordinator's PostgreSQL session may hold its lock a moment longer.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let mut d = Daemon(spawn_serve_in(&self.config, &log, &env, &self.dir));
+                    let waited = Instant::now();
+                    loop {
+                        if std::fs::read_to_string(&log).unwrap_or_default().contains("isoflop serve: listening") {
+                            if self.starts == 1 {
+                                let out = isoflop(&["submit", self.spec.to_str().unwrap(), "--coordinator", &self.url()]);
+                                assert!(out.status.success(), "{}", show(&out));
+                            }
+                            return d;
+                        }
+                        if let Some(s) = d.0.try_wait().unwrap() {
+                            let text = std::fs::read_to_string(&log).unwrap_or_default();
+                            assert!(Instant::now() < deadline, "serve exited with {s}:\n{text}");
+                            break;
+                        }
+                        assert!(
+                            waited.elapsed() < Duration::from_secs(30),
+                            "serve did not listen in 30 s:\n{}",
+                            std::fs::read_to_string(&log).unwrap_or_default()
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    fn open(&self) -> Option<Arc<dyn Store>> {
+        isoflop_store::open(&self.store).ok()
+    }
+
+    /// Whether every job of the sweep is in a terminal state (false before the store exists).
+    fn finished(&self) -> bool {
+        let Some(store) = self.open() else { return false };
+        let runs = store.sweep_runs("chaos").unwrap_or_default();
+        !runs.is_empty() && runs.iter().all(|r| r.state.is_terminal())
+    }
+
+    /// The newest checkpoint of an unfinished training run, to truncate.
+    fn victim_checkpoint(&mut self) -> Option<PathBuf> {
+        let store = self.open()?;
+        let runs = store.sweep_runs("chaos").ok()?;
+        let mut candidates = Vec::new();
+        for r in runs.iter().filter(|r| r.is_training() && !r.state.is_terminal()) {
+            let steps = serde_json::from_str::<isoflop_core::RunConfig>(&r.config_json).ok()?.recipe.steps;
+            let newest = store.checkpoints(&r.run_id).ok()?.into_iter().max_by_key(|c| c.step);
+            if let Some(c) = newest.filter(|c| c.step < steps) {
+                // The newest on disk may be newer than the store knows.
+                let dir = Path::new(&c.path).parent()?.to_path_buf();
+                if let Some((_, p)) = isoflop_train::checkpoint::latest(&dir) {
+                    candidates.push(p);
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return None;
+        }
+        let i = (self.rng.next() % candidates.len() as u64) as usize;
+        Some(candidates.swap_remove(i))
+    }
+
+    /// Runs the drill: `kills` coordinator kills, then to the end; returns the counts.
+    pub fn run(mut self, kills: usize) -> Counts {
+        let t0 = Instant::now();
+        let watcher = Watcher::start(self.dir.clone());
+        let mut c = Counts { mode: self.mode.name().into(), ..Counts::default() };
+        for k in 0..kills {
+            let mut coordinator = self.start();
+            std::thread::sleep(self.rng.millis(400, 2500));
+            if self.rng.unit() < 0.3 {
+                let live = watcher.live();
+                if !live.is_empty() {
+                    let w = &live[(self.rng.next() % live.len() as u64) as usize];
+                    sigkill(w.pid);
+                    c.worker_kills += 1;
+                    std::thread::sleep(self.rng.millis(100, 1000));
+                }
+            }
+            sigkill(coordinator.0.id() as i32);
+            coordinator.0.wait().unwrap();
+            c.coordinator_kills += 1;
+            if !self.finished() {
+                c.kills_mid_sweep += 1;
+            }
+            if k % 4 == 3 {
+                // Kill the orphans too, so that the damaged checkpoint stays the newest one.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let live = workers_in(&self.dir);
+                    if live.is_empty() {
+                        break;
+                    }
+                    live.iter().for_each(|w| sigkill(w.pid));
+                    assert!(Instant::now() < deadline, "workers did not die: {live:?}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if let Some(p) = self.victim_checkpoint() {
+                    let state = p.join(isoflop_train::checkpoint::STATE_FILE);
+                    let len = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
+                    if len > 0 {
+                        std::fs::OpenOptions::new().write(true).open(&state).unwrap().set_len(len / 2).unwrap();
+                        c.truncations += 1;
+                    }
+                }
+            }
+        }
+        // To the end.
+        let mut coordinator = self.start();
+        let deadline = Instant::now() + Duration::from_secs(900);
+        match self.mode {
+            Mode::Run => loop {
+                if let Some(s) = coordinator.0.try_wait().unwrap() {
+                    let log = std::fs::read_to_string(self.dir.join(format!("coordinator-{:03}.log", self.starts)));
+                    assert!(s.success(), "the last isoflop run failed ({s}):\n{}", log.unwrap_or_default());
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the sweep did not finish in 900 s");
+                std::thread::sleep(Duration::from_millis(200));
+            },
+            _ => {
+                while !self.finished() {
+                    assert!(Instant::now() < deadline, "the sweep did not finish in 900 s");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(coordinator.0.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                coordinator.0.wait().unwrap();
+            }
+        }
+        // Every worker gone (an orphan would show up as an active attempt below anyway).
+        let settle = Instant::now() + Duration::from_secs(30);
+        while !workers_in(&self.dir).is_empty() && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let episodes = watcher.episodes.clone();
+        drop(watcher);
+        let episodes = episodes.lock().unwrap().clone();
+        c.two_live_moments = episodes.len();
+        c.details.extend(episodes.into_iter().map(|e| format!("two live workers: {e}")));
+        self.audit(&mut c);
+        c.wall_seconds = t0.elapsed().as_secs_f64();
+        c
+    }
+
+    /// Reads the store for what the promise forbids.
+    fn audit(&self, c: &mut Counts) {
+        let store = self.open().expect("the store opens");
+        let runs = store.sweep_runs("chaos").unwrap();
+        c.runs = runs.len();
+        for r in &runs {
+            if r.state != RunState::Succeeded {
+                c.runs_lost += 1;
+                c.details.push(format!("{} ended {}: {}", r.name, r.state, r.message));
+            }
+            let attempts = store.attempts(&r.run_id).unwrap();
+            c.attempts += attempts.len();
+            let ended: BTreeMap<u64, Option<i64>> = attempts.iter().map(|a| (a.attempt, a.ended_ms)).collect();
+            for a in attempts.iter().filter(|a| a.outcome == AttemptOutcome::Active) {
+                c.attempts_left_active += 1;
+                c.details.push(format!("{} attempt {} left active", r.name, a.attempt));
+            }
+            let late = |attempt: u64, at_ms: i64| ended.get(&attempt).copied().flatten().is_some_and(|e| at_ms > e);
+            let progress = store.progress(&r.run_id).unwrap();
+            for p in progress.iter().filter(|p| late(p.attempt, p.at_ms)) {
+                c.stale_writes += 1;
+                c.details.push(format!("{}: progress of ended attempt {} at step {}", r.name, p.attempt, p.step));
+            }
+            for k in store.checkpoints(&r.run_id).unwrap().iter().filter(|k| late(k.attempt, k.at_ms)) {
+                c.stale_writes += 1;
+                c.details.push(format!("{}: checkpoint of ended attempt {} at step {}", r.name, k.attempt, k.step));
+            }
+            let events = store.events(&r.run_id).unwrap();
+            let mut state = None;
+            let mut damaged_before: HashSet<u64> = HashSet::new();
+            for e in &events {
+                if e.from == e.to {
+                    // A note (a damaged checkpoint set aside): legal only in the current state.
+                    c.set_aside += 1;
+                    if let Some(a) = e.attempt {
+                        damaged_before.insert(a);
+                    }
+                } else if !e.from.can_transition(e.to) {
+                    c.illegal_edges += 1;
+                    c.details.push(format!("{}: illegal edge {} -> {}", r.name, e.from, e.to));
+                }
+                if state.is_some_and(|s| s != e.from) {
+                    c.illegal_edges += 1;
+                    c.details.push(format!("{}: event from {} after the run was {}", r.name, e.from, state.unwrap()));
+                }
+                state = Some(e.to);
+            }
+            if r.is_training() {
+                let mut attempts = attempts.clone();
+                attempts.sort_by_key(|a| a.attempt);
+                for a in attempts.iter().skip(1) {
+                    let reached = progress.iter().filter(|p| p.attempt < a.attempt).map(|p| p.step).max().unwrap_or(0);
+                    let allowed = if damaged_before.contains(&a.attempt) { 2 * CHECKPOINT_EVERY } else { CHECKPOINT_EVERY };
+                    let beyond = reached.saturating_sub(a.resume_step).saturating_sub(allowed);
+                    c.retrained_beyond += beyond;
+                    c.retrained_beyond_max = c.retrained_beyond_max.max(beyond);
+                }
+            } else {
+                let succeeded = attempts.iter().filter(|a| a.outcome == AttemptOutcome::Succeeded).count();
+                if succeeded > 1 {
+                    c.evals_duplicated += succeeded - 1;
+                    c.details.push(format!("{}: {succeeded} successful evaluation attempts", r.name));
+                }
+                let results = store.eval_results(&r.run_id).unwrap();
+                let keys: HashSet<(String, String)> = results.iter().map(|m| (m.subset.clone(), m.metric.clone())).collect();
+                if keys.len() != results.len() {
+                    c.evals_duplicated += results.len() - keys.len();
+                    c.details.push(format!("{}: duplicated result rows", r.name));
+                }
+            }
+        }
+    }
+}
+
+/// `isoflop serve --config CONFIG` in `dir` (its workers inherit it), output into `log`.
+fn spawn_serve_in(config: &Path, log: &Path, env: &[(&str, &str)], dir: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(bin())
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .current_dir(dir)
+        .env("ISOFLOP_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
