@@ -8,12 +8,12 @@
 //! tests/chaos.rs runs the short version in CI; bench/chaos/run.sh the long one
 //! (`ISOFLOP_CHAOS_KILLS`), with the same table.
 
-use crate::common::{Daemon, TINY_SWEEP, bin, corpus, free_port, isoflop, show};
+use crate::common::{Daemon, TINY_SWEEP, bin, corpus, free_port, isoflop, show, spawn_serve_in};
 use isoflop_core::RunState;
 use isoflop_store::{AttemptOutcome, Store, StoreLocation};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -317,7 +317,7 @@ impl Drill {
                 // The killed coordinator's PostgreSQL session may hold its lock a moment longer.
                 let deadline = Instant::now() + Duration::from_secs(30);
                 loop {
-                    let mut d = Daemon(spawn_serve_in(&self.config, &log, &env, &self.dir));
+                    let mut d = spawn_serve_in(&self.config, &log, &env, Some(&self.dir));
                     let waited = Instant::now();
                     loop {
                         if std::fs::read_to_string(&log).unwrap_or_default().contains("isoflop serve: listening") {
@@ -536,19 +536,4 @@ impl Drill {
             }
         }
     }
-}
-
-/// `isoflop serve --config CONFIG` in `dir` (its workers inherit it), output into `log`.
-fn spawn_serve_in(config: &Path, log: &Path, env: &[(&str, &str)], dir: &Path) -> Child {
-    let out = std::fs::File::create(log).unwrap();
-    Command::new(bin())
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .current_dir(dir)
-        .env("ISOFLOP_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap()
 }

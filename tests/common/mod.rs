@@ -141,8 +141,17 @@ impl Drop for Daemon {
 
 /// `isoflop serve --config CONFIG` with `env` set, stdout and stderr into `log`.
 pub fn spawn_serve(config: &Path, log: &Path, env: &[(&str, &str)]) -> Daemon {
+    spawn_serve_in(config, log, env, None)
+}
+
+/// [`spawn_serve`] in the working directory `dir` (its workers inherit it), if given.
+pub fn spawn_serve_in(config: &Path, log: &Path, env: &[(&str, &str)], dir: Option<&Path>) -> Daemon {
     let out = std::fs::File::create(log).unwrap();
-    let child = Command::new(bin())
+    let mut cmd = Command::new(bin());
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let child = cmd
         .args(["serve", "--config", config.to_str().unwrap()])
         .env("ISOFLOP_LOG", "info")
         .envs(env.iter().copied())
