@@ -20,15 +20,21 @@ use std::time::{Duration, Instant};
 
 /// The drill's sweep: the tiny sweep at 3 budgets x 2 widths, each run a few hundred steps of
 /// real training, a checkpoint every [`CHECKPOINT_EVERY`] steps.
-pub fn sweep() -> String {
+/// The drill's sweep of round `round` (`chaos-N`, seed N: runs of their own): a drill whose
+/// sweep finishes before its kills are done goes on with the next round.
+pub fn sweep(round: usize) -> String {
     let s = TINY_SWEEP
-        .replace("name: tiny", "name: chaos")
+        .replace("name: tiny", &format!("name: {}\nseed: {round}", sweep_name(round)))
         .replace("budgets: [1.5e9, 3.0e9]", "budgets: [3.0e9, 6.0e9, 1.2e10]")
         .replace("checkpoint_every: 20", &format!("checkpoint_every: {CHECKPOINT_EVERY}"));
     assert!(s.contains("1.2e10") && s.contains("checkpoint_every: 10"), "TINY_SWEEP changed: {s}");
     s
 }
 pub const CHECKPOINT_EVERY: u64 = 10;
+
+pub fn sweep_name(round: usize) -> String {
+    format!("chaos-{round}")
+}
 
 /// Which coordinator the drill kills.
 pub enum Mode {
@@ -59,6 +65,8 @@ pub struct Counts {
     pub kills_mid_sweep: usize,
     pub worker_kills: usize,
     pub truncations: usize,
+    /// Sweeps run one after another (the next one submitted when one finished mid-drill).
+    pub rounds: usize,
     pub runs: usize,
     pub attempts: usize,
     pub runs_lost: usize,
@@ -74,22 +82,30 @@ pub struct Counts {
     pub retrained_beyond: u64,
     pub retrained_beyond_max: u64,
     pub wall_seconds: f64,
+    /// The slowest restart of `isoflop serve`, from its spawn to its listening line.
+    pub slowest_start_seconds: f64,
+    /// Orphaned workers a restarted coordinator stopped, the slowest to exit after its
+    /// SIGTERM, and how many needed the SIGKILL after the grace (from the coordinators' logs).
+    pub orphans_stopped: usize,
+    pub orphan_stop_max_seconds: f64,
+    pub orphans_sigkilled: usize,
     /// What went wrong, for the failure message.
     pub details: Vec<String>,
 }
 
 impl Counts {
-    pub const HEADER: &'static str = "drill                kills  mid-sweep  worker-kills  truncated  runs  attempts  \
-        lost  dup-evals  two-live  stale  active  illegal  set-aside  retrained>1ckpt(sum/max)  wall";
+    pub const HEADER: &'static str = "drill                kills  mid-sweep  worker-kills  truncated  sweeps  runs  attempts  \
+        lost  dup-evals  two-live  stale  active  illegal  set-aside  retrained>1ckpt(sum/max)  slowest-start  orphans(n/max/killed)  wall";
 
     pub fn row(&self) -> String {
         format!(
-            "{:<20} {:>5}  {:>9}  {:>12}  {:>9}  {:>4}  {:>8}  {:>4}  {:>9}  {:>8}  {:>5}  {:>6}  {:>7}  {:>9}  {:>24}  {:>5.0} s",
+            "{:<20} {:>5}  {:>9}  {:>12}  {:>9}  {:>6}  {:>4}  {:>8}  {:>4}  {:>9}  {:>8}  {:>5}  {:>6}  {:>7}  {:>9}  {:>24}  {:>11.1} s  {:>20}  {:>5.0} s",
             self.mode,
             self.coordinator_kills,
             self.kills_mid_sweep,
             self.worker_kills,
             self.truncations,
+            self.rounds,
             self.runs,
             self.attempts,
             self.runs_lost,
@@ -100,6 +116,8 @@ impl Counts {
             self.illegal_edges,
             self.set_aside,
             format!("{}/{}", self.retrained_beyond, self.retrained_beyond_max),
+            self.slowest_start_seconds,
+            format!("{}/{:.1} s/{}", self.orphans_stopped, self.orphan_stop_max_seconds, self.orphans_sigkilled),
             self.wall_seconds
         )
     }
@@ -241,19 +259,19 @@ fn sigkill(pid: i32) {
 pub struct Drill {
     dir: PathBuf,
     mode: Mode,
-    spec: PathBuf,
     config: PathBuf,
     port: u16,
     store: StoreLocation,
     rng: Rng,
     starts: usize,
+    slowest_start: Duration,
+    /// The sweep being run (see [`sweep`]), and the last one submitted to serve.
+    round: usize,
+    submitted: usize,
 }
 
 impl Drill {
     pub fn new(dir: &Path, mode: Mode, seed: u64) -> Drill {
-        let manifest = corpus().join("manifest.json");
-        let spec = dir.join("spec.yaml");
-        std::fs::write(&spec, sweep().replace("@MANIFEST@", &manifest.display().to_string())).unwrap();
         let port = free_port();
         let config = dir.join("serve.yaml");
         let store = match &mode {
@@ -283,7 +301,32 @@ impl Drill {
                 StoreLocation::Postgres(url.clone())
             }
         };
-        Drill { dir: dir.to_path_buf(), mode, spec, config, port, store, rng: Rng(seed), starts: 0 }
+        let mut d = Drill {
+            dir: dir.to_path_buf(),
+            mode,
+            config,
+            port,
+            store,
+            rng: Rng(seed),
+            starts: 0,
+            slowest_start: Duration::ZERO,
+            round: 0,
+            submitted: 0,
+        };
+        d.next_round();
+        d
+    }
+
+    /// The spec file of the current round.
+    fn spec(&self) -> PathBuf {
+        self.dir.join(format!("spec-{}.yaml", self.round))
+    }
+
+    /// Goes on with the next round's sweep.
+    fn next_round(&mut self) {
+        self.round += 1;
+        let manifest = corpus().join("manifest.json");
+        std::fs::write(self.spec(), sweep(self.round).replace("@MANIFEST@", &manifest.display().to_string())).unwrap();
     }
 
     fn url(&self) -> String {
@@ -300,7 +343,7 @@ impl Drill {
                 let out = std::fs::File::create(&log).unwrap();
                 Daemon(
                     Command::new(bin())
-                        .args(["run", self.spec.to_str().unwrap(), "--plain"])
+                        .args(["run", self.spec().to_str().unwrap(), "--plain"])
                         .current_dir(&self.dir)
                         .stdout(out.try_clone().unwrap())
                         .stderr(out)
@@ -315,15 +358,18 @@ impl Drill {
                     _ => vec![],
                 };
                 // The killed coordinator's PostgreSQL session may hold its lock a moment longer.
-                let deadline = Instant::now() + Duration::from_secs(30);
+                let spawned = Instant::now();
+                let deadline = spawned + Duration::from_secs(30);
                 loop {
                     let mut d = spawn_serve_in(&self.config, &log, &env, Some(&self.dir));
                     let waited = Instant::now();
                     loop {
                         if std::fs::read_to_string(&log).unwrap_or_default().contains("isoflop serve: listening") {
-                            if self.starts == 1 {
-                                let out = isoflop(&["submit", self.spec.to_str().unwrap(), "--coordinator", &self.url()]);
+                            self.slowest_start = self.slowest_start.max(spawned.elapsed());
+                            if self.submitted < self.round {
+                                let out = isoflop(&["submit", self.spec().to_str().unwrap(), "--coordinator", &self.url()]);
                                 assert!(out.status.success(), "{}", show(&out));
+                                self.submitted = self.round;
                             }
                             return d;
                         }
@@ -352,14 +398,14 @@ impl Drill {
     /// Whether every job of the sweep is in a terminal state (false before the store exists).
     fn finished(&self) -> bool {
         let Some(store) = self.open() else { return false };
-        let runs = store.sweep_runs("chaos").unwrap_or_default();
+        let runs = store.sweep_runs(&sweep_name(self.round)).unwrap_or_default();
         !runs.is_empty() && runs.iter().all(|r| r.state.is_terminal())
     }
 
     /// The newest checkpoint of an unfinished training run, to truncate.
     fn victim_checkpoint(&mut self) -> Option<PathBuf> {
         let store = self.open()?;
-        let runs = store.sweep_runs("chaos").ok()?;
+        let runs = store.sweep_runs(&sweep_name(self.round)).ok()?;
         let mut candidates = Vec::new();
         for r in runs.iter().filter(|r| r.is_training() && !r.state.is_terminal()) {
             let steps = serde_json::from_str::<isoflop_core::RunConfig>(&r.config_json).ok()?.recipe.steps;
@@ -399,7 +445,9 @@ impl Drill {
             sigkill(coordinator.0.id() as i32);
             coordinator.0.wait().unwrap();
             c.coordinator_kills += 1;
-            if !self.finished() {
+            if self.finished() {
+                self.next_round();
+            } else {
                 c.kills_mid_sweep += 1;
             }
             if k % 4 == 3 {
@@ -461,13 +509,34 @@ impl Drill {
         c.details.extend(episodes.into_iter().map(|e| format!("two live workers: {e}")));
         self.audit(&mut c);
         c.wall_seconds = t0.elapsed().as_secs_f64();
+        c.slowest_start_seconds = self.slowest_start.as_secs_f64();
+        self.orphan_stops(&mut c);
         c
+    }
+
+    /// What the coordinators logged of the orphans they stopped.
+    fn orphan_stops(&self, c: &mut Counts) {
+        for n in 1..=self.starts {
+            let log = std::fs::read_to_string(self.dir.join(format!("coordinator-{n:03}.log"))).unwrap_or_default();
+            for line in log.lines() {
+                if let Some(rest) = line.split("the orphaned worker exited after ").nth(1) {
+                    c.orphans_stopped += 1;
+                    let secs: f64 = rest.split(' ').next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+                    c.orphan_stop_max_seconds = c.orphan_stop_max_seconds.max(secs);
+                }
+                c.orphans_sigkilled += usize::from(line.contains("the orphaned worker did not stop in"));
+            }
+        }
     }
 
     /// Reads the store for what the promise forbids.
     fn audit(&self, c: &mut Counts) {
         let store = self.open().expect("the store opens");
-        let runs = store.sweep_runs("chaos").unwrap();
+        let mut runs = Vec::new();
+        for round in 1..=self.round {
+            runs.extend(store.sweep_runs(&sweep_name(round)).unwrap());
+        }
+        c.rounds = self.round;
         c.runs = runs.len();
         for r in &runs {
             if r.state != RunState::Succeeded {
@@ -514,7 +583,9 @@ impl Drill {
             if r.is_training() {
                 let mut attempts = attempts.clone();
                 attempts.sort_by_key(|a| a.attempt);
-                for a in attempts.iter().skip(1) {
+                // Attempts that trained (an attempt killed before its first report resumed
+                // nothing).
+                for a in attempts.iter().skip(1).filter(|a| progress.iter().any(|p| p.attempt == a.attempt)) {
                     let reached = progress.iter().filter(|p| p.attempt < a.attempt).map(|p| p.step).max().unwrap_or(0);
                     let allowed = if damaged_before.contains(&a.attempt) { 2 * CHECKPOINT_EVERY } else { CHECKPOINT_EVERY };
                     let beyond = reached.saturating_sub(a.resume_step).saturating_sub(allowed);

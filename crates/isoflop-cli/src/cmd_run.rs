@@ -106,8 +106,8 @@ async fn run_async(
     if !again.is_empty() {
         println!("{}", again.trim_start_matches("; "));
     }
-    if recovered > 0 {
-        println!("requeued {recovered} run(s) interrupted in an earlier session; they resume from their checkpoints");
+    for line in crate::cmd_run::recovered_lines(&recovered) {
+        println!("{line}");
     }
 
     let serving = host.start(None);
@@ -253,4 +253,22 @@ pub(crate) fn write_sweep_report(store: &dyn Store, sweep: &str, dir: &Path) -> 
         }
         Err(e) => format!("no scaling-law report yet: {e:#}"),
     }
+}
+
+/// What `isoflop run` and `isoflop serve` say of the attempts an earlier coordinator left.
+pub(crate) fn recovered_lines(r: &isoflop_coordinator::Recovered) -> Vec<String> {
+    let mut lines = Vec::new();
+    if r.requeued > 0 {
+        lines.push(format!(
+            "requeued {} run(s) interrupted in an earlier session; they resume from their checkpoints",
+            r.requeued
+        ));
+    }
+    if r.stopping > 0 {
+        lines.push(format!(
+            "stopping {} worker(s) an earlier session left running; their runs resume from their checkpoints once they exit",
+            r.stopping
+        ));
+    }
+    lines
 }

@@ -50,8 +50,8 @@ pub fn serve(config_path: &Path) -> CliResult {
         println!(
             "submitted sweeps run with this executor, store and artifacts directory; their specs' executor and store sections are not used"
         );
-        if recovered > 0 {
-            println!("requeued {recovered} run(s) interrupted in an earlier session; they resume from their checkpoints");
+        for line in crate::cmd_run::recovered_lines(&recovered) {
+            println!("{line}");
         }
         let unfinished = sweeps.iter().flat_map(|(_, runs)| runs).filter(|r| !r.state.is_terminal()).count();
         if unfinished > 0 {

@@ -11,7 +11,7 @@
 //! RPC's or a scheduling pass's whole store work runs on the runtime's blocking threads, never
 //! on a thread that drives other tasks.
 
-use crate::executor::Executor;
+use crate::executor::{Executor, ORPHAN_STOP_LIMIT};
 use crate::resolve::PlannedSweep;
 use crate::runtime::{self, RunRuntime, Runtimes};
 use isoflop_core::RunState;
@@ -100,9 +100,22 @@ pub(crate) struct Inner {
     runtimes: Mutex<Runtimes>,
     /// Runs whose workers are asked to stop at their next report.
     pub(crate) stopping: Mutex<HashSet<String>>,
+    /// Runs whose earlier coordinator's worker is being stopped (see [`Coordinator::recover`]):
+    /// not launched again until that process has exited, even once its attempt has ended.
+    pub(crate) orphaned: Mutex<HashSet<String>>,
     pub(crate) draining: AtomicBool,
     events: broadcast::Sender<pb::RunEvent>,
     pub(crate) wake: Notify,
+}
+
+/// What [`Coordinator::recover`] found of an earlier coordinator's attempts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Attempts ended at once (their workers gone); their runs are queued again.
+    pub requeued: usize,
+    /// Attempts whose workers still run here: signalled, and ended once they exit (or
+    /// ended by their own outcome, reported to this coordinator).
+    pub stopping: usize,
 }
 
 /// A handle to the coordinator; cheap to clone.
@@ -128,6 +141,7 @@ impl Coordinator {
             cfg,
             runtimes: Mutex::default(),
             stopping: Mutex::default(),
+            orphaned: Mutex::default(),
             draining: AtomicBool::new(false),
             events,
             wake: Notify::new(),
@@ -235,11 +249,16 @@ impl Coordinator {
     /// Makes the state left by an earlier coordinator consistent: derives runtime settings
     /// from the stored sweeps, and ends attempts this coordinator cannot adopt (their workers
     /// are asked to checkpoint and stop; the runs are requeued and resume from a checkpoint).
-    /// Returns how many attempts it ended.
-    pub fn recover(&self) -> Result<usize, CoordinatorError> {
+    ///
+    /// Never waits for a worker: an orphan still running here (an `isoflop worker` of the
+    /// killed coordinator) is signalled and waited for on a thread of its own, its attempt kept
+    /// live (its lease extended over the wait) so that no new attempt starts beside it and
+    /// what it still reports (its stop checkpoint, its outcome) reaches this coordinator once
+    /// it serves. Call before serving and scheduling.
+    pub fn recover(&self) -> Result<Recovered, CoordinatorError> {
         self.reload_runtimes()?;
         let store = &self.inner.store;
-        let mut ended = 0;
+        let mut recovered = Recovered::default();
         for a in store.active_attempts()? {
             if self.inner.executor.is_tracking(&a.run_id, a.attempt) {
                 // Adopted: its worker gets a full lease to find the new coordinator.
@@ -250,14 +269,40 @@ impl Coordinator {
                 info!(run_id = %a.run_id, attempt = a.attempt, "adopted a running attempt");
                 continue;
             }
+            if self.inner.executor.orphan_alive(&a.executor_ref, &a.run_id) {
+                let until = self.start_lease() + ORPHAN_STOP_LIMIT.as_millis() as i64;
+                match store.renew_lease(&a.run_id, a.attempt, until) {
+                    Ok(()) => {}
+                    Err(StoreError::StaleAttempt { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+                let coord = self.clone();
+                let (run_id, attempt) = (a.run_id.clone(), a.attempt);
+                self.inner.orphaned.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id.clone());
+                std::thread::spawn(move || {
+                    coord.inner.executor.stop_orphan(&a.executor_ref, &a.run_id);
+                    log_err("requeueing after an orphan stopped", coord.end_orphaned(&a.run_id, a.attempt).map(drop));
+                    coord.inner.orphaned.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.run_id);
+                    coord.inner.wake.notify_one();
+                });
+                info!(%run_id, attempt, "stopping the worker an earlier coordinator left running");
+                recovered.stopping += 1;
+                continue;
+            }
             self.inner.executor.stop_orphan(&a.executor_ref, &a.run_id);
-            let message = "coordinator restarted; resuming from the newest checkpoint".to_string();
-            let ending = Ending::Interrupted { checkpoint: None, class: isoflop_core::FailureClass::Interrupted, message };
-            if self.end(&a.run_id, a.attempt, &ending)?.is_some() {
-                ended += 1;
+            if self.end_orphaned(&a.run_id, a.attempt)?.is_some() {
+                recovered.requeued += 1;
             }
         }
-        Ok(ended)
+        Ok(recovered)
+    }
+
+    /// Ends an attempt of an earlier coordinator whose worker is gone (it may have reported
+    /// its own outcome first: then `None`).
+    fn end_orphaned(&self, run_id: &str, attempt: u64) -> Result<Option<EventRow>, CoordinatorError> {
+        let message = "coordinator restarted; resuming from the newest checkpoint".to_string();
+        let ending = Ending::Interrupted { checkpoint: None, class: isoflop_core::FailureClass::Interrupted, message };
+        self.end(run_id, attempt, &ending)
     }
 
     /// The lease a launched (or adopted, or just placed) attempt starts with: the lease plus the

@@ -13,7 +13,9 @@ pub mod runtime;
 mod scheduler;
 pub mod service;
 
-pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, find_run, log_path, stored_spec, sweep_settled};
+pub use coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorError, Recovered, find_run, log_path, stored_spec, sweep_settled,
+};
 pub use executor::{Detached, Executor, ExecutorEvent, ExitReport, LaunchSpec, LocalExecutor};
 pub use runtime::RunRuntime;
 

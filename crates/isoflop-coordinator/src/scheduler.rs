@@ -135,7 +135,10 @@ impl Coordinator {
         if free == 0 {
             return Ok(());
         }
-        for run in store.launchable(self.now_ms(), free)? {
+        // A run whose earlier worker is still exiting waits for it (see `recover`).
+        let held = self.inner.orphaned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ready = store.launchable(self.now_ms(), free + held.len())?;
+        for run in ready.into_iter().filter(|r| !held.contains(&r.run_id)).take(free) {
             self.launch(&run)?;
         }
         Ok(())
@@ -282,6 +285,17 @@ mod tests {
         killed: Mutex<Vec<(String, u64)>>,
         forgotten: Mutex<Vec<String>>,
         refuse: Mutex<bool>,
+        /// Workers of an earlier coordinator still alive, by executor reference; stopping one
+        /// blocks until [`Recorder::orphans_exit`].
+        orphans: Mutex<HashSet<String>>,
+        orphans_gone: (Mutex<bool>, std::sync::Condvar),
+    }
+
+    impl Recorder {
+        fn orphans_exit(&self) {
+            *self.orphans_gone.0.lock().unwrap() = true;
+            self.orphans_gone.1.notify_all();
+        }
     }
 
     #[async_trait::async_trait]
@@ -305,7 +319,15 @@ mod tests {
         fn is_tracking(&self, _: &str, _: u64) -> bool {
             false
         }
-        fn stop_orphan(&self, _: &str, _: &str) {}
+        fn orphan_alive(&self, executor_ref: &str, _: &str) -> bool {
+            self.orphans.lock().unwrap().contains(executor_ref)
+        }
+        fn stop_orphan(&self, executor_ref: &str, _: &str) {
+            if self.orphan_alive(executor_ref, "") {
+                let (gone, cv) = &self.orphans_gone;
+                let _exited = cv.wait_while(gone.lock().unwrap(), |g| !*g).unwrap();
+            }
+        }
         fn forget_runs(&self, run_ids: &[String]) {
             self.forgotten.lock().unwrap().extend(run_ids.iter().cloned());
         }
@@ -526,6 +548,51 @@ mod tests {
         let daemon = Coordinator::new(w.store.clone(), w.exec.clone(), cfg);
         daemon.recover().unwrap();
         assert_eq!(rt(&daemon, "r2").unwrap().2, 8);
+    }
+
+    /// Regression (the chaos drill): a restarted coordinator waited for each orphaned worker
+    /// before it served, up to the 30 s SIGKILL grace for one that hung on the unanswered port.
+    /// Now recovery returns at once; the orphan's attempt stays live over the wait (its stop
+    /// checkpoint and outcome can still arrive), and its run is launched again only after the
+    /// process has exited, even once its own outcome has ended the attempt.
+    #[test]
+    fn recovery_waits_for_no_orphan_and_relaunches_its_run_only_after_it_exited() {
+        let w = world(2, &["r1", "r2"]);
+        w.coord.tick().unwrap();
+        w.store.attach("r1", 1, 0, 1_001_000).unwrap();
+        w.store.attach("r2", 1, 0, 1_001_000).unwrap();
+        // A new coordinator: r1's worker still runs here, r2's is gone.
+        let exec = Arc::new(Recorder { slots: 2, ..Recorder::default() });
+        exec.orphans.lock().unwrap().insert("test:r1:1".into());
+        let again = Coordinator::new(w.store.clone(), exec.clone(), w.coord.config().clone());
+        w.clock.advance(Duration::from_secs(600));
+        let started = std::time::Instant::now();
+        assert_eq!(again.recover().unwrap(), crate::Recovered { requeued: 1, stopping: 1 });
+        assert!(started.elapsed() < Duration::from_secs(1), "recovery waited for the orphan");
+        let a = w.store.attempt("r1", 1).unwrap().unwrap();
+        assert_eq!(a.outcome, AttemptOutcome::Active, "the orphan's attempt stays live while it stops");
+        let wait = (LEASE + GRACE + crate::executor::ORPHAN_STOP_LIMIT).as_millis() as i64;
+        assert_eq!(a.lease_expires_ms, w.clock.now_ms() + wait, "its lease covers the wait");
+        // The lease does not expire under the scheduler; only r2 goes again.
+        again.tick().unwrap();
+        let relaunched =
+            |e: &Recorder| e.launched.lock().unwrap().iter().map(|l| (l.run_id.clone(), l.attempt)).collect::<Vec<_>>();
+        assert_eq!(relaunched(&exec), [("r2".to_string(), 2)]);
+        // The orphan reports its outcome to the new coordinator, then takes its time to exit.
+        let stopped = Ending::Interrupted { checkpoint: None, class: FailureClass::Interrupted, message: "stopped".into() };
+        again.finish("r1", 1, &stopped).unwrap();
+        assert_eq!(state(&w, "r1").state, RunState::Queued);
+        again.tick().unwrap();
+        assert_eq!(relaunched(&exec).len(), 1, "not launched while the orphan's process lives");
+        exec.orphans_exit();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !again.inner.orphaned.lock().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the orphan's stop thread did not end");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        again.tick().unwrap();
+        assert_eq!(relaunched(&exec), [("r2".to_string(), 2), ("r1".to_string(), 2)]);
+        assert_eq!(w.store.attempt("r1", 1).unwrap().unwrap().message, "stopped", "the orphan's own outcome stands");
     }
 
     #[test]

@@ -186,7 +186,10 @@ async fn attempt(
     // disk): worth waiting for; anything else is a refusal.
     let deadline = Instant::now() + ATTACH_PATIENCE;
     let assignment = loop {
+        // Biased: an answer already there wins over an interrupt, so the coordinator hears
+        // of the interrupt from the attempt itself (an outcome at step 0) when it can.
         let answer = tokio::select! {
+            biased;
             r = bounded(CALL_LIMIT, client.attach(attach.clone())) => r,
             _ = interrupt.cancelled() => return Err(WorkerError::Interrupted),
         };

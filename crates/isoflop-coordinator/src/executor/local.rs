@@ -43,6 +43,11 @@ impl LocalExecutor {
 /// How long an orphaned worker may take to stop after SIGTERM.
 const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The process id in a stored executor reference (`pid:N`).
+fn orphan_pid(executor_ref: &str) -> Option<i32> {
+    executor_ref.strip_prefix("pid:").and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0)
+}
+
 /// Whether process `pid` exists and has not exited (a zombie has).
 fn is_running(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -130,13 +135,15 @@ impl super::Executor for LocalExecutor {
         self.children.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(run_id.to_string(), attempt))
     }
 
+    fn orphan_alive(&self, executor_ref: &str, run_id: &str) -> bool {
+        orphan_pid(executor_ref).is_some_and(|pid| is_worker_of(pid, run_id))
+    }
+
     /// SIGTERM, then waits for the worker to exit (it checkpoints and gives up on its lost
     /// coordinator within seconds), SIGKILL after [`ORPHAN_GRACE`]: the attempt that replaces
     /// it never trains beside it, nor reads a checkpoint directory it still writes. Blocks.
     fn stop_orphan(&self, executor_ref: &str, run_id: &str) {
-        let Some(pid) = executor_ref.strip_prefix("pid:").and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0) else {
-            return;
-        };
+        let Some(pid) = orphan_pid(executor_ref) else { return };
         // Only signal the process if it still is a worker of this run (pids are reused).
         if !is_worker_of(pid, run_id) {
             return;
@@ -151,7 +158,7 @@ impl super::Executor for LocalExecutor {
                 send(pid, Signal::SIGKILL);
                 killed = true;
             }
-            if started.elapsed() > ORPHAN_GRACE + std::time::Duration::from_secs(10) {
+            if started.elapsed() > super::ORPHAN_STOP_LIMIT {
                 tracing::error!(pid, run_id, "the orphaned worker outlived SIGKILL; resuming the run anyway");
                 return;
             }

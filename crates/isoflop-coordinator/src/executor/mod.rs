@@ -9,6 +9,10 @@ pub mod local;
 pub use detached::Detached;
 pub use local::LocalExecutor;
 
+/// The longest [`Executor::stop_orphan`] waits for an orphaned worker: SIGTERM, a grace, then
+/// SIGKILL and a last wait.
+pub const ORPHAN_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(40);
+
 use isoflop_core::FailureClass;
 use std::path::PathBuf;
 
@@ -135,8 +139,15 @@ pub trait Executor: Send + Sync {
     /// Whether the executor still tracks a live worker for the attempt.
     fn is_tracking(&self, run_id: &str, attempt: u64) -> bool;
     /// Best effort for attempts of an earlier coordinator: stop a worker known only by the
-    /// reference stored with its attempt.
+    /// reference stored with its attempt. May block until it is gone (at most
+    /// [`ORPHAN_STOP_LIMIT`]) when [`Executor::orphan_alive`] said it runs.
     fn stop_orphan(&self, executor_ref: &str, run_id: &str);
+    /// Whether a worker of an earlier coordinator, known by the reference stored with its
+    /// attempt, still runs on this machine (so that [`Executor::stop_orphan`] waits for it).
+    /// The coordinator then stops it in the background and keeps its attempt live meanwhile.
+    fn orphan_alive(&self, _executor_ref: &str, _run_id: &str) -> bool {
+        false
+    }
     /// Runs were cancelled: remove whatever the executor keeps for them (Kubernetes: all their
     /// Jobs, finished or not, with their pods and Secrets). This is the one place cluster
     /// objects of a run are deleted; the work may finish in the background (see
