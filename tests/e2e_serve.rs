@@ -173,6 +173,8 @@ fn bad_serve_configs_exit_2_naming_the_key() {
         (good.replace("{kind: local}", "{kind: local, colour: red}"), "unknown field `colour`"),
         (format!("{good}admin_token_file: missing-token\n"), "admin_token_file: cannot read"),
         (format!("{good}worker_url: grpc://x\n"), "worker_url"),
+        (good.replace("{kind: local}", "{kind: external, spool: spool}"), "executor.spool: `spool`: expected an absolute path"),
+        (good.replace("{kind: local}", "{kind: external}"), "missing field `spool`"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.yaml"));
@@ -215,4 +217,110 @@ fn a_taken_port_creates_no_store_and_a_held_store_names_its_holder() {
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("pid {}: isoflop serve", daemon.0.id())) && err.contains("--coordinator"), "{err}");
+}
+
+/// The external executor (a spool directory for a launcher isoflop does not drive): a launcher
+/// played by this test takes each launch file, runs `isoflop worker` with the file's
+/// environment and removes the file when the worker exits; the sweep completes through it.
+#[test]
+fn an_external_launcher_runs_a_sweep_from_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let spec = write_spec(&root, TINY_SWEEP);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let spool = root.join("spool");
+    let config = root.join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nstore: {{sqlite: daemon/isoflop.db}}\n\
+             executor: {{kind: external, spool: {}, max_parallel: 2}}\n",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    let log = root.join("serve.log");
+    let mut daemon = spawn_serve(&config, &log, &[]);
+    wait_listening(port, &mut daemon, &log);
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("executor external (spool"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let out = isoflop(&["submit", spec.to_str().unwrap(), "--coordinator", &url]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // The launcher: at most what the executor hands out runs at once.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let launcher = {
+        let (spool, stop) = (spool.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut running: Vec<(std::process::Child, std::path::PathBuf)> = Vec::new();
+            let mut launched = 0;
+            let mut most = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for e in std::fs::read_dir(spool.join("pending")).unwrap().flatten() {
+                    if e.path().extension().is_none_or(|x| x != "json") {
+                        continue;
+                    }
+                    let taken = spool.join("taken").join(e.file_name());
+                    std::fs::rename(e.path(), &taken).unwrap();
+                    let launch: serde_json::Value = serde_json::from_slice(&std::fs::read(&taken).unwrap()).unwrap();
+                    let log_path = std::path::PathBuf::from(launch["log_path"].as_str().unwrap());
+                    std::fs::create_dir_all(log_path.parent().unwrap()).unwrap();
+                    let out = std::fs::File::create(&log_path).unwrap();
+                    let mut cmd = Command::new(bin());
+                    cmd.arg("worker").stdout(out.try_clone().unwrap()).stderr(out);
+                    for (k, v) in launch["env"].as_object().unwrap() {
+                        cmd.env(k, v.as_str().unwrap());
+                    }
+                    running.push((cmd.spawn().unwrap(), taken));
+                    launched += 1;
+                }
+                running.retain_mut(|(child, taken)| match child.try_wait().unwrap() {
+                    Some(_) => {
+                        std::fs::remove_file(&*taken).unwrap();
+                        false
+                    }
+                    None => true,
+                });
+                most = most.max(running.len());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // The sweep has ended: the last workers exit after their outcomes.
+            for (mut child, taken) in running {
+                child.wait().unwrap();
+                std::fs::remove_file(taken).unwrap();
+            }
+            (launched, most)
+        })
+    };
+    let out = isoflop(&["watch", "tiny", "--coordinator", &url]);
+    assert!(out.status.success(), "{}", show(&out));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (launched, most) = launcher.join().unwrap();
+    drop(daemon);
+    use isoflop_store::Store;
+    let store = isoflop_store::SqliteStore::open(root.join("daemon/isoflop.db")).unwrap();
+    let runs = store.sweep_runs("tiny").unwrap();
+    assert!(runs.iter().all(|r| r.state == isoflop_core::RunState::Succeeded), "{runs:?}");
+    // Every job (4 runs and their evaluation jobs) started once, and never more attempts live
+    // at once than max_parallel (a worker may still be exiting after its outcome freed the
+    // slot: the launcher saw up to `most` processes).
+    assert_eq!(launched, runs.len(), "{launched} launched for {} jobs", runs.len());
+    let mut edges: Vec<(i64, i32)> = Vec::new();
+    for r in &runs {
+        for a in store.attempts(&r.run_id).unwrap() {
+            edges.push((a.started_ms, 1));
+            edges.push((a.ended_ms.expect("every attempt ended"), -1));
+        }
+    }
+    edges.sort();
+    let live = edges.iter().scan(0, |n, (_, d)| {
+        *n += d;
+        Some(*n)
+    });
+    assert!(live.max().unwrap() <= 2, "more than max_parallel attempts at once ({most} worker processes at most)");
+    assert_eq!(std::fs::read_dir(spool.join("taken")).unwrap().count(), 0, "every launch file was removed");
 }

@@ -37,6 +37,7 @@ pub fn serve(config_path: &Path) -> CliResult {
         let kind = match executor {
             ExecutorSpec::Local { .. } => "local".to_string(),
             ExecutorSpec::Kubernetes(k) => format!("kubernetes (namespace {})", k.namespace),
+            ExecutorSpec::External(x) => format!("external (spool {})", x.spool.display()),
         };
         println!(
             "isoflop serve: listening on {addr}; workers reach it at {}; executor {kind}, up to {} in parallel; store {}; \

@@ -62,6 +62,7 @@ impl CoordinatorConfig {
         let launch_grace = match executor {
             ExecutorSpec::Local { .. } => 30,
             ExecutorSpec::Kubernetes(k) => k.start_grace_seconds,
+            ExecutorSpec::External(x) => x.start_grace_seconds,
         };
         CoordinatorConfig {
             worker_url,

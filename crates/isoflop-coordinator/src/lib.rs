@@ -16,7 +16,7 @@ pub mod service;
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorError, Recovered, find_run, log_path, stored_spec, sweep_settled,
 };
-pub use executor::{Detached, Executor, ExecutorEvent, ExitReport, LaunchSpec, LocalExecutor};
+pub use executor::{Detached, Executor, ExecutorEvent, ExitReport, ExternalExecutor, LaunchSpec, LocalExecutor};
 pub use runtime::RunRuntime;
 
 use isoflop_proto::v1::control_service_server::ControlServiceServer;

@@ -147,6 +147,12 @@ impl Coordinator {
     /// Starts an attempt of a queued run and hands it to the executor.
     fn launch(&self, run: &RunRow) -> Result<(), CoordinatorError> {
         let store = &self.inner.store;
+        // A sweep submitted a moment ago commits its runs before the submitting thread has
+        // re-derived their settings; a tick in between must not fail them (found by
+        // bench/coordinator on PostgreSQL: runs of a new sweep failed as user errors).
+        if self.runtime_of(&run.run_id).is_err() {
+            self.reload_runtimes()?;
+        }
         let token = auth::new_token();
         let (attempt, ev) = match store.start_attempt(&run.run_id, &auth::hash_token(&token), self.start_lease()) {
             Ok(started) => started,
@@ -593,6 +599,27 @@ mod tests {
         again.tick().unwrap();
         assert_eq!(relaunched(&exec), [("r2".to_string(), 2), ("r1".to_string(), 2)]);
         assert_eq!(w.store.attempt("r1", 1).unwrap().unwrap().message, "stopped", "the orphan's own outcome stands");
+    }
+
+    /// Regression (bench/coordinator, PostgreSQL): a tick between a submit's commit and its
+    /// re-derivation of runtime settings failed the new runs as user errors.
+    #[test]
+    fn a_tick_right_after_a_submit_commits_launches_its_runs() {
+        let w = world(2, &[]);
+        let run = NewRun {
+            run_id: "r7".into(),
+            name: "b-r7".into(),
+            corpus: "ext".into(),
+            budget: 1e12,
+            config_json: "{}".into(),
+            eval: None,
+        };
+        let sweep = NewSweep { name: "b".into(), spec_yaml: spec("b", "cpu"), spec_path: "/specs/b.yaml".into() };
+        // Committed, but this coordinator has not derived the sweep's settings yet.
+        w.store.submit_sweep(&sweep, &[run]).unwrap();
+        w.coord.tick().unwrap();
+        assert_eq!(launched(&w), [("r7".to_string(), 1)]);
+        assert_eq!(state(&w, "r7").state, RunState::Launching);
     }
 
     #[test]

@@ -62,6 +62,11 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The largest control answer a client takes: a sweep's run list is about 700 bytes a run
+/// (tonic's default of 4 MiB refused the list of a 10,000-run sweep; found by
+/// bench/coordinator), so this holds sweeps of several hundred thousand runs.
+const MAX_CONTROL_MESSAGE: usize = 512 << 20;
+
 /// A connection to a coordinator's control API.
 #[derive(Debug, Clone)]
 pub struct ControlClient {
@@ -88,7 +93,7 @@ impl ControlClient {
 
     /// A client over an established channel; `url` names the coordinator in messages.
     pub fn over(channel: Channel, url: String, token: Option<String>) -> ControlClient {
-        ControlClient { inner: ControlServiceClient::new(channel), token, url }
+        ControlClient { inner: ControlServiceClient::new(channel).max_decoding_message_size(MAX_CONTROL_MESSAGE), token, url }
     }
 
     /// Where the coordinator is (a URL, or the store of an in-process one).

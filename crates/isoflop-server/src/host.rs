@@ -3,7 +3,7 @@
 //! one for its sweep; `isoflop serve` hosts one as a daemon.
 
 use crate::ServerError;
-use isoflop_coordinator::{Coordinator, CoordinatorConfig, Executor, ExecutorEvent, LocalExecutor, serve};
+use isoflop_coordinator::{Coordinator, CoordinatorConfig, Executor, ExecutorEvent, ExternalExecutor, LocalExecutor, serve};
 use isoflop_core::spec::ExecutorSpec;
 use isoflop_k8s::KubernetesExecutor;
 use isoflop_store::Store;
@@ -38,6 +38,11 @@ pub async fn build_executor(
             let exec = Arc::new(KubernetesExecutor::connect((**k).clone(), artifacts_dir, events).await?);
             (exec.clone() as Arc<dyn Executor>, Some(exec))
         }
+        ExecutorSpec::External(x) => {
+            let exec = ExternalExecutor::new(x.spool.clone(), x.max_parallel as usize, x.threads_per_run)
+                .map_err(ServerError::Executor)?;
+            (Arc::new(exec), None)
+        }
     })
 }
 
@@ -69,7 +74,7 @@ impl Host {
     /// touches its store, so a taken port leaves nothing behind.
     pub async fn bind(executor: &ExecutorSpec, endpoint: &Endpoint) -> Result<TcpListener, ServerError> {
         let listen = endpoint.listen.clone().unwrap_or_else(|| match executor {
-            ExecutorSpec::Local { .. } => "127.0.0.1:0".into(),
+            ExecutorSpec::Local { .. } | ExecutorSpec::External(_) => "127.0.0.1:0".into(),
             ExecutorSpec::Kubernetes(k) => k.listen.clone(),
         });
         TcpListener::bind(&listen).await.map_err(|source| ServerError::Bind { addr: listen.clone(), source })
@@ -88,7 +93,7 @@ impl Host {
         let worker_url = match (&endpoint.worker_url, executor) {
             (Some(u), _) => u.clone(),
             (None, ExecutorSpec::Kubernetes(k)) => k.coordinator_url.clone(),
-            (None, ExecutorSpec::Local { .. }) => {
+            (None, ExecutorSpec::Local { .. } | ExecutorSpec::External(_)) => {
                 let mut addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: listen.clone(), source })?;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());

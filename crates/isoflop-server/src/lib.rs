@@ -35,6 +35,8 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] isoflop_store::StoreError),
     #[error(transparent)]
+    Executor(isoflop_coordinator::executor::ExecutorError),
+    #[error(transparent)]
     Coordinator(#[from] isoflop_coordinator::CoordinatorError),
     /// A command was pointed at a store that does not exist (nothing is created).
     #[error("no isoflop store at {0} (set --store or ISOFLOP_STORE)")]

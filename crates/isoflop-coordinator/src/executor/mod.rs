@@ -1,12 +1,15 @@
 //! Where attempts run. [`Executor`] is the seam between the coordinator's bookkeeping and the
 //! machinery that starts workers: [`local`] spawns processes on this machine, the Kubernetes
-//! executor (`isoflop-k8s`) creates Jobs, and [`Detached`] serves a coordinator that only
+//! executor (`isoflop-k8s`) creates Jobs, [`external`] hands attempts to an outside launcher
+//! through a spool directory, and [`Detached`] serves a coordinator that only
 //! answers control calls.
 
 pub mod detached;
+pub mod external;
 pub mod local;
 
 pub use detached::Detached;
+pub use external::{ExternalExecutor, ExternalLaunch};
 pub use local::LocalExecutor;
 
 /// The longest [`Executor::stop_orphan`] waits for an orphaned worker: SIGTERM, a grace, then
@@ -119,6 +122,8 @@ pub enum ExecutorError {
     Log { path: PathBuf, source: std::io::Error },
     #[error("this coordinator only answers control calls; it launches no workers")]
     Detached,
+    #[error("spool {path}: {source}")]
+    Spool { path: PathBuf, source: std::io::Error },
     /// The cluster refused or failed a request (the message is the API server's).
     #[error("cluster: {0}")]
     Cluster(String),

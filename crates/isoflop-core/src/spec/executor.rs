@@ -1,10 +1,10 @@
-//! `executor`: where runs execute (worker processes here, or Kubernetes Jobs) and their retry
-//! and lease settings.
+//! `executor`: where runs execute (worker processes here, Kubernetes Jobs, or workers an outside
+//! launcher starts from a spool directory) and their retry and lease settings.
 
 use super::{SpecError, one};
 use crate::kubernetes::KubernetesSpec;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Where runs execute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +23,29 @@ pub enum ExecutorSpec {
     },
     /// One Kubernetes Job per attempt (see `docs/kubernetes.md`).
     Kubernetes(Box<KubernetesSpec>),
+    /// Each attempt's launch written into a spool directory for a launcher outside isoflop
+    /// (a batch system's submit script, a load generator) to start the worker.
+    External(ExternalSpec),
+}
+
+/// `executor: {kind: external, spool: DIR, ...}`: attempts handed out through `DIR/pending/`
+/// (see `docs/ARCHITECTURE.md`, "External launchers").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSpec {
+    /// The spool directory, an absolute path the coordinator and the launcher both see.
+    pub spool: PathBuf,
+    #[serde(default = "one")]
+    pub max_parallel: u64,
+    #[serde(default = "one")]
+    pub threads_per_run: u64,
+    #[serde(default = "default_retries")]
+    pub max_retries: u64,
+    #[serde(default = "default_lease")]
+    pub lease_seconds: u64,
+    /// How long a launched attempt may take to attach (a batch queue's wait included).
+    #[serde(default = "default_start_grace")]
+    pub start_grace_seconds: u64,
 }
 
 impl ExecutorSpec {
@@ -44,6 +67,24 @@ impl ExecutorSpec {
                 Ok(())
             }
             ExecutorSpec::Kubernetes(k) => k.validate().or_else(|e| err(&e.key, e.message)),
+            ExecutorSpec::External(x) => {
+                if !x.spool.is_absolute() {
+                    return err(
+                        "spool",
+                        format!("`{}`: expected an absolute path (the launcher reads it too)", x.spool.display()),
+                    );
+                }
+                if x.max_parallel == 0 {
+                    return err("max_parallel", "expected at least 1".into());
+                }
+                if x.threads_per_run == 0 {
+                    return err("threads_per_run", "expected at least 1".into());
+                }
+                if x.lease_seconds < 2 {
+                    return err("lease_seconds", "expected at least 2 seconds".into());
+                }
+                Ok(())
+            }
         }
     }
 
@@ -51,7 +92,7 @@ impl ExecutorSpec {
     /// local workers; for Kubernetes an absolute path on one of the executor's volumes.
     pub fn artifacts_reachable(&self, artifacts: Option<&Path>) -> bool {
         match self {
-            ExecutorSpec::Local { .. } => true,
+            ExecutorSpec::Local { .. } | ExecutorSpec::External(_) => true,
             ExecutorSpec::Kubernetes(k) => {
                 artifacts.is_some_and(|a| a.is_absolute() && k.volumes.iter().any(|v| a.starts_with(&v.mount_path)))
             }
@@ -63,6 +104,7 @@ impl ExecutorSpec {
         match self {
             ExecutorSpec::Local { max_retries, .. } => *max_retries,
             ExecutorSpec::Kubernetes(k) => k.max_retries,
+            ExecutorSpec::External(x) => x.max_retries,
         }
     }
 
@@ -71,6 +113,7 @@ impl ExecutorSpec {
         match self {
             ExecutorSpec::Local { lease_seconds, .. } => *lease_seconds,
             ExecutorSpec::Kubernetes(k) => k.lease_seconds,
+            ExecutorSpec::External(x) => x.lease_seconds,
         }
     }
 
@@ -79,6 +122,7 @@ impl ExecutorSpec {
         match self {
             ExecutorSpec::Local { threads_per_run, .. } => *threads_per_run,
             ExecutorSpec::Kubernetes(k) => k.threads_per_run,
+            ExecutorSpec::External(x) => x.threads_per_run,
         }
     }
 
@@ -87,6 +131,7 @@ impl ExecutorSpec {
         match self {
             ExecutorSpec::Local { max_parallel, .. } => *max_parallel,
             ExecutorSpec::Kubernetes(k) => k.max_parallel,
+            ExecutorSpec::External(x) => x.max_parallel,
         }
     }
 }
@@ -96,6 +141,9 @@ fn default_retries() -> u64 {
 }
 fn default_lease() -> u64 {
     60
+}
+fn default_start_grace() -> u64 {
+    300
 }
 
 impl Default for ExecutorSpec {
