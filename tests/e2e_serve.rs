@@ -243,11 +243,12 @@ fn an_external_launcher_runs_a_sweep_from_the_spool() {
     let log = root.join("serve.log");
     let mut daemon = spawn_serve(&config, &log, &[]);
     wait_listening(port, &mut daemon, &log);
-    assert!(
-        std::fs::read_to_string(&log).unwrap().contains("executor external (spool"),
-        "{}",
-        std::fs::read_to_string(&log).unwrap()
-    );
+    // The port is bound before the line is printed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("executor external (spool") {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = isoflop(&["submit", spec.to_str().unwrap(), "--coordinator", &url]);
     assert!(out.status.success(), "{}", show(&out));
 

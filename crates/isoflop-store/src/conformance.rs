@@ -294,6 +294,19 @@ pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(st
     assert_eq!(store.evals("r2").unwrap()[1].loss, 2.0, "a refused success stores nothing");
     assert_eq!(store.attempt("e2", 1).unwrap().unwrap().outcome, AttemptOutcome::Succeeded);
     assert!(store.evals("r1").unwrap().is_empty());
+    // The run list's batch read gives what the per-job verbs give.
+    let details = store.sweep_details("a").unwrap();
+    for r in store.sweep_runs("a").unwrap() {
+        let d = details.get(&r.run_id).cloned().unwrap_or_default();
+        assert_eq!(d.attempts, store.attempts(&r.run_id).unwrap(), "{}", r.run_id);
+        if r.is_training() {
+            assert_eq!(d.evals, store.evals(&r.run_id).unwrap(), "{}", r.run_id);
+        } else {
+            assert_eq!(d.metrics, store.eval_results(&r.run_id).unwrap(), "{}", r.run_id);
+        }
+    }
+    assert_eq!(details["r2"].evals.len(), 2);
+    assert_eq!(details["e2"].metrics.len(), results.len());
 }
 
 /// Blocking, placing and lease expiry act only on the live attempt in the right state.

@@ -199,6 +199,10 @@ pub trait Store: Send + Sync {
     fn evals(&self, run_id: &str) -> Result<Vec<EvalRow>>;
     /// The stored results of an evaluation job, by subset then metric.
     fn eval_results(&self, job_id: &str) -> Result<Vec<isoflop_core::EvalMetric>>;
+    /// For every job of a sweep (by run id): its attempts, and what [`Store::evals`] (a
+    /// training run) or [`Store::eval_results`] (an evaluation job) gives, read at once in one
+    /// transaction (a run list of 10,000 runs was 20,000 reads). Jobs with none are absent.
+    fn sweep_details(&self, sweep: &str) -> Result<std::collections::HashMap<String, JobDetails>>;
     /// The per-item results of a multiple-choice evaluation job, by item.
     fn eval_items(&self, job_id: &str) -> Result<Vec<isoflop_core::choice::ItemScore>>;
     /// The checkpoint steps of a training run that evaluation jobs score (kept on disk).

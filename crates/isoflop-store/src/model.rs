@@ -315,3 +315,14 @@ pub struct EventRow {
     pub failure_class: Option<FailureClass>,
     pub message: String,
 }
+
+/// What a sweep's run list shows of one job besides its row (see `Store::sweep_details`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobDetails {
+    /// Oldest first.
+    pub attempts: Vec<AttemptRow>,
+    /// A training run's held-out text losses (as `Store::evals`).
+    pub evals: Vec<EvalRow>,
+    /// An evaluation job's results (as `Store::eval_results`).
+    pub metrics: Vec<isoflop_core::EvalMetric>,
+}

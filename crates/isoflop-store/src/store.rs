@@ -165,6 +165,33 @@ fn sweep_row(r: &Row) -> Result<SweepRow> {
     Ok(SweepRow { name: r.get(0)?, spec_yaml: r.get(1)?, spec_path: r.get(2)?, created_ms: r.get(3)? })
 }
 
+/// A training run's text results (subset, metric, value; newest checkpoint first within a
+/// subset) as one row per distribution, each from its latest evaluated checkpoint.
+fn fold_evals(found: Vec<(String, String, f64)>) -> Vec<EvalRow> {
+    let mut out: Vec<EvalRow> = Vec::new();
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    for (subset, m, v) in found {
+        if !seen.insert((subset.clone(), m.clone())) {
+            continue; // an older checkpoint's value
+        }
+        if out.last().is_none_or(|e| e.distribution != subset) {
+            out.push(EvalRow { distribution: subset, loss: f64::NAN, bits_per_byte: f64::NAN, tokens: 0, bytes: 0 });
+        }
+        let e = out.last_mut().expect("pushed");
+        match m.as_str() {
+            metric::LOSS => e.loss = v,
+            metric::BPB => e.bits_per_byte = v,
+            metric::TOKENS => e.tokens = v as u64,
+            metric::BYTES => e.bytes = v.round() as u64,
+            _ => {}
+        }
+    }
+    out.into_iter().filter(|e| e.loss.is_finite() && e.bits_per_byte.is_finite()).collect()
+}
+
+/// The run ids of a sweep, for `IN (...)`.
+const SWEEP_JOBS: &str = "SELECT run_id FROM sweep_runs WHERE sweep = ?1";
+
 fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
 }
@@ -912,25 +939,58 @@ impl<B: Backend> Store for SqlStore<B> {
             )?;
             rows(found, |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<f64>(2)?)))
         })?;
-        let mut out: Vec<EvalRow> = Vec::new();
-        let mut seen: HashSet<(String, String)> = HashSet::new();
-        for (subset, m, v) in found {
-            if !seen.insert((subset.clone(), m.clone())) {
-                continue; // an older checkpoint's value
-            }
-            if out.last().is_none_or(|e| e.distribution != subset) {
-                out.push(EvalRow { distribution: subset, loss: f64::NAN, bits_per_byte: f64::NAN, tokens: 0, bytes: 0 });
-            }
-            let e = out.last_mut().expect("pushed");
-            match m.as_str() {
-                metric::LOSS => e.loss = v,
-                metric::BPB => e.bits_per_byte = v,
-                metric::TOKENS => e.tokens = v as u64,
-                metric::BYTES => e.bytes = v.round() as u64,
-                _ => {}
+        Ok(fold_evals(found))
+    }
+
+    fn sweep_details(&self, sweep: &str) -> Result<std::collections::HashMap<String, JobDetails>> {
+        let (attempts, texts, metrics) = self.read(|tx| {
+            let attempts = rows(
+                tx.query(
+                    &format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE run_id IN ({SWEEP_JOBS}) ORDER BY run_id, attempt"),
+                    args![sweep],
+                )?,
+                attempt_row,
+            )?;
+            let texts = tx.query(
+                &format!(
+                    "SELECT e.parent_run, x.subset, x.metric, x.value FROM eval_results x JOIN eval_jobs e ON e.run_id = x.run_id
+                     JOIN runs j ON j.run_id = e.run_id
+                     WHERE e.parent_run IN ({SWEEP_JOBS}) AND e.family = 'text' AND j.state = 'succeeded'
+                     ORDER BY e.parent_run, x.subset, e.step DESC, e.task"
+                ),
+                args![sweep],
+            )?;
+            let texts = rows(texts, |r| Ok((r.get::<String>(0)?, (r.get::<String>(1)?, r.get::<String>(2)?, r.get::<f64>(3)?))))?;
+            let metrics = tx.query(
+                &format!(
+                    "SELECT x.run_id, x.subset, x.metric, x.value FROM eval_results x JOIN eval_jobs e ON e.run_id = x.run_id
+                     WHERE x.run_id IN ({SWEEP_JOBS}) ORDER BY x.run_id, x.subset, x.metric"
+                ),
+                args![sweep],
+            )?;
+            let metrics = rows(metrics, |r| {
+                Ok((r.get::<String>(0)?, EvalMetric { subset: r.get(1)?, metric: r.get(2)?, value: r.get(3)? }))
+            })?;
+            Ok((attempts, texts, metrics))
+        })?;
+        let mut out: std::collections::HashMap<String, JobDetails> = std::collections::HashMap::new();
+        for a in attempts {
+            out.entry(a.run_id.clone()).or_default().attempts.push(a);
+        }
+        let mut by_run: std::collections::BTreeMap<String, Vec<(String, String, f64)>> = std::collections::BTreeMap::new();
+        for (run, t) in texts {
+            by_run.entry(run).or_default().push(t);
+        }
+        for (run, found) in by_run {
+            let evals = fold_evals(found);
+            if !evals.is_empty() {
+                out.entry(run).or_default().evals = evals;
             }
         }
-        Ok(out.into_iter().filter(|e| e.loss.is_finite() && e.bits_per_byte.is_finite()).collect())
+        for (job, m) in metrics {
+            out.entry(job).or_default().metrics.push(m);
+        }
+        Ok(out)
     }
 
     fn eval_results(&self, job_id: &str) -> Result<Vec<EvalMetric>> {

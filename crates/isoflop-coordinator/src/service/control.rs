@@ -44,19 +44,6 @@ impl ControlApi {
         let api = self.clone();
         self.coord.blocking(move |_| f(&api)).await
     }
-
-    /// A run as the control API lists it, with its held-out losses; an evaluation job with
-    /// its metrics.
-    fn summary(&self, r: &isoflop_store::RunRow) -> Result<pb::RunSummary, Status> {
-        let store = self.coord.store();
-        let (evals, metrics) = if r.is_training() {
-            (store.evals(&r.run_id).map_err(|e| status(e.into()))?, Vec::new())
-        } else {
-            (Vec::new(), store.eval_results(&r.run_id).map_err(|e| status(e.into()))?)
-        };
-        let attempts = store.attempts(&r.run_id).map_err(|e| status(e.into()))?;
-        Ok((&RunResults { run: r.clone(), evals, metrics, attempts }).into())
-    }
 }
 
 /// A coordinator error as a gRPC status: the caller's mistakes are client errors.
@@ -134,7 +121,17 @@ impl ControlService for ControlApi {
         let sweep = req.into_inner().sweep;
         self.blocking(move |api| {
             let runs = api.coord.sweep_runs(&sweep).map_err(status)?;
-            Ok(Response::new(pb::ListRunsResponse { runs: runs.iter().map(|r| api.summary(r)).collect::<Result<_, _>>()? }))
+            // Every job's attempts and results in one read, not two reads a job.
+            let mut details = api.coord.store().sweep_details(&sweep).map_err(|e| status(e.into()))?;
+            let summaries = runs
+                .into_iter()
+                .map(|run| {
+                    let d = details.remove(&run.run_id).unwrap_or_default();
+                    let (evals, metrics) = if run.is_training() { (d.evals, Vec::new()) } else { (Vec::new(), d.metrics) };
+                    (&RunResults { run, evals, metrics, attempts: d.attempts }).into()
+                })
+                .collect();
+            Ok(Response::new(pb::ListRunsResponse { runs: summaries }))
         })
         .await
     }
