@@ -169,8 +169,7 @@ pub fn submit(spec_path: &Path, remote: &RemoteArgs) -> CliResult {
     runtime()?.block_on(async {
         let mut c = ControlClient::connect(remote.url()?, remote.token()?).await.map_err(client)?;
         let r = c.submit(loaded.text.clone(), path.display().to_string()).await.map_err(client)?;
-        let runs = c.runs(&r.sweep).await.map_err(client)?;
-        let done = runs.iter().filter(|x| x.run.is_training() && x.run.state == RunState::Succeeded).count();
+        let done = r.succeeded_runs;
         println!(
             "submitted sweep {} to {}: {} runs ({} already succeeded, {} shared with earlier sweeps), {} evaluation jobs \
              ({} new){}{}",

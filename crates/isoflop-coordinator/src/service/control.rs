@@ -68,12 +68,15 @@ impl ControlService for ControlApi {
         self.check(&req)?;
         let m = req.into_inner();
         // Planning reads the data's manifest (file I/O) and the store.
-        let (r, loaded) = self
+        let (r, loaded, succeeded) = self
             .blocking(move |api| {
                 let path = PathBuf::from(&m.spec_path);
                 let spec = SweepSpec::parse(&path, &m.spec_yaml).map_err(|e| status(e.into()))?;
                 let loaded = LoadedSpec { spec, path, text: m.spec_yaml };
-                api.coord.submit(&loaded).map(|r| (r, loaded)).map_err(status)
+                let r = api.coord.submit(&loaded).map_err(status)?;
+                let runs = api.coord.sweep_runs(&loaded.spec.name).map_err(status)?;
+                let succeeded = runs.iter().filter(|x| x.is_training() && x.state == isoflop_core::RunState::Succeeded).count();
+                Ok((r, loaded, succeeded))
             })
             .await?;
         let note = format!(
@@ -90,6 +93,7 @@ impl ControlService for ControlApi {
             reused_evals: r.evals_reused as u32,
             updated: r.updated,
             requeued: r.requeued as u32,
+            succeeded_runs: succeeded as u32,
             note,
         }))
     }
