@@ -247,14 +247,10 @@ impl KubernetesSpec {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return err("listen", format!("`{}`: expected ADDRESS:PORT such as 0.0.0.0:7700", self.listen));
         }
-        if self.max_parallel == 0 {
-            return err("max_parallel", "expected at least 1".into());
-        }
-        if self.threads_per_run == 0 {
-            return err("threads_per_run", "expected at least 1".into());
-        }
-        if self.lease_seconds < 2 {
-            return err("lease_seconds", "expected at least 2 seconds".into());
+        if let Err((key, expected)) =
+            crate::spec::executor::check_counts(self.max_parallel, self.threads_per_run, self.lease_seconds)
+        {
+            return err(key, expected.into());
         }
         if !(self.qps.is_finite() && self.qps > 0.0) || self.burst == 0 {
             return err("qps", "expected qps > 0 and burst >= 1".into());

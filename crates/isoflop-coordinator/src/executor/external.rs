@@ -131,10 +131,8 @@ impl super::Executor for ExternalExecutor {
         self.file(PENDING, run_id, attempt).exists() || self.file(TAKEN, run_id, attempt).exists()
     }
 
-    fn stop_orphan(&self, executor_ref: &str, _run_id: &str) {
-        // Adopted attempts are tracked; one that is not has no file left to act on.
-        let _ = executor_ref;
-    }
+    /// Adopted attempts are tracked; one that is not has no file left to act on.
+    fn stop_orphan(&self, _executor_ref: &str, _run_id: &str) {}
 
     fn forget_runs(&self, run_ids: &[String]) {
         let Ok(entries) = std::fs::read_dir(self.spool.join(PENDING)) else { return };

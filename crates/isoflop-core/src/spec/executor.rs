@@ -55,16 +55,7 @@ impl ExecutorSpec {
         let err = |key: &str, msg: String| Err(SpecError::at(file, format!("executor.{key}"), msg));
         match self {
             ExecutorSpec::Local { max_parallel, threads_per_run, lease_seconds, .. } => {
-                if *max_parallel == 0 {
-                    return err("max_parallel", "expected at least 1".into());
-                }
-                if *threads_per_run == 0 {
-                    return err("threads_per_run", "expected at least 1".into());
-                }
-                if *lease_seconds < 2 {
-                    return err("lease_seconds", "expected at least 2 seconds".into());
-                }
-                Ok(())
+                check_counts(*max_parallel, *threads_per_run, *lease_seconds).or_else(|(k, m)| err(k, m.into()))
             }
             ExecutorSpec::Kubernetes(k) => k.validate().or_else(|e| err(&e.key, e.message)),
             ExecutorSpec::External(x) => {
@@ -74,16 +65,7 @@ impl ExecutorSpec {
                         format!("`{}`: expected an absolute path (the launcher reads it too)", x.spool.display()),
                     );
                 }
-                if x.max_parallel == 0 {
-                    return err("max_parallel", "expected at least 1".into());
-                }
-                if x.threads_per_run == 0 {
-                    return err("threads_per_run", "expected at least 1".into());
-                }
-                if x.lease_seconds < 2 {
-                    return err("lease_seconds", "expected at least 2 seconds".into());
-                }
-                Ok(())
+                check_counts(x.max_parallel, x.threads_per_run, x.lease_seconds).or_else(|(k, m)| err(k, m.into()))
             }
         }
     }
@@ -134,6 +116,25 @@ impl ExecutorSpec {
             ExecutorSpec::External(x) => x.max_parallel,
         }
     }
+}
+
+/// The rules every executor's parallelism, threads and lease share: the key that breaks one,
+/// and what was expected.
+pub(crate) fn check_counts(
+    max_parallel: u64,
+    threads_per_run: u64,
+    lease_seconds: u64,
+) -> Result<(), (&'static str, &'static str)> {
+    if max_parallel == 0 {
+        return Err(("max_parallel", "expected at least 1"));
+    }
+    if threads_per_run == 0 {
+        return Err(("threads_per_run", "expected at least 1"));
+    }
+    if lease_seconds < 2 {
+        return Err(("lease_seconds", "expected at least 2 seconds"));
+    }
+    Ok(())
 }
 
 fn default_retries() -> u64 {

@@ -7,7 +7,7 @@
 //! rules), [`recipe`], [`executor`] and [`runtime`].
 
 mod eval;
-mod executor;
+pub(crate) mod executor;
 mod grid;
 mod recipe;
 mod runtime;
