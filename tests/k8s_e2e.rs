@@ -7,6 +7,8 @@
 //! A control plane that cannot be built or started fails these tests with the reason.
 
 mod common;
+#[path = "common/chaos.rs"]
+mod drill;
 
 use common::{TINY_SWEEP, show, wait_for, write_spec};
 use isoflop_core::{FailureClass, RunState};
@@ -37,6 +39,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(namespace: &str, nodes: &[NodeSpec]) -> Cluster {
+        Cluster::start_with(namespace, nodes, Vec::new())
+    }
+
+    /// [`Cluster::start`] with `env` in every pod's environment.
+    fn start_with(namespace: &str, nodes: &[NodeSpec], env: Vec<(String, String)>) -> Cluster {
         let t0 = Instant::now();
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let bins = controlplane_bin_dir(&repo).unwrap_or_else(|e| panic!("the test control plane is not available: {e}"));
@@ -56,7 +63,7 @@ impl Cluster {
         let opts = AgentOptions {
             volume_dirs: claims.iter().map(|(c, d)| (c.to_string(), d.clone())).collect::<HashMap<_, _>>(),
             commands: HashMap::from([("isoflop".to_string(), PathBuf::from(common::bin()))]),
-            env: Vec::new(),
+            env,
             log_dir: dir.path().join("pod-logs"),
             kubelet_tls: Some(cp.kubelet_tls()),
         };
@@ -315,4 +322,87 @@ fn failures_restarts_and_cancel_on_a_real_control_plane() {
     eprintln!("cancel: Jobs and pods gone {:.1} s after `isoflop cancel`", t.elapsed().as_secs_f64());
     let out = child.wait_with_output().unwrap();
     assert!(store2.run(&run).unwrap().unwrap().state == RunState::Cancelled, "{}", show(&out));
+}
+
+/// Issue 13, point 9: the chaos drill (tests/common/chaos.rs) on the test control plane. Its
+/// `isoflop run` coordinator, whose runs are Jobs on three 1-GPU nodes, is SIGKILLed at
+/// `ISOFLOP_CHAOS_KILLS` (default 10) random moments and restarted each time (adopting the
+/// Jobs that still run); workers are SIGKILLed and newest checkpoints truncated on the way as
+/// in the local drills; and while the coordinator lives, a training pod is OOMKilled (at the
+/// third kill) and a node with a running pod is lost (at the sixth; a fresh node joins). The
+/// drill's counts are the same as the local drills', with the same promised zeros.
+#[test]
+fn chaos_on_kubernetes() {
+    use drill::{Drill, Injected, Kube, Mode, check, drill_dir, kills, seed};
+    let (path, _dir) = drill_dir();
+    let marker = vec![(drill::DRILL_ENV.to_string(), path.display().to_string())];
+    let nodes = [NodeSpec::gpu("gpu-a", 1), NodeSpec::gpu("gpu-b", 1), NodeSpec::gpu("gpu-c", 1)];
+    let c = Cluster::start_with("chaos", &nodes, marker);
+    let executor = format!(
+        "executor:
+  kind: kubernetes
+  namespace: chaos
+  image: isoflop-worker:test
+  coordinator_url: http://127.0.0.1:@PORT@
+  listen: 127.0.0.1:@PORT@
+  gpus_per_run: 1
+  threads_per_run: 1
+  max_retries: 1000
+  lease_seconds: 20
+  start_grace_seconds: 60
+  volumes:
+    - {{name: artifacts, claim: isoflop-artifacts, mount_path: {art}}}
+    - {{name: data, claim: isoflop-data, mount_path: {corpus}, read_only: true}}
+",
+        art = c.artifacts.display(),
+        corpus = common::corpus().display()
+    );
+    let kube = Kube { executor, artifacts: c.artifacts.clone(), kubeconfig: c.cp.kubeconfig_path().to_path_buf() };
+    // A running training pod: its name, node, run and attempt.
+    let running_training_pod = || -> Option<(String, String, String, u64)> {
+        let running = c.agent.running();
+        c.pods("isoflop.dev/kind=train").into_iter().find_map(|p| {
+            let name = p.metadata.name.clone()?;
+            let (_, _, node) = running.iter().find(|(ns, n, _)| *ns == c.namespace && *n == name)?;
+            let labels = p.labels();
+            Some((name, node.clone(), labels.get("isoflop.dev/run")?.clone(), labels.get("isoflop.dev/attempt")?.parse().ok()?))
+        })
+    };
+    let (mut oomed, mut lost) = (None, None);
+    let mut fresh = 0;
+    let kills = kills();
+    let counts = Drill::new(&path, Mode::Kubernetes(kube), seed(4)).run_with(kills, |k| {
+        if k >= 2
+            && oomed.is_none()
+            && let Some((pod, _, run, attempt)) = running_training_pod()
+        {
+            c.rt.block_on(c.agent.oom_kill(&c.namespace, &pod)).unwrap();
+            eprintln!("kill {k}: pod {pod} OOMKilled (run {run} attempt {attempt})");
+            oomed = Some((run, attempt));
+            return Injected::Oom;
+        }
+        if k >= 5
+            && oomed.is_some()
+            && lost.is_none()
+            && let Some((pod, node, run, attempt)) = running_training_pod()
+        {
+            c.rt.block_on(c.agent.delete_node(&node)).unwrap();
+            fresh += 1;
+            c.rt.block_on(c.agent.add_node(&NodeSpec::gpu(&format!("gpu-fresh-{fresh}"), 1))).unwrap();
+            eprintln!("kill {k}: node {node} lost with pod {pod} (run {run} attempt {attempt}); gpu-fresh-{fresh} joined");
+            lost = Some((run, attempt));
+            return Injected::NodeLost;
+        }
+        Injected::None
+    });
+    check(&counts, kills);
+    assert_eq!((counts.ooms, counts.nodes_lost), (1, 1), "both faults injected: {counts:?}");
+    // The attempts the faults hit ended (failed, or preempted), and their runs succeeded after all.
+    let store = SqliteStore::open(path.join("state/isoflop.db")).unwrap();
+    for (what, (run, attempt)) in [("OOMKilled", oomed.unwrap()), ("node lost", lost.unwrap())] {
+        let a = store.attempt(&run, attempt).unwrap().unwrap();
+        eprintln!("{what}: run {run} attempt {attempt} ended {:?} ({:?}): {}", a.outcome, a.failure_class, a.message);
+        assert!(matches!(a.outcome, AttemptOutcome::Failed | AttemptOutcome::Interrupted), "{what}: {a:?}");
+        assert_eq!(store.run(&run).unwrap().unwrap().state, RunState::Succeeded);
+    }
 }

@@ -8,6 +8,8 @@
 //! tests/chaos.rs runs the short version in CI; bench/chaos/run.sh the long one
 //! (`ISOFLOP_CHAOS_KILLS`), with the same table.
 
+#![allow(dead_code)]
+
 use crate::common::{Daemon, TINY_SWEEP, bin, corpus, free_port, isoflop, show, spawn_serve_in};
 use isoflop_core::RunState;
 use isoflop_store::{AttemptOutcome, Store, StoreLocation};
@@ -18,10 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The drill's sweep: the tiny sweep at 3 budgets x 2 widths, each run a few hundred steps of
-/// real training, a checkpoint every [`CHECKPOINT_EVERY`] steps.
-/// The drill's sweep of round `round` (`chaos-N`, seed N: runs of their own): a drill whose
-/// sweep finishes before its kills are done goes on with the next round.
+/// The drill's sweep of round `round` (`chaos-N`, seed N: runs of their own): the tiny sweep at
+/// 3 budgets x 2 widths, each run a few hundred steps of real training, a checkpoint every
+/// [`CHECKPOINT_EVERY`] steps. A drill whose sweep finishes before its kills are done goes on
+/// with the next round.
 pub fn sweep(round: usize) -> String {
     let s = TINY_SWEEP
         .replace("name: tiny", &format!("name: {}\nseed: {round}", sweep_name(round)))
@@ -49,6 +51,27 @@ pub enum Mode {
     ServeSqlite,
     /// `isoflop serve` on a PostgreSQL database (its URL).
     ServePostgres(String),
+    /// `isoflop run SPEC` on its SQLite store, its runs Jobs of a test Kubernetes cluster.
+    Kubernetes(Kube),
+}
+
+/// Where a Kubernetes drill's runs go: the spec's `executor:` block (`@PORT@` is the
+/// coordinator's port), the artifacts directory the workers' volume shows at the same path, and
+/// the kubeconfig `isoflop run` reads.
+pub struct Kube {
+    pub executor: String,
+    pub artifacts: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+/// A fault the caller injected at a kill moment (the cluster's: the drill has no hand on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    None,
+    /// A worker's pod OOMKilled.
+    Oom,
+    /// A node lost with its pods (and a fresh one joining).
+    NodeLost,
 }
 
 impl Mode {
@@ -57,6 +80,7 @@ impl Mode {
             Mode::Run => "run + SQLite",
             Mode::ServeSqlite => "serve + SQLite",
             Mode::ServePostgres(_) => "serve + PostgreSQL",
+            Mode::Kubernetes(_) => "run + Kubernetes",
         }
     }
 }
@@ -69,6 +93,9 @@ pub struct Counts {
     /// Coordinator kills while some run of the sweep was unfinished.
     pub kills_mid_sweep: usize,
     pub worker_kills: usize,
+    /// Faults injected by the caller: pods OOMKilled, nodes lost.
+    pub ooms: usize,
+    pub nodes_lost: usize,
     pub truncations: usize,
     /// Sweeps run one after another (the next one submitted when one finished mid-drill).
     pub rounds: usize,
@@ -77,6 +104,8 @@ pub struct Counts {
     pub runs_lost: usize,
     pub evals_duplicated: usize,
     pub two_live_moments: usize,
+    /// Distinct worker processes the watcher saw (its two-live count means nothing at 0).
+    pub workers_seen: usize,
     pub stale_writes: usize,
     pub attempts_left_active: usize,
     pub illegal_edges: usize,
@@ -99,16 +128,17 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub const HEADER: &'static str = "drill                kills  mid-sweep  worker-kills  truncated  sweeps  runs  attempts  \
-        lost  dup-evals  two-live  stale  active  illegal  set-aside  retrained>1ckpt(sum/max)  slowest-start  orphans(n/max/killed)  wall";
+    pub const HEADER: &'static str = "drill                kills  mid-sweep  worker-kills  oom/node-lost  truncated  sweeps  runs  attempts  \
+        lost  dup-evals  two-live  watched  stale  active  illegal  set-aside  retrained>1ckpt(sum/max)  slowest-start  orphans(n/max/killed)  wall";
 
     pub fn row(&self) -> String {
         format!(
-            "{:<20} {:>5}  {:>9}  {:>12}  {:>9}  {:>6}  {:>4}  {:>8}  {:>4}  {:>9}  {:>8}  {:>5}  {:>6}  {:>7}  {:>9}  {:>24}  {:>11.1} s  {:>20}  {:>5.0} s",
+            "{:<20} {:>5}  {:>9}  {:>12}  {:>13}  {:>9}  {:>6}  {:>4}  {:>8}  {:>4}  {:>9}  {:>8}  {:>7}  {:>5}  {:>6}  {:>7}  {:>9}  {:>24}  {:>11.1} s  {:>20}  {:>5.0} s",
             self.mode,
             self.coordinator_kills,
             self.kills_mid_sweep,
             self.worker_kills,
+            format!("{}/{}", self.ooms, self.nodes_lost),
             self.truncations,
             self.rounds,
             self.runs,
@@ -116,6 +146,7 @@ impl Counts {
             self.runs_lost,
             self.evals_duplicated,
             self.two_live_moments,
+            self.workers_seen,
             self.stale_writes,
             self.attempts_left_active,
             self.illegal_edges,
@@ -135,6 +166,57 @@ impl Counts {
             && self.stale_writes == 0
             && self.attempts_left_active == 0
             && self.illegal_edges == 0
+    }
+}
+
+/// Prints the drill's row of the table (and appends it to `ISOFLOP_CHAOS_OUT`), then asserts
+/// the promise: every promised zero, every kill made (nine in ten mid-sweep), every truncated
+/// checkpoint found and set aside, and a restarted `isoflop serve` listening within 10 s (it
+/// waits for no worker an earlier one left: a stuck one held every restart up to its 30 s
+/// SIGKILL grace before).
+pub fn check(c: &Counts, kills: usize) {
+    let text = format!("{}\n{}\n", Counts::HEADER, c.row());
+    eprintln!("{text}");
+    if let Ok(path) = std::env::var("ISOFLOP_CHAOS_OUT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        if f.metadata().unwrap().len() == 0 {
+            f.write_all(format!("{}\n", Counts::HEADER).as_bytes()).unwrap();
+        }
+        f.write_all(c.row().as_bytes()).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    assert!(c.kept(), "the promise broke:\n{}", c.details.join("\n"));
+    assert!(c.workers_seen >= c.runs, "the watcher saw {} workers of {} jobs: {c:?}", c.workers_seen, c.runs);
+    assert_eq!(c.coordinator_kills, kills);
+    assert!(c.kills_mid_sweep * 10 >= kills * 9, "the sweep ended too early for the drill: {c:?}");
+    assert_eq!(c.set_aside, c.truncations, "every truncated checkpoint was found and set aside: {c:?}");
+    assert!(c.slowest_start_seconds < 10.0, "a restart of serve took {:.1} s to listen", c.slowest_start_seconds);
+}
+
+/// `ISOFLOP_CHAOS_KILLS` (default 10): the coordinator kills of each drill.
+pub fn kills() -> usize {
+    std::env::var("ISOFLOP_CHAOS_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
+}
+
+/// The drill's random moments: `ISOFLOP_CHAOS_SEED` (default 13) mixed with one salt a drill.
+pub fn seed(salt: u64) -> u64 {
+    let base = std::env::var("ISOFLOP_CHAOS_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(13);
+    base ^ salt
+}
+
+/// A directory for a drill, by its real path (the watcher compares working directories);
+/// `ISOFLOP_CHAOS_KEEP=1` keeps it (stores, logs, checkpoints) to look at. Hold the second
+/// value as long as the drill runs.
+pub fn drill_dir() -> (PathBuf, Option<tempfile::TempDir>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    if std::env::var_os("ISOFLOP_CHAOS_KEEP").is_some() {
+        eprintln!("drill directory kept: {}", path.display());
+        let _ = dir.keep();
+        (path, None)
+    } else {
+        (path, Some(dir))
     }
 }
 
@@ -164,20 +246,25 @@ struct Worker {
     attempt: String,
 }
 
-/// Worker processes whose working directory is `dir` (the coordinators run there and their
-/// workers inherit it, which tells this drill's workers from those of other tests).
+/// The variable a Kubernetes drill's node agent puts in every pod's environment: the drill's
+/// directory (pods run in the test's working directory, not the coordinator's).
+pub const DRILL_ENV: &str = "ISOFLOP_CHAOS_DRILL";
+
+/// Worker processes of the drill in `dir`: those whose working directory is `dir` (the
+/// coordinators run there and their local workers inherit it, which tells this drill's workers
+/// from those of other tests), or whose environment names it in [`DRILL_ENV`] (pods).
 fn workers_in(dir: &Path) -> Vec<Worker> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let marker = format!("{DRILL_ENV}={}", dir.display());
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let base = e.path();
-        if std::fs::read_link(base.join("cwd")).ok().as_deref() != Some(dir) {
-            continue;
-        }
+        let here = std::fs::read_link(base.join("cwd")).ok().as_deref() == Some(dir);
         let Ok(env) = std::fs::read(base.join("environ")) else { continue };
         let mut run_id = None;
         let mut attempt = String::new();
+        let mut marked = false;
         for var in env.split(|b| *b == 0) {
             let var = String::from_utf8_lossy(var);
             if let Some(v) = var.strip_prefix("ISOFLOP_RUN_ID=") {
@@ -185,6 +272,10 @@ fn workers_in(dir: &Path) -> Vec<Worker> {
             } else if let Some(v) = var.strip_prefix("ISOFLOP_ATTEMPT=") {
                 attempt = v.to_string();
             }
+            marked |= var == marker;
+        }
+        if !(here || marked) {
+            continue;
         }
         let Some(run_id) = run_id else { continue };
         let stat = std::fs::read_to_string(base.join("stat")).unwrap_or_default();
@@ -204,6 +295,8 @@ struct Watcher {
     stop: Arc<AtomicBool>,
     live: Arc<Mutex<Vec<Worker>>>,
     episodes: Arc<Mutex<Vec<String>>>,
+    /// Every worker seen, by pid and attempt.
+    seen: Arc<Mutex<HashSet<Worker>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -212,7 +305,8 @@ impl Watcher {
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Vec::new()));
         let episodes = Arc::new(Mutex::new(Vec::new()));
-        let (s, l, ep, d) = (stop.clone(), live.clone(), episodes.clone(), dir.clone());
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let (s, l, ep, d, sn) = (stop.clone(), live.clone(), episodes.clone(), dir.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let dir = d;
             let mut doubled: HashSet<String> = HashSet::new();
@@ -233,11 +327,12 @@ impl Watcher {
                     }
                 }
                 doubled = still;
+                sn.lock().unwrap().extend(now.iter().cloned());
                 *l.lock().unwrap() = now;
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        Watcher { dir, stop, live, episodes, thread: Some(thread) }
+        Watcher { dir, stop, live, episodes, seen, thread: Some(thread) }
     }
 
     fn live(&self) -> Vec<Worker> {
@@ -280,7 +375,7 @@ impl Drill {
         let port = free_port();
         let config = dir.join("serve.yaml");
         let store = match &mode {
-            Mode::Run => StoreLocation::Sqlite(dir.join("state/isoflop.db")),
+            Mode::Run | Mode::Kubernetes(_) => StoreLocation::Sqlite(dir.join("state/isoflop.db")),
             Mode::ServeSqlite => {
                 let db = dir.join("serve/isoflop.db");
                 std::fs::write(
@@ -328,7 +423,16 @@ impl Drill {
     fn next_round(&mut self) {
         self.round += 1;
         let manifest = corpus().join("manifest.json");
-        std::fs::write(self.spec(), sweep(self.round).replace("@MANIFEST@", &manifest.display().to_string())).unwrap();
+        let mut text = sweep(self.round).replace("@MANIFEST@", &manifest.display().to_string());
+        if let Mode::Kubernetes(k) = &self.mode {
+            let executor = k.executor.replace("@PORT@", &self.port.to_string());
+            text = text.replace(&format!("executor: {EXECUTOR}\n"), &executor).replace(
+                "store: {sqlite: state/isoflop.db}",
+                &format!("store: {{sqlite: state/isoflop.db, artifacts: {}}}", k.artifacts.display()),
+            );
+            assert!(text.contains("kind: kubernetes") && text.contains("artifacts: "), "the drill's sweep changed: {text}");
+        }
+        std::fs::write(self.spec(), text).unwrap();
     }
 
     fn url(&self) -> String {
@@ -341,11 +445,14 @@ impl Drill {
         self.starts += 1;
         let log = self.dir.join(format!("coordinator-{:03}.log", self.starts));
         match &self.mode {
-            Mode::Run => {
+            Mode::Run | Mode::Kubernetes(_) => {
                 let out = std::fs::File::create(&log).unwrap();
+                let mut cmd = Command::new(bin());
+                if let Mode::Kubernetes(k) = &self.mode {
+                    cmd.env("KUBECONFIG", &k.kubeconfig);
+                }
                 Daemon(
-                    Command::new(bin())
-                        .args(["run", self.spec().to_str().unwrap(), "--plain"])
+                    cmd.args(["run", self.spec().to_str().unwrap(), "--plain"])
                         .current_dir(&self.dir)
                         .stdout(out.try_clone().unwrap())
                         .stderr(out)
@@ -368,11 +475,7 @@ impl Drill {
                     loop {
                         if std::fs::read_to_string(&log).unwrap_or_default().contains("isoflop serve: listening") {
                             self.slowest_start = self.slowest_start.max(spawned.elapsed());
-                            if self.submitted < self.round {
-                                let out = isoflop(&["submit", self.spec().to_str().unwrap(), "--coordinator", &self.url()]);
-                                assert!(out.status.success(), "{}", show(&out));
-                                self.submitted = self.round;
-                            }
+                            self.submit();
                             return d;
                         }
                         if let Some(s) = d.0.try_wait().unwrap() {
@@ -390,6 +493,15 @@ impl Drill {
                     std::thread::sleep(Duration::from_millis(200));
                 }
             }
+        }
+    }
+
+    /// Submits the current round's sweep to the serving coordinator, once.
+    fn submit(&mut self) {
+        if self.submitted < self.round {
+            let out = isoflop(&["submit", self.spec().to_str().unwrap(), "--coordinator", &self.url()]);
+            assert!(out.status.success(), "{}", show(&out));
+            self.submitted = self.round;
         }
     }
 
@@ -428,13 +540,55 @@ impl Drill {
     }
 
     /// Runs the drill: `kills` coordinator kills, then to the end; returns the counts.
-    pub fn run(mut self, kills: usize) -> Counts {
+    pub fn run(self, kills: usize) -> Counts {
+        self.run_with(kills, |_| Injected::None)
+    }
+
+    /// The moment between a coordinator's start and its kill: longer on Kubernetes, where a
+    /// restarted `isoflop run` first lists the cluster's Jobs and a pod takes a while to start.
+    fn moment(&mut self) -> Duration {
+        match self.mode {
+            Mode::Kubernetes(_) => self.rng.millis(1500, 6000),
+            _ => self.rng.millis(400, 2500),
+        }
+    }
+
+    /// [`Drill::run`], calling `inject(k)` before the `k`th coordinator kill while the
+    /// coordinator lives: the caller's faults (a pod OOMKilled, a node lost), counted by what
+    /// it returns.
+    pub fn run_with(mut self, kills: usize, mut inject: impl FnMut(usize) -> Injected) -> Counts {
         let t0 = Instant::now();
         let watcher = Watcher::start(self.dir.clone());
         let mut c = Counts { mode: self.mode.name().into(), ..Counts::default() };
         for k in 0..kills {
             let mut coordinator = self.start();
-            std::thread::sleep(self.rng.millis(400, 2500));
+            let wait = self.moment();
+            std::thread::sleep(wait);
+            // A sweep that finished during the wait: the next one, and another moment (a kill
+            // now would hit an idle coordinator, or one `isoflop run` already left).
+            while self.finished() {
+                self.next_round();
+                match self.mode {
+                    Mode::Run | Mode::Kubernetes(_) => {
+                        coordinator.0.wait().unwrap();
+                        coordinator = self.start();
+                    }
+                    _ => self.submit(),
+                }
+                let wait = self.moment();
+                std::thread::sleep(wait);
+            }
+            let injected = inject(k);
+            match injected {
+                Injected::None => {}
+                Injected::Oom => c.ooms += 1,
+                Injected::NodeLost => c.nodes_lost += 1,
+            }
+            if injected != Injected::None {
+                // Sometimes the coordinator sees the fault before it dies, sometimes not.
+                let wait = self.rng.millis(0, 3000);
+                std::thread::sleep(wait);
+            }
             if self.rng.unit() < 0.3 {
                 let live = watcher.live();
                 if !live.is_empty() {
@@ -478,7 +632,7 @@ impl Drill {
         let mut coordinator = self.start();
         let deadline = Instant::now() + Duration::from_secs(900);
         match self.mode {
-            Mode::Run => loop {
+            Mode::Run | Mode::Kubernetes(_) => loop {
                 if let Some(s) = coordinator.0.try_wait().unwrap() {
                     let log = std::fs::read_to_string(self.dir.join(format!("coordinator-{:03}.log", self.starts)));
                     assert!(s.success(), "the last isoflop run failed ({s}):\n{}", log.unwrap_or_default());
@@ -505,6 +659,7 @@ impl Drill {
             std::thread::sleep(Duration::from_millis(50));
         }
         let episodes = watcher.episodes.clone();
+        c.workers_seen = watcher.seen.lock().unwrap().len();
         drop(watcher);
         let episodes = episodes.lock().unwrap().clone();
         c.two_live_moments = episodes.len();

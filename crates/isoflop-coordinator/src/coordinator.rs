@@ -11,7 +11,7 @@
 //! RPC's or a scheduling pass's whole store work runs on the runtime's blocking threads, never
 //! on a thread that drives other tasks.
 
-use crate::executor::{Executor, ORPHAN_STOP_LIMIT};
+use crate::executor::{Executor, ORPHAN_STOP_LIMIT, Orphan};
 use crate::resolve::PlannedSweep;
 use crate::runtime::{self, RunRuntime, Runtimes};
 use isoflop_core::RunState;
@@ -19,7 +19,7 @@ use isoflop_core::spec::{ExecutorSpec, LoadedSpec, SpecError, SweepSpec};
 use isoflop_core::{Clock, Retries, SystemClock};
 use isoflop_proto::v1 as pb;
 use isoflop_store::{Change, Ending, EventRow, RunRow, Store, StoreError, SubmitResult, SweepRow};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -208,14 +208,18 @@ impl Coordinator {
         let store = &self.inner.store;
         let result = store.submit_sweep(&planned.sweep, &planned.new_runs())?;
         // An evaluation at a fraction of training added after the run finished without that
-        // checkpoint can never start: it ends cancelled, saying why.
+        // checkpoint can never start: it ends cancelled, saying why. (One read of the sweep's
+        // states, not two per job: a sweep of 10,000 jobs.)
+        let states: HashMap<String, RunState> = if planned.evals.is_empty() {
+            HashMap::new()
+        } else {
+            store.sweep_members(&planned.sweep.name)?.into_iter().map(|m| (m.run_id, m.state)).collect()
+        };
         for e in &planned.evals {
-            let Some(job) = store.run(&e.job_id.0)? else { continue };
-            if job.state != RunState::Queued {
+            if states.get(&e.job_id.0) != Some(&RunState::Queued) {
                 continue;
             }
-            let parent = store.run(&e.run_id.0)?;
-            if parent.is_some_and(|p| p.state == RunState::Succeeded)
+            if states.get(&e.run_id.0) == Some(&RunState::Succeeded)
                 && !store.checkpoints(&e.run_id.0)?.iter().any(|c| c.step == e.step)
             {
                 let message = format!(
@@ -270,7 +274,8 @@ impl Coordinator {
                 info!(run_id = %a.run_id, attempt = a.attempt, "adopted a running attempt");
                 continue;
             }
-            if self.inner.executor.orphan_alive(&a.executor_ref, &a.run_id) {
+            let orphan = Orphan { run_id: &a.run_id, attempt: a.attempt, executor_ref: &a.executor_ref };
+            if self.inner.executor.orphan_alive(&orphan) {
                 let until = self.start_lease() + ORPHAN_STOP_LIMIT.as_millis() as i64;
                 match store.renew_lease(&a.run_id, a.attempt, until) {
                     Ok(()) => {}
@@ -281,7 +286,8 @@ impl Coordinator {
                 let (run_id, attempt) = (a.run_id.clone(), a.attempt);
                 self.inner.orphaned.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id.clone());
                 std::thread::spawn(move || {
-                    coord.inner.executor.stop_orphan(&a.executor_ref, &a.run_id);
+                    let orphan = Orphan { run_id: &a.run_id, attempt: a.attempt, executor_ref: &a.executor_ref };
+                    coord.inner.executor.stop_orphan(&orphan);
                     log_err("requeueing after an orphan stopped", coord.end_orphaned(&a.run_id, a.attempt).map(drop));
                     coord.inner.orphaned.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.run_id);
                     coord.inner.wake.notify_one();
@@ -290,7 +296,7 @@ impl Coordinator {
                 recovered.stopping += 1;
                 continue;
             }
-            self.inner.executor.stop_orphan(&a.executor_ref, &a.run_id);
+            self.inner.executor.stop_orphan(&orphan);
             if self.end_orphaned(&a.run_id, a.attempt)?.is_some() {
                 recovered.requeued += 1;
             }

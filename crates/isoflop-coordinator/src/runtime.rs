@@ -45,7 +45,7 @@ pub fn derive(store: &dyn Store, threads: Option<u64>) -> Result<Runtimes, Store
                 Err(format!("the stored spec of sweep `{}` no longer parses: {e}", sweep.name))
             }
         };
-        for run in store.sweep_runs(&sweep.name)? {
+        for run in store.sweep_members(&sweep.name)? {
             match out.entry(run.run_id) {
                 Entry::Vacant(v) => {
                     v.insert(settings.clone());

@@ -275,7 +275,7 @@ impl Coordinator {
 mod tests {
     use super::*;
     use crate::CoordinatorConfig;
-    use crate::executor::{Executor, ExecutorError};
+    use crate::executor::{Executor, ExecutorError, Orphan};
     use isoflop_core::RunState;
     use isoflop_core::{Clock, ManualClock, Retries};
     use isoflop_store::{NewRun, NewSweep, SqliteStore, Store};
@@ -325,11 +325,11 @@ mod tests {
         fn is_tracking(&self, _: &str, _: u64) -> bool {
             false
         }
-        fn orphan_alive(&self, executor_ref: &str, _: &str) -> bool {
-            self.orphans.lock().unwrap().contains(executor_ref)
+        fn orphan_alive(&self, orphan: &Orphan<'_>) -> bool {
+            self.orphans.lock().unwrap().contains(orphan.executor_ref)
         }
-        fn stop_orphan(&self, executor_ref: &str, _: &str) {
-            if self.orphan_alive(executor_ref, "") {
+        fn stop_orphan(&self, orphan: &Orphan<'_>) {
+            if self.orphan_alive(orphan) {
                 let (gone, cv) = &self.orphans_gone;
                 let _exited = cv.wait_while(gone.lock().unwrap(), |g| !*g).unwrap();
             }

@@ -42,7 +42,7 @@ impl Executor for Recorder {
     fn is_tracking(&self, run_id: &str, attempt: u64) -> bool {
         self.launched.lock().unwrap().iter().any(|l| l.run_id == run_id && l.attempt == attempt)
     }
-    fn stop_orphan(&self, _: &str, _: &str) {}
+    fn stop_orphan(&self, _: &isoflop_coordinator::executor::Orphan<'_>) {}
 }
 
 fn shard(dir: &Path, name: &str) -> ShardEntry {

@@ -71,14 +71,23 @@ pub fn run_all(store: &dyn Store, clock: &ManualClock) {
     a_sweep_grows_by_an_edited_spec_and_never_shrinks(store);
     deleting_a_sweep_keeps_what_another_shares(store);
     a_stale_attempt_writes_nothing(store, clock);
+    a_large_submission_is_stored_whole(store);
 }
 
 /// The same run in two sweeps is stored once; resubmitting a sweep changes nothing; a run
 /// looked up by id is seen from its owner, the first sweep that submitted it.
 pub fn submit_shares_runs_and_is_idempotent(store: &dyn Store) {
     let a = store.submit_sweep(&sweep("a", "spec-a"), &[new_run("r1", "one"), new_run("r2", "two")]).unwrap();
-    let result =
-        |runs, reused, existed| SubmitResult { runs, reused, evals: 0, evals_reused: 0, existed, updated: false, requeued: 0 };
+    let result = |runs, reused, existed| SubmitResult {
+        runs,
+        reused,
+        evals: 0,
+        evals_reused: 0,
+        existed,
+        updated: false,
+        requeued: 0,
+        succeeded: 0,
+    };
     assert_eq!(a, result(2, 0, false));
     let b = store.submit_sweep(&sweep("b", "spec-b"), &[new_run("r2", "two-in-b"), new_run("r3", "three")]).unwrap();
     assert_eq!(b, result(2, 1, false));
@@ -235,7 +244,11 @@ pub fn evaluation_jobs_wait_for_their_checkpoint_and_store_results_atomically(st
     // r2 has checkpoints at steps 10 and 20 (see the report check); r1 none at 99.
     let jobs = [new_run("r1", "one"), new_run("r2", "two"), new_eval("e2", "r2", 20), new_eval("e1", "r1", 99)];
     let res = store.submit_sweep(&sweep("a", "spec-a with evals"), &jobs).unwrap();
-    assert_eq!(res, SubmitResult { runs: 2, reused: 2, evals: 2, evals_reused: 0, existed: false, updated: true, requeued: 0 });
+    assert_eq!(
+        res,
+        SubmitResult { runs: 2, reused: 2, evals: 2, evals_reused: 0, existed: false, updated: true, requeued: 0, succeeded: 1 },
+        "r2 had succeeded"
+    );
     assert_eq!(store.sweep("a").unwrap().unwrap().spec_yaml, "spec-a with evals", "the new spec is stored");
     let again = store.submit_sweep(&sweep("a", "spec-a with evals"), &jobs).unwrap();
     assert_eq!((again.evals, again.evals_reused, again.existed), (2, 2, true));
@@ -611,4 +624,60 @@ pub fn a_stale_attempt_writes_nothing(store: &dyn Store, clock: &ManualClock) {
     assert!(store.checkpoints("f1").unwrap().is_empty() && store.eval_results("f1").unwrap().is_empty());
     let run = store.run("f1").unwrap().unwrap();
     assert_eq!((run.state, run.attempts), (RunState::Running, 2), "the live attempt is untouched");
+}
+
+/// A submission larger than one multi-row statement (300 training runs, 150 evaluation jobs,
+/// an id listed twice, succeeded runs of earlier sweeps shared) stores every job once, in
+/// plan order, each new one queued with its one `planned -> queued` event and its artifacts
+/// under the store's id; [`Store::sweep_members`] lists what [`Store::sweep_runs`] does.
+pub fn a_large_submission_is_stored_whole(store: &dyn Store) {
+    let shared: Vec<RunRow> =
+        store.runs_in_state(RunState::Succeeded).unwrap().into_iter().filter(|r| r.is_training()).take(2).collect();
+    assert!(!shared.is_empty(), "earlier checks leave a succeeded run");
+    let mut runs: Vec<NewRun> = (0..300).map(|i| new_run(&format!("big-{i:03}"), &format!("big {i}"))).collect();
+    runs.extend(shared.iter().map(|r| NewRun { config_json: r.config_json.clone(), ..new_run(&r.run_id, "shared") }));
+    runs.push(new_run("big-007", "listed twice"));
+    runs.extend((0..150).map(|i| new_eval(&format!("big-eval-{i:03}"), &format!("big-{i:03}"), 10)));
+    let out = store.submit_sweep(&sweep("big", "spec-big"), &runs).unwrap();
+    let trained = 300 + shared.len() + 1;
+    assert_eq!(
+        out,
+        SubmitResult {
+            runs: trained,
+            reused: shared.len() + 1,
+            evals: 150,
+            evals_reused: 0,
+            existed: false,
+            updated: false,
+            requeued: 0,
+            succeeded: shared.len()
+        }
+    );
+    let listed = store.sweep_runs("big").unwrap();
+    let ids: Vec<&str> = listed.iter().map(|r| r.run_id.as_str()).collect();
+    let mut want: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    want.remove(300 + shared.len()); // the second listing of big-007 adds no row
+    assert_eq!(ids, want, "every job once, in plan order");
+    let store_id = store.store_id().unwrap();
+    for r in listed.iter().filter(|r| r.run_id.starts_with("big-")) {
+        assert_eq!(r.state, RunState::Queued, "{}", r.run_id);
+        assert_eq!(r.artifacts_key, format!("{store_id}/{}", r.run_id));
+        let ev = store.events(&r.run_id).unwrap();
+        assert_eq!(
+            ev.iter().map(|e| (e.from, e.to)).collect::<Vec<_>>(),
+            [(RunState::Planned, RunState::Queued)],
+            "{}",
+            r.run_id
+        );
+    }
+    assert_eq!(store.run("big-eval-149").unwrap().unwrap().eval.unwrap().parent, "big-149");
+    let members = store.sweep_members("big").unwrap();
+    let from_runs: Vec<SweepMember> =
+        listed.iter().map(|r| SweepMember { run_id: r.run_id.clone(), state: r.state, training: r.is_training() }).collect();
+    assert_eq!(members, from_runs);
+    assert_eq!(members.iter().filter(|m| !m.training).count(), 150);
+    // Submitted again: nothing new.
+    let again = store.submit_sweep(&sweep("big", "spec-big"), &runs).unwrap();
+    assert_eq!((again.existed, again.reused, again.evals_reused), (true, trained, 150));
+    assert_eq!(store.sweep_runs("big").unwrap().len(), listed.len());
 }

@@ -125,6 +125,8 @@ pub trait Store: Send + Sync {
     fn sweeps(&self) -> Result<Vec<SweepRow>>;
     /// The runs of a sweep in plan order, each with its newest progress point.
     fn sweep_runs(&self, sweep: &str) -> Result<Vec<RunRow>>;
+    /// The jobs of a sweep in plan order: ids, states and kinds only (one light read).
+    fn sweep_members(&self, sweep: &str) -> Result<Vec<SweepMember>>;
     /// One run, as seen from its owner: the first sweep that submitted it.
     fn run(&self, run_id: &str) -> Result<Option<RunRow>>;
     /// The runs a user's key names: the run with that id, else every run whose id starts with

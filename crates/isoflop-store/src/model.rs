@@ -55,6 +55,18 @@ pub struct SubmitResult {
     /// Jobs this sweep shares with another that had failed (not diverged) or been cancelled
     /// there: queued again for this sweep, with a fresh retry budget.
     pub requeued: usize,
+    /// Training runs of the sweep that had succeeded already (in this or another sweep).
+    pub succeeded: usize,
+}
+
+/// A job of a sweep as [`crate::Store::sweep_members`] lists it: no more than the scheduler's
+/// settings and a submission's checks need (a run list is [`crate::Store::sweep_runs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepMember {
+    pub run_id: String,
+    pub state: RunState,
+    /// A training run (not an evaluation job).
+    pub training: bool,
 }
 
 /// What [`crate::Store::delete_sweep`] removed.

@@ -1,7 +1,7 @@
 //! The store's verbs, written once over [`Backend`]: SQLite ([`crate::SqliteStore`]) and
 //! PostgreSQL ([`crate::PgStore`]) are the same code on two databases.
 
-use crate::sql::{Backend, Row, Tx, Value, args};
+use crate::sql::{Backend, Row, ToValue, Tx, Value, args};
 use crate::*;
 use isoflop_core::choice::ItemScore;
 use isoflop_core::eval::metric;
@@ -205,6 +205,46 @@ struct RunNow {
 }
 
 /// An update that must touch exactly one row; zero rows means `missing`.
+/// The most rows one multi-row statement carries (a power of two; 7 columns of 128 rows stay
+/// under SQLite's oldest limit of 999 parameters).
+const MAX_CHUNK: usize = 128;
+
+/// `0..n` in consecutive ranges whose lengths are powers of two of at most [`MAX_CHUNK`]: a
+/// backend that prepares each statement's text (PostgreSQL's connections keep theirs) then
+/// sees at most 8 texts of a statement, whatever the row counts.
+fn chunks(n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < n {
+        let len = MAX_CHUNK.min(1 << (n - at).ilog2());
+        out.push(at..at + len);
+        at += len;
+    }
+    out
+}
+
+/// `(?a, ?a+1, ...)` groups: `rows` groups of `width` placeholders numbered from `from`; a
+/// `width` of 0 is one flat list of `rows` placeholders.
+fn placeholders(from: usize, rows: usize, width: usize) -> String {
+    if width == 0 {
+        return (from..from + rows).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    }
+    (0..rows).map(|r| format!("({})", placeholders(from + r * width, width, 0))).collect::<Vec<_>>().join(", ")
+}
+
+/// Inserts `rows` (equally wide) as `{head} VALUES (...), (...) {tail}` statements of
+/// [`chunks`] of rows.
+fn insert_many(tx: &mut dyn Tx, head: &str, tail: &str, rows: impl Iterator<Item = Vec<Value>>) -> Result<()> {
+    let rows: Vec<Vec<Value>> = rows.collect();
+    let Some(width) = rows.first().map(Vec::len) else { return Ok(()) };
+    for chunk in chunks(rows.len()) {
+        let sql = format!("{head} VALUES {} {tail}", placeholders(1, chunk.len(), width));
+        let args: Vec<Value> = rows[chunk].iter().flatten().cloned().collect();
+        tx.execute(&sql, &args)?;
+    }
+    Ok(())
+}
+
 fn one_row(n: usize, missing: impl FnOnce() -> StoreError) -> Result<()> {
     match n {
         1 => Ok(()),
@@ -498,12 +538,25 @@ impl<B: Backend> SqlStore<B> {
                 (false, false)
             }
         };
-        let mut out = SubmitResult { runs: 0, reused: 0, evals: 0, evals_reused: 0, existed, updated, requeued: 0 };
+        let mut out = SubmitResult { runs: 0, reused: 0, evals: 0, evals_reused: 0, existed, updated, requeued: 0, succeeded: 0 };
         // Ordinals continue after what the sweep holds, so added jobs list last.
         let base: i64 = tx.scalar("SELECT COALESCE(MAX(ordinal) + 1, 0) FROM sweep_runs WHERE sweep = ?1", args![sweep.name])?;
-        for (i, run) in runs.iter().enumerate() {
-            let known = tx.scalar::<i64>("SELECT COUNT(*) FROM runs WHERE run_id = ?1", args![run.run_id])? > 0;
-            match (&run.eval, known) {
+        // A sweep of 10,000 runs is a few dozen statements, not one per row per table (issue
+        // 13: 7.2 s of round trips on PostgreSQL): which runs the store knows, in chunks; the
+        // new ones inserted already queued with their planned -> queued events; then the known
+        // ones joined one by one; then the sweep's membership rows.
+        let ids: Vec<Value> = runs.iter().map(|r| Value::Text(r.run_id.clone())).collect();
+        let mut known: HashSet<String> = HashSet::new();
+        for chunk in chunks(ids.len()) {
+            let sql = format!("SELECT run_id FROM runs WHERE run_id IN ({})", placeholders(1, chunk.len(), 0));
+            known.extend(rows(tx.query(&sql, &ids[chunk])?, |r| r.get::<String>(0))?);
+        }
+        let mut fresh: Vec<&NewRun> = Vec::new();
+        let mut joining: Vec<&NewRun> = Vec::new();
+        let mut first: HashSet<&str> = HashSet::new();
+        for run in runs {
+            let k = known.contains(&run.run_id) || !first.insert(run.run_id.as_str());
+            match (&run.eval, k) {
                 (None, k) => {
                     out.runs += 1;
                     out.reused += k as usize;
@@ -513,30 +566,82 @@ impl<B: Backend> SqlStore<B> {
                     out.evals_reused += k as usize;
                 }
             }
-            if !known {
-                let now = self.now();
-                // Its files live under this store's directory of the artifacts.
-                tx.execute(
-                    "INSERT INTO runs (run_id, config_json, state, created_ms, updated_ms, artifacts_key)
-                     VALUES (?1, ?2, ?3, ?4, ?4, (SELECT value FROM meta WHERE key = 'store_id') || '/' || ?1)",
-                    args![run.run_id, run.config_json, RunState::Planned.as_str(), now],
-                )?;
-                if let Some(e) = &run.eval {
-                    tx.execute(
-                        "INSERT INTO eval_jobs (run_id, parent_run, step, task, family) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        args![run.run_id, e.parent, e.step, e.task, e.family],
-                    )?;
-                }
-                self.do_transition(tx, &run.run_id, RunState::Queued, &Change::default())?;
-            } else {
-                self.join_known(tx, &sweep.name, run, &mut out)?;
-            }
-            tx.execute(
-                "INSERT INTO sweep_runs (sweep, run_id, ordinal, name, corpus, budget)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                args![sweep.name, run.run_id, base + i as i64, run.name, run.corpus, run.budget],
+            if k { joining.push(run) } else { fresh.push(run) }
+        }
+        if !fresh.is_empty() {
+            // What `do_transition` would record, for every new run at once.
+            RunState::Planned
+                .transition(RunState::Queued)
+                .map_err(|source| StoreError::Transition { run_id: fresh[0].run_id.clone(), source })?;
+            let now = self.now();
+            // Their files live under this store's directory of the artifacts.
+            let store_id: String = tx.scalar("SELECT value FROM meta WHERE key = 'store_id'", &[])?;
+            let queued = RunState::Queued.as_str();
+            insert_many(
+                tx,
+                "INSERT INTO runs (run_id, config_json, state, message, created_ms, updated_ms, artifacts_key)",
+                "",
+                fresh.iter().map(|r| {
+                    vec![
+                        r.run_id.to_value(),
+                        r.config_json.to_value(),
+                        queued.to_value(),
+                        "".to_value(),
+                        now.to_value(),
+                        now.to_value(),
+                        format!("{store_id}/{}", r.run_id).to_value(),
+                    ]
+                }),
+            )?;
+            insert_many(
+                tx,
+                "INSERT INTO eval_jobs (run_id, parent_run, step, task, family)",
+                "",
+                fresh.iter().filter_map(|r| r.eval.as_ref().map(|e| (r, e))).map(|(r, e)| {
+                    vec![r.run_id.to_value(), e.parent.to_value(), e.step.to_value(), e.task.to_value(), e.family.to_value()]
+                }),
+            )?;
+            tx.order_events()?;
+            insert_many(
+                tx,
+                "INSERT INTO events (run_id, attempt, at_ms, from_state, to_state, failure_class, message)",
+                "",
+                fresh.iter().map(|r| {
+                    vec![
+                        r.run_id.to_value(),
+                        Value::Null,
+                        now.to_value(),
+                        RunState::Planned.as_str().to_value(),
+                        queued.to_value(),
+                        Value::Null,
+                        "".to_value(),
+                    ]
+                }),
             )?;
         }
+        for run in joining {
+            self.join_known(tx, &sweep.name, run, &mut out)?;
+        }
+        insert_many(
+            tx,
+            "INSERT INTO sweep_runs (sweep, run_id, ordinal, name, corpus, budget)",
+            "ON CONFLICT DO NOTHING",
+            runs.iter().enumerate().map(|(i, r)| {
+                vec![
+                    sweep.name.to_value(),
+                    r.run_id.to_value(),
+                    (base + i as i64).to_value(),
+                    r.name.to_value(),
+                    r.corpus.to_value(),
+                    r.budget.to_value(),
+                ]
+            }),
+        )?;
+        out.succeeded = tx.scalar::<i64>(
+            "SELECT COUNT(*) FROM sweep_runs sr JOIN runs r ON r.run_id = sr.run_id WHERE sr.sweep = ?1 AND r.state = ?2
+             AND NOT EXISTS (SELECT 1 FROM eval_jobs e WHERE e.run_id = sr.run_id)",
+            args![sweep.name, RunState::Succeeded.as_str()],
+        )? as usize;
         Ok(out)
     }
 
@@ -644,6 +749,18 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn sweep_runs(&self, sweep: &str) -> Result<Vec<RunRow>> {
         self.read(|tx| Self::runs_where(tx, RunScope::Sweep(sweep)))
+    }
+
+    fn sweep_members(&self, sweep: &str) -> Result<Vec<SweepMember>> {
+        self.read(|tx| {
+            let found = tx.query(
+                "SELECT sr.run_id, r.state, CASE WHEN e.run_id IS NULL THEN 1 ELSE 0 END FROM sweep_runs sr
+                 JOIN runs r ON r.run_id = sr.run_id LEFT JOIN eval_jobs e ON e.run_id = sr.run_id
+                 WHERE sr.sweep = ?1 ORDER BY sr.ordinal",
+                args![sweep],
+            )?;
+            rows(found, |r| Ok(SweepMember { run_id: r.get(0)?, state: state_of(r.get(1)?)?, training: r.get::<i64>(2)? == 1 }))
+        })
     }
 
     fn run(&self, run_id: &str) -> Result<Option<RunRow>> {

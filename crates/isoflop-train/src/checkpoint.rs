@@ -18,9 +18,9 @@
 //! checks the tensors against the manifest's digest, and [`load`] verifies before it reads:
 //! a truncated or corrupt checkpoint is a [`CheckpointError::Corrupt`], never tensors of
 //! garbage. [`set_aside`] renames such a directory `step-XXXXXXXX.corrupt` so that [`list`]
-//! no longer offers it (the next [`save`] deletes it); the worker then resumes from the
-//! checkpoint before it and says so in its first report. Checkpoints of builds before the
-//! digest have none and are read unverified.
+//! no longer offers it; the worker then resumes from the checkpoint before it and says so in
+//! its first report, and once that report is taken ([`mark_reported`]) the next [`save`]
+//! deletes it. Checkpoints of builds before the digest have none and are read unverified.
 
 use crate::optim::AdamW;
 use serde::{Deserialize, Serialize};
@@ -220,7 +220,8 @@ pub fn save_keeping(
 }
 
 /// Deletes all but the newest `keep` (at least 1) checkpoints, leftover `.tmp`/`.old`
-/// directories of interrupted saves, and checkpoints [`set_aside`] as corrupt.
+/// directories of interrupted saves, and checkpoints [`set_aside`] as corrupt once reported
+/// ([`mark_reported`]).
 pub fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     prune_keeping(dir, keep, &[])
 }
@@ -236,8 +237,9 @@ pub fn prune_keeping(dir: &Path, keep: usize, kept_steps: &[u64]) -> Result<(), 
         for e in entries.filter_map(|e| e.ok()) {
             let name = e.file_name();
             let Some(name) = name.to_str() else { continue };
-            let stem = name.strip_suffix(".tmp").or_else(|| name.strip_suffix(".old")).or_else(|| name.strip_suffix(".corrupt"));
-            if stem.and_then(parse_dir_name).is_some() {
+            let leftover = name.strip_suffix(".tmp").or_else(|| name.strip_suffix(".old"));
+            let reported = name.strip_suffix(SET_ASIDE_SUFFIX).filter(|_| e.path().join(REPORTED_FILE).exists());
+            if leftover.or(reported).and_then(parse_dir_name).is_some() {
                 let path = e.path();
                 std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
             }
@@ -298,17 +300,73 @@ pub fn verify(path: &Path) -> Result<Manifest, CheckpointError> {
     Ok(manifest)
 }
 
+/// File in a directory [`set_aside`] renamed: why it was set aside.
+pub const SET_ASIDE_FILE: &str = "set-aside.txt";
+/// File [`mark_reported`] writes in a set-aside directory: its rejection is on record.
+pub const REPORTED_FILE: &str = "reported";
+
 /// Renames the damaged checkpoint directory `path` (`step-XXXXXXXX`) to
-/// `step-XXXXXXXX.corrupt`, replacing an older such copy, so that [`list`] and [`latest`] no
-/// longer return it; [`prune`] deletes it at the next save. Returns the new path.
-pub fn set_aside(path: &Path) -> Result<PathBuf, CheckpointError> {
+/// `step-XXXXXXXX.corrupt`, replacing an older such copy, and writes `reason` into it
+/// ([`SET_ASIDE_FILE`]), so that [`list`] and [`latest`] no longer return it and
+/// [`set_aside_in`] does. [`prune`] deletes it only once [`mark_reported`] said its rejection
+/// is on record (the worker's report was taken): a worker stopped before that leaves it for
+/// the next attempt to report. Returns the new path.
+pub fn set_aside(path: &Path, reason: &str) -> Result<PathBuf, CheckpointError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("checkpoint");
-    let aside = path.with_file_name(format!("{name}.corrupt"));
+    let aside = path.with_file_name(format!("{name}{SET_ASIDE_SUFFIX}"));
     if aside.exists() {
         std::fs::remove_dir_all(&aside).map_err(io_err(&aside))?;
     }
     std::fs::rename(path, &aside).map_err(io_err(path))?;
+    // Best effort: the rename is what keeps the checkpoint from being resumed.
+    let _ = std::fs::write(aside.join(SET_ASIDE_FILE), reason);
     Ok(aside)
+}
+
+/// What [`set_aside`] appends to a damaged checkpoint's directory name.
+pub const SET_ASIDE_SUFFIX: &str = ".corrupt";
+
+/// A checkpoint [`set_aside`] as damaged, not yet pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    pub step: u64,
+    /// Where it is now (`step-XXXXXXXX.corrupt`).
+    pub path: PathBuf,
+    /// Where it was (`step-XXXXXXXX`).
+    pub original: PathBuf,
+    /// Why, as recorded when it was set aside (empty when that write failed).
+    pub reason: String,
+    /// Whether [`mark_reported`] marked it.
+    pub reported: bool,
+}
+
+/// Marks the set-aside checkpoint directory `aside` (a [`SetAside::path`]) as reported, so
+/// that the next save may delete it.
+pub fn mark_reported(aside: &Path) -> Result<(), CheckpointError> {
+    let marker = aside.join(REPORTED_FILE);
+    std::fs::write(&marker, b"").map_err(io_err(&marker))
+}
+
+/// The checkpoints in `dir` set aside as damaged and not pruned since, oldest first.
+pub fn set_aside_in(dir: &Path) -> Vec<SetAside> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<SetAside> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(SET_ASIDE_SUFFIX)?;
+            let step = parse_dir_name(stem)?;
+            let path = e.path();
+            let reason = std::fs::read_to_string(path.join(SET_ASIDE_FILE)).unwrap_or_default().trim().to_string();
+            let reported = path.join(REPORTED_FILE).exists();
+            Some(SetAside { step, original: dir.join(stem), path, reason, reported })
+        })
+        .collect();
+    found.sort_by_key(|s| s.step);
+    found
 }
 
 /// Loads the checkpoint directory `path` into `opt` (built over a model of the same shape:
@@ -485,15 +543,32 @@ mod tests {
         std::fs::write(&mpath, &text[..text.len() / 2]).unwrap();
         assert!(matches!(verify(&p1), Err(CheckpointError::Corrupt { .. })));
 
-        // Set aside, the damaged copies leave the listing; the next save deletes them.
-        let aside = set_aside(&p2).unwrap();
+        // Set aside, the damaged copies leave the listing and are found with their reasons.
+        let aside = set_aside(&p2, "12 bytes, the manifest says 900").unwrap();
         assert_eq!(aside.file_name().unwrap(), "step-00000002.corrupt");
-        set_aside(&p1).unwrap();
+        set_aside(&p1, "the manifest does not parse").unwrap();
         assert_eq!(latest(dir.path()), None);
+        let found = set_aside_in(dir.path());
+        assert_eq!(
+            found.iter().map(|s| (s.step, s.reason.as_str())).collect::<Vec<_>>(),
+            [(1, "the manifest does not parse"), (2, "12 bytes, the manifest says 900")]
+        );
+        assert_eq!((found[1].path.clone(), found[1].original.clone()), (aside.clone(), p2.clone()));
+        assert!(found.iter().all(|s| !s.reported));
+        // Kept by a save until reported (a later attempt reports it), then deleted.
+        mark_reported(&aside).unwrap();
         save(dir.path(), &manifest(3), &opt, 3).unwrap();
-        let names: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert_eq!(names, vec!["step-00000003".to_string()]);
+        let names = |d: &Path| {
+            let mut n: Vec<String> =
+                std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(dir.path()), ["step-00000001.corrupt", "step-00000003"]);
+        mark_reported(&found[0].path).unwrap();
+        assert!(set_aside_in(dir.path())[0].reported);
+        prune(dir.path(), 3).unwrap();
+        assert_eq!(names(dir.path()), ["step-00000003"]);
         // An older build's checkpoint (no digest) is read unverified.
         let p3 = dir.path().join("step-00000003");
         let mut m3 = read_manifest(&p3).unwrap();

@@ -434,7 +434,9 @@ async fn attempt(
         match bounded(lease.min(CALL_LIMIT), client.report(req.clone())).await {
             Ok(resp) => {
                 last_ok = Instant::now();
-                resumed_from = None;
+                if resumed_from.take().is_some() {
+                    mark_reported(&first_rejected);
+                }
                 if resp.stop && !stop.swap(true, Ordering::SeqCst) {
                     info!(target: "worker", "coordinator asked to stop: checkpointing");
                 }
@@ -471,7 +473,12 @@ async fn attempt(
     let last = report(pending_progress, pending_ckpts, resumed_from, &first_rejected);
     loop {
         match bounded(left(deadline), client.report(last.clone())).await {
-            Ok(_) => break,
+            Ok(_) => {
+                if last.resumed_from.is_some() {
+                    mark_reported(&first_rejected);
+                }
+                break;
+            }
             Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
                 warn!(target: "worker", "the last report was not taken ({}); retrying", s.message());
                 retry_pause(&interrupt, &mut deadline).await;
@@ -707,7 +714,45 @@ fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome,
 /// interval, never a crash loop. A sound checkpoint on disk is taken only when it is the named
 /// one or its manifest names this store (issue 12, defect 4: another store's checkpoint, or
 /// one of a build before store ids, is left alone); `None` starts from scratch.
+///
+/// The rejected list also holds the checkpoints an earlier attempt set aside but could not
+/// report (its coordinator died, or it was stopped, before its first report was taken: found
+/// by the chaos drill, one truncated checkpoint in nine left without its event; the save of
+/// its stop checkpoint no longer deletes them); once the first report is taken,
+/// [`mark_reported`] keeps a later attempt from reporting them again and lets the next save
+/// delete them.
 fn choose_resume(
+    dir: &Path,
+    named: Option<&(u64, PathBuf)>,
+    store_id: &str,
+) -> (Option<(u64, PathBuf)>, Vec<pb::RejectedCheckpoint>) {
+    let (resume, mut rejected) = verify_candidates(dir, named, store_id);
+    for earlier in checkpoint::set_aside_in(dir) {
+        if earlier.reported || rejected.iter().any(|r| r.step == earlier.step) {
+            continue;
+        }
+        let reason = if earlier.reason.is_empty() { "set aside by an earlier attempt".into() } else { earlier.reason };
+        rejected.push(pb::RejectedCheckpoint { step: earlier.step, path: earlier.original.display().to_string(), reason });
+    }
+    (resume, rejected)
+}
+
+/// Marks the set-aside checkpoints of `rejected` as recorded by the store, so that the next
+/// save may delete them (best effort: a marker lost to a kill right here makes a later attempt
+/// report the checkpoint again).
+fn mark_reported(rejected: &[pb::RejectedCheckpoint]) {
+    for r in rejected {
+        let aside = PathBuf::from(format!("{}{}", r.path, checkpoint::SET_ASIDE_SUFFIX));
+        if aside.is_dir()
+            && let Err(e) = checkpoint::mark_reported(&aside)
+        {
+            warn!(target: "worker", "cannot mark {} as reported: {e}", aside.display());
+        }
+    }
+}
+
+/// The newest sound candidate of [`choose_resume`], and those it rejected on the way.
+fn verify_candidates(
     dir: &Path,
     named: Option<&(u64, PathBuf)>,
     store_id: &str,
@@ -730,7 +775,7 @@ fn choose_resume(
                 };
                 warn!(target: "worker", "not resuming from step {step}: {e}");
                 if matches!(e, CheckpointError::Corrupt { .. })
-                    && let Err(e) = checkpoint::set_aside(&path)
+                    && let Err(e) = checkpoint::set_aside(&path, &reason)
                 {
                     warn!(target: "worker", "cannot set the damaged checkpoint aside: {e}");
                 }
@@ -750,4 +795,28 @@ fn choose_resume(
         );
     }
     (None, rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_set_aside_earlier_is_reported_until_the_store_took_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let aside = dir.path().join(format!("{}{}", checkpoint::dir_name(20), checkpoint::SET_ASIDE_SUFFIX));
+        std::fs::create_dir_all(&aside).unwrap();
+        std::fs::write(aside.join(checkpoint::SET_ASIDE_FILE), "12 bytes, the manifest says 900\n").unwrap();
+        let (resume, rejected) = choose_resume(dir.path(), None, "store-a");
+        assert_eq!(resume, None);
+        let original = dir.path().join(checkpoint::dir_name(20)).display().to_string();
+        assert_eq!(
+            rejected,
+            [pb::RejectedCheckpoint { step: 20, path: original, reason: "12 bytes, the manifest says 900".into() }]
+        );
+        // Not taken yet: a next attempt reports it too.
+        assert_eq!(choose_resume(dir.path(), None, "store-a").1, rejected);
+        mark_reported(&rejected);
+        assert_eq!(choose_resume(dir.path(), None, "store-a").1, []);
+    }
 }

@@ -73,6 +73,8 @@ struct Coordinator {
     stop_once_training: bool,
     /// Answer reports with this refusal.
     revoke: Option<Status>,
+    /// Answer every report UNAVAILABLE, as a coordinator that died does.
+    reports_unavailable: bool,
     /// Answer finish with this refusal.
     refuse_finish: Option<Status>,
     /// Answer the first so many calls of each kind UNAVAILABLE, as a coordinator whose store
@@ -102,6 +104,9 @@ impl WorkerClient for Coordinator {
     async fn report(&mut self, req: pb::ReportRequest) -> Result<pb::ReportResponse, Status> {
         if let Some(s) = &self.revoke {
             return Err(s.clone());
+        }
+        if self.reports_unavailable {
+            return Err(Status::unavailable("transport error: connection refused"));
         }
         self.store_fails("report")?;
         self.reports.push(req);
@@ -405,6 +410,48 @@ async fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let rejected: Vec<u64> = third.reports[0].rejected_checkpoints.iter().map(|r| r.step).collect();
     assert_eq!(rejected, [20, 15]);
     assert!(third.reports[0].rejected_checkpoints.iter().all(|r| r.reason.contains("SHA-256")));
+}
+
+/// Found by the chaos drill (one truncated checkpoint in nine left no event): an attempt that
+/// set a damaged checkpoint aside but never got a report taken (its coordinator died) deleted
+/// it at its next save and left the next attempt nothing to find. It is kept until reported,
+/// and the next attempt reports it.
+#[tokio::test]
+async fn a_checkpoint_set_aside_by_an_attempt_that_never_reported_is_reported_by_the_next() {
+    use isoflop_train::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 20);
+    let mut first = coordinator(dir.path(), &cfg);
+    first.assignment.checkpoint_every = 5;
+    run_attempt(&mut first, &who(&cfg), &Options::default(), CancellationToken::new()).await.unwrap();
+    let ckpt_dir = dir.path().join("ckpt");
+    let newest = ckpt_dir.join(checkpoint::dir_name(20));
+    let state = newest.join(checkpoint::STATE_FILE);
+    let len = std::fs::metadata(&state).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&state).unwrap().set_len(len / 2).unwrap();
+
+    // Attempt 2 sets it aside, retrains steps 16-20 and saves (a save deleted set-aside
+    // checkpoints), but its coordinator is gone: no report is taken.
+    let mut lost = coordinator(dir.path(), &cfg);
+    lost.assignment.checkpoint_every = 5;
+    lost.reports_unavailable = true;
+    let second = Attempt { run_id: cfg.run_id().0, attempt: 2 };
+    run_attempt(&mut lost, &second, &Options::default(), CancellationToken::new()).await.unwrap();
+    assert!(lost.reports.is_empty(), "no report was taken");
+    let kept = checkpoint::set_aside_in(&ckpt_dir);
+    assert_eq!(kept.iter().map(|k| (k.step, k.reported)).collect::<Vec<_>>(), [(20, false)], "kept by the save");
+
+    let mut next = coordinator(dir.path(), &cfg);
+    let ended =
+        run_attempt(&mut next, &Attempt { attempt: 3, ..second }, &Options::default(), CancellationToken::new()).await.unwrap();
+    assert_eq!(ended, Ended::Succeeded);
+    let r0 = &next.reports[0];
+    assert_eq!(r0.resumed_from, Some(20), "from attempt 2's sound step 20");
+    let rejected: Vec<(u64, &str)> = r0.rejected_checkpoints.iter().map(|r| (r.step, r.path.as_str())).collect();
+    assert_eq!(rejected, [(20, newest.to_str().unwrap())]);
+    assert!(r0.rejected_checkpoints[0].reason.contains("bytes"), "the first attempt's reason: {:?}", r0.rejected_checkpoints);
+    assert!(next.reports[1..].iter().all(|r| r.rejected_checkpoints.is_empty()), "sent once");
+    assert!(checkpoint::set_aside_in(&ckpt_dir).iter().all(|k| k.reported), "marked once taken");
 }
 
 /// Issue 13 (defect: two workers on one run): while an older worker of the run (here the test,

@@ -24,5 +24,5 @@ impl super::Executor for Detached {
     fn is_tracking(&self, _run_id: &str, _attempt: u64) -> bool {
         false
     }
-    fn stop_orphan(&self, _executor_ref: &str, _run_id: &str) {}
+    fn stop_orphan(&self, _orphan: &super::Orphan<'_>) {}
 }

@@ -132,7 +132,7 @@ impl super::Executor for ExternalExecutor {
     }
 
     /// Adopted attempts are tracked; one that is not has no file left to act on.
-    fn stop_orphan(&self, _executor_ref: &str, _run_id: &str) {}
+    fn stop_orphan(&self, _orphan: &super::Orphan<'_>) {}
 
     fn forget_runs(&self, run_ids: &[String]) {
         let Ok(entries) = std::fs::read_dir(self.spool.join(PENDING)) else { return };

@@ -4,7 +4,7 @@
 //! coordinator, which then stops them in order), write stdout and stderr to the attempt's log
 //! file, and get the coordinator URL and their token through the environment.
 
-use super::{ExecutorError, ExecutorEvent, ExitReport, LaunchSpec};
+use super::{ExecutorError, ExecutorEvent, ExitReport, LaunchSpec, Orphan};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::HashMap;
@@ -39,7 +39,6 @@ impl LocalExecutor {
     }
 }
 
-/// Sends a signal; a process that is already gone is not an error.
 /// How long an orphaned worker may take to stop after SIGTERM.
 const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -56,16 +55,34 @@ fn is_running(pid: i32) -> bool {
     !matches!(state, None | Some('Z') | Some('X'))
 }
 
-/// Whether `pid` is a running `isoflop worker` of `run_id`.
-fn is_worker_of(pid: i32, run_id: &str) -> bool {
+/// Whether `pid` is a running `isoflop worker` of the attempt.
+fn is_worker_of(pid: i32, run_id: &str, attempt: u64) -> bool {
     if !is_running(pid) {
         return false;
     }
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    let needle = format!("{ENV_RUN_ID}={run_id}");
-    environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+    let (run, att) = (format!("{ENV_RUN_ID}={run_id}"), format!("{ENV_ATTEMPT}={attempt}"));
+    let has = |want: &str| environ.split(|b| *b == 0).any(|kv| kv == want.as_bytes());
+    has(&run) && has(&att)
 }
 
+/// The worker process of an earlier coordinator's attempt: the one its stored reference
+/// names, or, when that coordinator died before storing it, the one `/proc` shows with the
+/// attempt's run and number in its environment.
+fn orphan_process(orphan: &Orphan<'_>) -> Option<i32> {
+    if let Some(pid) = orphan_pid(orphan.executor_ref) {
+        // Only while it still is that attempt's worker (pids are reused).
+        return is_worker_of(pid, orphan.run_id, orphan.attempt).then_some(pid);
+    }
+    let own = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .find(|pid| *pid != own && is_worker_of(*pid, orphan.run_id, orphan.attempt))
+}
+
+/// Sends a signal; a process that is already gone is not an error.
 fn send(pid: i32, sig: Signal) {
     match kill(Pid::from_raw(pid), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -135,19 +152,16 @@ impl super::Executor for LocalExecutor {
         self.children.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(run_id.to_string(), attempt))
     }
 
-    fn orphan_alive(&self, executor_ref: &str, run_id: &str) -> bool {
-        orphan_pid(executor_ref).is_some_and(|pid| is_worker_of(pid, run_id))
+    fn orphan_alive(&self, orphan: &Orphan<'_>) -> bool {
+        orphan_process(orphan).is_some()
     }
 
     /// SIGTERM, then waits for the worker to exit (it checkpoints and gives up on its lost
     /// coordinator within seconds), SIGKILL after [`ORPHAN_GRACE`]: the attempt that replaces
     /// it never trains beside it, nor reads a checkpoint directory it still writes. Blocks.
-    fn stop_orphan(&self, executor_ref: &str, run_id: &str) {
-        let Some(pid) = orphan_pid(executor_ref) else { return };
-        // Only signal the process if it still is a worker of this run (pids are reused).
-        if !is_worker_of(pid, run_id) {
-            return;
-        }
+    fn stop_orphan(&self, orphan: &Orphan<'_>) {
+        let Some(pid) = orphan_process(orphan) else { return };
+        let run_id = orphan.run_id;
         send(pid, Signal::SIGTERM);
         let started = std::time::Instant::now();
         let mut killed = false;
@@ -165,5 +179,53 @@ impl super::Executor for LocalExecutor {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         tracing::info!(pid, run_id, "the orphaned worker exited after {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::Executor;
+
+    /// A process standing in for a worker: `sleep` with a worker's environment.
+    fn fake_worker(run_id: &str, attempt: u64) -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("60")
+            .env(ENV_RUN_ID, run_id)
+            .env(ENV_ATTEMPT, attempt.to_string())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Found by the chaos drill (one moment of two live workers in 150 coordinator kills): a
+    /// coordinator killed between starting a worker and storing its pid left an attempt with
+    /// no reference; its successor took the worker for gone and started the next attempt beside
+    /// it. The worker is now found by its run and attempt and stopped first.
+    #[test]
+    fn an_orphan_whose_pid_was_never_stored_is_found_and_stopped() {
+        let run_id = format!("r-orphan-{}", std::process::id());
+        let mut worker = fake_worker(&run_id, 3);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let exec = LocalExecutor::new(PathBuf::from("isoflop"), 1, tx);
+        let unnamed = Orphan { run_id: &run_id, attempt: 3, executor_ref: "" };
+        // /proc shows the new process's environment once it has exec'd.
+        let t0 = std::time::Instant::now();
+        while !exec.orphan_alive(&unnamed) {
+            assert!(t0.elapsed().as_secs() < 10, "the unnamed worker was not found");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Another attempt of the run, another run, and a stored pid that is not that attempt's
+        // worker are not it.
+        assert!(!exec.orphan_alive(&Orphan { attempt: 2, ..unnamed }));
+        assert!(!exec.orphan_alive(&Orphan { run_id: "r-other", ..unnamed }));
+        let own = format!("pid:{}", std::process::id());
+        assert!(!exec.orphan_alive(&Orphan { executor_ref: &own, ..unnamed }));
+        let named = format!("pid:{}", worker.id());
+        assert!(exec.orphan_alive(&Orphan { executor_ref: &named, ..unnamed }));
+
+        exec.stop_orphan(&unnamed);
+        let status = worker.wait().unwrap();
+        assert_eq!(status.signal(), Some(Signal::SIGTERM as i32), "stopped with SIGTERM: {status}");
+        assert!(!exec.orphan_alive(&unnamed));
     }
 }

@@ -16,6 +16,16 @@ pub use local::LocalExecutor;
 /// SIGKILL and a last wait.
 pub const ORPHAN_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(40);
 
+/// An attempt an earlier coordinator started, as the store knows it. Its `executor_ref` is
+/// empty when that coordinator died between starting the worker and recording its reference:
+/// an executor that can find the worker another way (by run and attempt) must.
+#[derive(Debug, Clone, Copy)]
+pub struct Orphan<'a> {
+    pub run_id: &'a str,
+    pub attempt: u64,
+    pub executor_ref: &'a str,
+}
+
 use isoflop_core::FailureClass;
 use std::path::PathBuf;
 
@@ -143,14 +153,14 @@ pub trait Executor: Send + Sync {
     fn kill(&self, run_id: &str, attempt: u64);
     /// Whether the executor still tracks a live worker for the attempt.
     fn is_tracking(&self, run_id: &str, attempt: u64) -> bool;
-    /// Best effort for attempts of an earlier coordinator: stop a worker known only by the
-    /// reference stored with its attempt. May block until it is gone (at most
+    /// Best effort for attempts of an earlier coordinator: stop a worker known only by what
+    /// the store kept of its attempt. May block until it is gone (at most
     /// [`ORPHAN_STOP_LIMIT`]) when [`Executor::orphan_alive`] said it runs.
-    fn stop_orphan(&self, executor_ref: &str, run_id: &str);
-    /// Whether a worker of an earlier coordinator, known by the reference stored with its
+    fn stop_orphan(&self, orphan: &Orphan<'_>);
+    /// Whether a worker of an earlier coordinator, known by what the store kept of its
     /// attempt, still runs on this machine (so that [`Executor::stop_orphan`] waits for it).
     /// The coordinator then stops it in the background and keeps its attempt live meanwhile.
-    fn orphan_alive(&self, _executor_ref: &str, _run_id: &str) -> bool {
+    fn orphan_alive(&self, _orphan: &Orphan<'_>) -> bool {
         false
     }
     /// Runs were cancelled: remove whatever the executor keeps for them (Kubernetes: all their

@@ -74,8 +74,7 @@ impl ControlService for ControlApi {
                 let spec = SweepSpec::parse(&path, &m.spec_yaml).map_err(|e| status(e.into()))?;
                 let loaded = LoadedSpec { spec, path, text: m.spec_yaml };
                 let r = api.coord.submit(&loaded).map_err(status)?;
-                let runs = api.coord.sweep_runs(&loaded.spec.name).map_err(status)?;
-                let succeeded = runs.iter().filter(|x| x.is_training() && x.state == isoflop_core::RunState::Succeeded).count();
+                let succeeded = r.succeeded;
                 Ok((r, loaded, succeeded))
             })
             .await?;

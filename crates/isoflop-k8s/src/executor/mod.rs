@@ -26,7 +26,7 @@ mod tests;
 use crate::api::{ApiCalls, CountLayer, Limiter};
 use crate::manifest::{LABEL_ATTEMPT, LABEL_RUN, RUN_ID_ANNOTATION, job_name};
 use crate::status::{JobVerdict, job_verdict};
-use isoflop_coordinator::executor::{Executor, ExecutorError, ExecutorEvent, LaunchSpec};
+use isoflop_coordinator::executor::{Executor, ExecutorError, ExecutorEvent, LaunchSpec, Orphan};
 use isoflop_core::kubernetes::KubernetesSpec;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -282,10 +282,14 @@ impl Executor for KubernetesExecutor {
         self.shared.with(&(run_id.to_string(), attempt), |t| !t.done).unwrap_or(false)
     }
 
-    fn stop_orphan(&self, executor_ref: &str, _run_id: &str) {
-        if !executor_ref.is_empty() {
-            self.shared.spawn(self.shared.clone().delete_job(executor_ref.to_string(), None));
-        }
+    /// Deletes the Job; one whose name was never recorded (the coordinator died between
+    /// creating it and storing its name) has the name launch gives every Job.
+    fn stop_orphan(&self, orphan: &Orphan<'_>) {
+        let job = match orphan.executor_ref {
+            "" => job_name(orphan.run_id, orphan.attempt),
+            name => name.to_string(),
+        };
+        self.shared.spawn(self.shared.clone().delete_job(job, None));
     }
 
     fn forget_runs(&self, run_ids: &[String]) {
