@@ -575,3 +575,80 @@ fn diverged_runs_fail_and_resume_only_with_include_diverged() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("requeued 1 run(s)"), "{}", show(&out));
     assert_eq!(common::training(&store, "boom")[0].state, RunState::Queued);
 }
+
+/// Issue 13 (defect: a full artifacts disk panicked workers, exit 101 with an empty log, runs
+/// ended `unknown` with no word about disk space): the tiny sweep's artifacts directory on a
+/// real 4 MiB tmpfs, filled but for 48 KiB, in a mount namespace of its own (`unshare -m`, or
+/// `-Urm` for a user who is not root). Every run's checkpoint cannot be written: `isoflop run`
+/// ends 1, each run failed saying the disk is full, nothing in the store (on another disk) lost.
+/// With the space freed, `isoflop resume` trains every run to the end.
+#[test]
+fn a_full_artifacts_disk_fails_runs_saying_so_and_resume_completes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let body = TINY_SWEEP
+        .replace("[1.5e9, 3.0e9]", "[1.5e9]")
+        .replace("executor: {kind: local, max_parallel: 2}", "executor: {kind: local, max_parallel: 2, max_retries: 1}")
+        .replace(
+            "store: {sqlite: state/isoflop.db}",
+            &format!("store: {{sqlite: state/isoflop.db, artifacts: {}}}", artifacts.display()),
+        );
+    let spec = write_spec(dir.path(), &body);
+    let db = dir.path().join("state/isoflop.db");
+    let script = r#"set -e
+mount -t tmpfs -o size=4m isoflop-full "$ART"
+head -c $((4 * 1024 * 1024 - 48 * 1024)) /dev/zero > "$ART/filler"
+set +e
+"$ISOFLOP" run "$SPEC" --plain > "$OUT/first.out" 2>&1
+echo $? > "$OUT/first.code"
+df -k "$ART" > "$OUT/df" 2>&1
+rm -f "$ART/filler"
+"$ISOFLOP" resume tiny --store "$DB" --plain > "$OUT/resume.out" 2>&1
+echo $? > "$OUT/resume.code"
+"#;
+    // A directory this process made is owned by its effective user.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&artifacts).unwrap()) == 0;
+    let out = std::process::Command::new("unshare")
+        .args(if root { &["-m", "--propagation", "private"][..] } else { &["-Urm", "--propagation", "private"][..] })
+        .args(["sh", "-c", script])
+        .env("ART", &artifacts)
+        .env("ISOFLOP", common::bin())
+        .env("SPEC", &spec)
+        .env("DB", &db)
+        .env("OUT", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the mount namespace with a small tmpfs could not be made: {}", show(&out));
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap_or_default();
+    assert_eq!(
+        read("first.code").trim(),
+        "1",
+        "isoflop run on a full disk ends 1 (some runs failed):\n{}\n{}",
+        read("first.out"),
+        read("df")
+    );
+
+    let store = SqliteStore::open(&db).unwrap();
+    let attempts_of = |run: &str| store.attempts(run).unwrap();
+    let runs = common::training(&store, "tiny");
+    assert_eq!(runs.len(), 2);
+    for r in &runs {
+        let first = &attempts_of(&r.run_id)[0];
+        eprintln!("{} attempt 1 on the full disk: {:?} ({:?}): {}", r.name, first.outcome, first.failure_class, first.message);
+        assert_eq!(first.outcome, AttemptOutcome::Failed, "{}: {first:?}", r.name);
+        assert!(
+            first.message.contains("the disk is full") && first.message.contains("bytes are free"),
+            "{}: the failure says the disk is full: {:?}\n{}",
+            r.name,
+            first.message,
+            read("first.out")
+        );
+        assert!(!first.message.contains("101"), "no worker panicked: {}", first.message);
+    }
+    assert_eq!(read("resume.code").trim(), "0", "resume after the space was freed:\n{}", read("resume.out"));
+    for r in common::training(&store, "tiny") {
+        assert_eq!(r.state, RunState::Succeeded, "{}: {}", r.name, r.message);
+        assert_eq!(store.evals(&r.run_id).unwrap().len(), 5);
+    }
+}

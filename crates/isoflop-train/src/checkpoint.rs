@@ -95,6 +95,13 @@ pub enum CheckpointError {
     /// or not matching the manifest's digest. Resuming falls back to an older checkpoint.
     #[error("{path}: corrupt checkpoint ({reason})")]
     Corrupt { path: PathBuf, reason: String },
+    /// The filesystem has no room for the checkpoint (`ENOSPC`): `free` bytes were free, the
+    /// tensors alone need `needed` (0 when a smaller write failed).
+    #[error(
+        "{path}: the disk is full (no space left on device): the checkpoint needs {needed} bytes of tensors, {free} bytes \
+         are free"
+    )]
+    DiskFull { path: PathBuf, needed: u64, free: u64 },
 }
 
 impl CheckpointError {
@@ -109,7 +116,24 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+    move |source| match source.kind() {
+        std::io::ErrorKind::StorageFull => disk_full(path, 0),
+        _ => CheckpointError::Io { path: path.to_path_buf(), source },
+    }
+}
+
+/// A [`CheckpointError::DiskFull`] for `path`, with what the filesystem says is free.
+fn disk_full(path: &Path, needed: u64) -> CheckpointError {
+    CheckpointError::DiskFull { path: path.to_path_buf(), needed, free: free_bytes(path).unwrap_or(0) }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `path` (or its
+/// nearest existing ancestor), if `statvfs` can say.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let st = nix::sys::statvfs::statvfs(existing).ok()?;
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
 fn torch_err(path: &Path) -> impl FnOnce(TchError) -> CheckpointError + '_ {
@@ -192,7 +216,17 @@ pub fn save_keeping(
         named.push((format!("adam_m/{n}"), cpu(m).map_err(torch_err(&state))?));
         named.push((format!("adam_v/{n}"), cpu(v).map_err(torch_err(&state))?));
     }
-    Tensor::write_safetensors(&named, &state).map_err(torch_err(&state))?;
+    if let Err(e) = Tensor::write_safetensors(&named, &state) {
+        // A partial file would hold the space it took until the next save's clean-up.
+        let _ = std::fs::remove_dir_all(&tmp);
+        let needed: u64 = named.iter().map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64).sum();
+        // libtorch's error carries no kind: a filesystem with less room than the tensors is
+        // the full disk (the one failure a retry elsewhere or later can cure).
+        return Err(match free_bytes(dir) {
+            Some(free) if free < needed => CheckpointError::DiskFull { path: state, needed, free },
+            _ => CheckpointError::Torch { path: state, source: e },
+        });
+    }
     drop(named);
     fsync(&state)?;
     let (digest, bytes) = sha256_file(&state)?;
