@@ -76,25 +76,7 @@ impl Cluster {
     /// loopback port.
     fn spec(&self, base: &str, name: &str, gpus_per_run: u32) -> PathBuf {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let corpus = common::corpus().display().to_string();
-        let executor = format!(
-            "executor:
-  kind: kubernetes
-  namespace: {ns}
-  image: isoflop-worker:test
-  coordinator_url: http://127.0.0.1:{port}
-  listen: 127.0.0.1:{port}
-  gpus_per_run: {gpus_per_run}
-  threads_per_run: 1
-  lease_seconds: 20
-  start_grace_seconds: 60
-  volumes:
-    - {{name: artifacts, claim: isoflop-artifacts, mount_path: {art}}}
-    - {{name: data, claim: isoflop-data, mount_path: {corpus}, read_only: true}}
-",
-            ns = self.namespace,
-            art = self.artifacts.display()
-        );
+        let executor = self.executor(&port.to_string(), gpus_per_run, "");
         let body = base
             .replace("name: tiny", &format!("name: {name}"))
             .replace("executor: {kind: local, max_parallel: 2}\n", &executor)
@@ -105,6 +87,30 @@ impl Cluster {
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         write_spec(&dir, &body)
+    }
+
+    /// The `executor:` block of a spec whose runs are Jobs in this cluster, with the
+    /// coordinator on loopback port `port` and `extra` lines (indented by two) added.
+    fn executor(&self, port: &str, gpus_per_run: u32, extra: &str) -> String {
+        format!(
+            "executor:
+  kind: kubernetes
+  namespace: {ns}
+  image: isoflop-worker:test
+  coordinator_url: http://127.0.0.1:{port}
+  listen: 127.0.0.1:{port}
+  gpus_per_run: {gpus_per_run}
+  threads_per_run: 1
+  lease_seconds: 20
+  start_grace_seconds: 60
+{extra}  volumes:
+    - {{name: artifacts, claim: isoflop-artifacts, mount_path: {art}}}
+    - {{name: data, claim: isoflop-data, mount_path: {corpus}, read_only: true}}
+",
+            ns = self.namespace,
+            art = self.artifacts.display(),
+            corpus = common::corpus().display()
+        )
     }
 
     fn jobs(&self, selector: &str) -> Vec<Job> {
@@ -338,34 +344,22 @@ fn chaos_on_kubernetes() {
     let marker = vec![(drill::DRILL_ENV.to_string(), path.display().to_string())];
     let nodes = [NodeSpec::gpu("gpu-a", 1), NodeSpec::gpu("gpu-b", 1), NodeSpec::gpu("gpu-c", 1)];
     let c = Cluster::start_with("chaos", &nodes, marker);
-    let executor = format!(
-        "executor:
-  kind: kubernetes
-  namespace: chaos
-  image: isoflop-worker:test
-  coordinator_url: http://127.0.0.1:@PORT@
-  listen: 127.0.0.1:@PORT@
-  gpus_per_run: 1
-  threads_per_run: 1
-  max_retries: 1000
-  lease_seconds: 20
-  start_grace_seconds: 60
-  volumes:
-    - {{name: artifacts, claim: isoflop-artifacts, mount_path: {art}}}
-    - {{name: data, claim: isoflop-data, mount_path: {corpus}, read_only: true}}
-",
-        art = c.artifacts.display(),
-        corpus = common::corpus().display()
-    );
+    let executor = c.executor("@PORT@", 1, "  max_retries: 1000\n");
     let kube = Kube { executor, artifacts: c.artifacts.clone(), kubeconfig: c.cp.kubeconfig_path().to_path_buf() };
-    // A running training pod: its name, node, run and attempt.
+    // A running training pod whose attempt is live and still training (a pod whose worker is
+    // finishing may succeed before the fault lands): its name, node, run and attempt.
+    let db = path.join("state/isoflop.db");
     let running_training_pod = || -> Option<(String, String, String, u64)> {
+        let store = SqliteStore::open(&db).ok()?;
         let running = c.agent.running();
         c.pods("isoflop.dev/kind=train").into_iter().find_map(|p| {
             let name = p.metadata.name.clone()?;
             let (_, _, node) = running.iter().find(|(ns, n, _)| *ns == c.namespace && *n == name)?;
             let labels = p.labels();
-            Some((name, node.clone(), labels.get("isoflop.dev/run")?.clone(), labels.get("isoflop.dev/attempt")?.parse().ok()?))
+            let (run, attempt) = (labels.get("isoflop.dev/run")?.clone(), labels.get("isoflop.dev/attempt")?.parse().ok()?);
+            let live = store.attempt(&run, attempt).ok()??.outcome == AttemptOutcome::Active;
+            let last = store.progress(&run).ok()?.into_iter().rfind(|q| q.attempt == attempt)?;
+            (live && last.step + 10 < last.total_steps).then_some((name, node.clone(), run, attempt))
         })
     };
     let (mut oomed, mut lost) = (None, None);
@@ -398,7 +392,7 @@ fn chaos_on_kubernetes() {
     check(&counts, kills);
     assert_eq!((counts.ooms, counts.nodes_lost), (1, 1), "both faults injected: {counts:?}");
     // The attempts the faults hit ended (failed, or preempted), and their runs succeeded after all.
-    let store = SqliteStore::open(path.join("state/isoflop.db")).unwrap();
+    let store = SqliteStore::open(&db).unwrap();
     for (what, (run, attempt)) in [("OOMKilled", oomed.unwrap()), ("node lost", lost.unwrap())] {
         let a = store.attempt(&run, attempt).unwrap().unwrap();
         eprintln!("{what}: run {run} attempt {attempt} ended {:?} ({:?}): {}", a.outcome, a.failure_class, a.message);
