@@ -171,9 +171,9 @@ impl Counts {
 
 /// Prints the drill's row of the table (and appends it to `ISOFLOP_CHAOS_OUT`), then asserts
 /// the promise: every promised zero, every kill made (nine in ten mid-sweep), every truncated
-/// checkpoint found and set aside, and a restarted `isoflop serve` listening within 10 s (it
+/// checkpoint found and set aside, a restarted `isoflop serve` listening within 10 s (it
 /// waits for no worker an earlier one left: a stuck one held every restart up to its 30 s
-/// SIGKILL grace before).
+/// SIGKILL grace before), and every orphan stopped within 10 s of its SIGTERM.
 pub fn check(c: &Counts, kills: usize) {
     let text = format!("{}\n{}\n", Counts::HEADER, c.row());
     eprintln!("{text}");
@@ -192,6 +192,14 @@ pub fn check(c: &Counts, kills: usize) {
     assert!(c.kills_mid_sweep * 10 >= kills * 9, "the sweep ended too early for the drill: {c:?}");
     assert_eq!(c.set_aside, c.truncations, "every truncated checkpoint was found and set aside: {c:?}");
     assert!(c.slowest_start_seconds < 10.0, "a restart of serve took {:.1} s to listen", c.slowest_start_seconds);
+    // An orphan whose coordinator died stops within seconds of its SIGTERM (it lingered a
+    // whole lease, retrying a port that no longer existed, before issue 13).
+    assert!(
+        c.orphans_sigkilled == 0 && c.orphan_stop_max_seconds < 10.0,
+        "orphans stopped slowly: the slowest after {:.1} s, {} needed SIGKILL",
+        c.orphan_stop_max_seconds,
+        c.orphans_sigkilled
+    );
 }
 
 /// `ISOFLOP_CHAOS_KILLS` (default 10): the coordinator kills of each drill.
