@@ -274,7 +274,7 @@ impl Coordinator {
                 info!(run_id = %a.run_id, attempt = a.attempt, "adopted a running attempt");
                 continue;
             }
-            let orphan = Orphan { run_id: &a.run_id, attempt: a.attempt, executor_ref: &a.executor_ref };
+            let orphan = Orphan::of(&a);
             if self.inner.executor.orphan_alive(&orphan) {
                 let until = self.start_lease() + ORPHAN_STOP_LIMIT.as_millis() as i64;
                 match store.renew_lease(&a.run_id, a.attempt, until) {
@@ -286,8 +286,7 @@ impl Coordinator {
                 let (run_id, attempt) = (a.run_id.clone(), a.attempt);
                 self.inner.orphaned.lock().unwrap_or_else(|p| p.into_inner()).insert(a.run_id.clone());
                 std::thread::spawn(move || {
-                    let orphan = Orphan { run_id: &a.run_id, attempt: a.attempt, executor_ref: &a.executor_ref };
-                    coord.inner.executor.stop_orphan(&orphan);
+                    coord.inner.executor.stop_orphan(&Orphan::of(&a));
                     log_err("requeueing after an orphan stopped", coord.end_orphaned(&a.run_id, a.attempt).map(drop));
                     coord.inner.orphaned.lock().unwrap_or_else(|p| p.into_inner()).remove(&a.run_id);
                     coord.inner.wake.notify_one();

@@ -117,14 +117,15 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| match source.kind() {
-        std::io::ErrorKind::StorageFull => disk_full(path, 0),
+        std::io::ErrorKind::StorageFull => disk_full(path),
         _ => CheckpointError::Io { path: path.to_path_buf(), source },
     }
 }
 
-/// A [`CheckpointError::DiskFull`] for `path`, with what the filesystem says is free.
-fn disk_full(path: &Path, needed: u64) -> CheckpointError {
-    CheckpointError::DiskFull { path: path.to_path_buf(), needed, free: free_bytes(path).unwrap_or(0) }
+/// A [`CheckpointError::DiskFull`] for a small write to `path` that did not fit, with what the
+/// filesystem says is free.
+fn disk_full(path: &Path) -> CheckpointError {
+    CheckpointError::DiskFull { path: path.to_path_buf(), needed: 0, free: free_bytes(path).unwrap_or(0) }
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem holding `path` (or its

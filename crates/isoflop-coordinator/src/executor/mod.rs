@@ -26,6 +26,13 @@ pub struct Orphan<'a> {
     pub executor_ref: &'a str,
 }
 
+impl<'a> Orphan<'a> {
+    /// The stored attempt `a` as an orphan.
+    pub fn of(a: &'a isoflop_store::AttemptRow) -> Self {
+        Orphan { run_id: &a.run_id, attempt: a.attempt, executor_ref: &a.executor_ref }
+    }
+}
+
 use isoflop_core::FailureClass;
 use std::path::PathBuf;
 

@@ -68,14 +68,13 @@ impl ControlService for ControlApi {
         self.check(&req)?;
         let m = req.into_inner();
         // Planning reads the data's manifest (file I/O) and the store.
-        let (r, loaded, succeeded) = self
+        let (r, loaded) = self
             .blocking(move |api| {
                 let path = PathBuf::from(&m.spec_path);
                 let spec = SweepSpec::parse(&path, &m.spec_yaml).map_err(|e| status(e.into()))?;
                 let loaded = LoadedSpec { spec, path, text: m.spec_yaml };
                 let r = api.coord.submit(&loaded).map_err(status)?;
-                let succeeded = r.succeeded;
-                Ok((r, loaded, succeeded))
+                Ok((r, loaded))
             })
             .await?;
         let note = format!(
@@ -92,7 +91,7 @@ impl ControlService for ControlApi {
             reused_evals: r.evals_reused as u32,
             updated: r.updated,
             requeued: r.requeued as u32,
-            succeeded_runs: succeeded as u32,
+            succeeded_runs: r.succeeded as u32,
             note,
         }))
     }
