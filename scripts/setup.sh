@@ -3,8 +3,9 @@
 # and builds the release binary. Safe to re-run: each step is quick when already done.
 #
 #   1. Debian packages for building (C/C++ toolchain, Python venv support), a font for
-#      the PNG plots of reports, and PostgreSQL's server (the tests of the PostgreSQL store
-#      start a throwaway one; about 20 s to install).
+#      the PNG plots of reports, PostgreSQL's server (the tests of the PostgreSQL store
+#      start a throwaway one; about 20 s to install), and mmdebstrap and umoci, which build
+#      the images of deploy/images without a registry (a few seconds).
 #   2. A Python virtual environment with torch==2.11.0, whose libtorch tch links against
 #      ($ISOFLOP_VENV, default $HOME/.cache/isoflop/venv), and transformers==4.57.6 (the
 #      export test loads exported models with it).
@@ -21,7 +22,7 @@ SUDO=()
 [ "$(id -u)" -eq 0 ] || SUDO=(sudo --preserve-env=DEBIAN_FRONTEND)
 
 need=()
-for p in build-essential python3-venv python3-pip ca-certificates git fonts-dejavu-core postgresql; do
+for p in build-essential python3-venv python3-pip ca-certificates git fonts-dejavu-core postgresql mmdebstrap umoci; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -66,6 +66,7 @@ impl Cluster {
             env,
             log_dir: dir.path().join("pod-logs"),
             kubelet_tls: Some(cp.kubelet_tls()),
+            api_server: None,
         };
         let agent = rt.block_on(NodeAgent::start(cp.client(), nodes, opts)).unwrap();
         eprintln!("cluster ready in {:.1} s", t0.elapsed().as_secs_f64());

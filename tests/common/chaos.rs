@@ -646,12 +646,17 @@ impl Drill {
                     assert!(s.success(), "the last isoflop run failed ({s}):\n{}", log.unwrap_or_default());
                     break;
                 }
-                assert!(Instant::now() < deadline, "the sweep did not finish in 900 s");
+                assert!(Instant::now() < deadline, "the sweep did not finish in 900 s\n{}", self.stuck(None));
                 std::thread::sleep(Duration::from_millis(200));
             },
             _ => {
                 while !self.finished() {
-                    assert!(Instant::now() < deadline, "the sweep did not finish in 900 s");
+                    let exited = coordinator.0.try_wait().unwrap();
+                    assert!(
+                        exited.is_none() && Instant::now() < deadline,
+                        "the sweep did not finish in 900 s\n{}",
+                        self.stuck(exited)
+                    );
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 let _ = nix::sys::signal::kill(
@@ -677,6 +682,55 @@ impl Drill {
         c.slowest_start_seconds = self.slowest_start.as_secs_f64();
         self.orphan_stops(&mut c);
         c
+    }
+
+    /// Why the drill's sweep is not finished: the last coordinator (its exit, if it exited, and
+    /// its log's tail), then every unfinished job with its attempts and newest events.
+    fn stuck(&self, exited: Option<std::process::ExitStatus>) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let log = std::fs::read_to_string(self.dir.join(format!("coordinator-{:03}.log", self.starts))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let _ = writeln!(
+            out,
+            "coordinator {} ({}); the last {} lines of its log:",
+            self.starts,
+            exited.map_or("still running".to_string(), |s| format!("exited: {s}")),
+            lines.len().min(60)
+        );
+        for l in &lines[lines.len().saturating_sub(60)..] {
+            let _ = writeln!(out, "  | {l}");
+        }
+        let Some(store) = self.open() else { return out + "the store does not open\n" };
+        let runs = store.sweep_runs(&sweep_name(self.round)).unwrap_or_default();
+        let _ = writeln!(out, "round {}: {} jobs", self.round, runs.len());
+        for r in runs.iter().filter(|r| !r.state.is_terminal()) {
+            let _ = writeln!(
+                out,
+                "job {} {} {:?} attempts {} retries {} not before {} ({})",
+                &r.run_id[..12],
+                r.name,
+                r.state,
+                r.attempts,
+                r.retries_used,
+                r.not_before_ms,
+                r.message
+            );
+            for a in store.attempts(&r.run_id).unwrap_or_default() {
+                let _ = writeln!(
+                    out,
+                    "  attempt {} {:?} ref {:?} lease {} ended {:?} ({})",
+                    a.attempt, a.outcome, a.executor_ref, a.lease_expires_ms, a.ended_ms, a.message
+                );
+            }
+            let events = store.events(&r.run_id).unwrap_or_default();
+            for e in &events[events.len().saturating_sub(6)..] {
+                let _ = writeln!(out, "  event {} {:?} -> {:?} at {} ({})", e.id, e.from, e.to, e.at_ms, e.message);
+            }
+        }
+        let live = workers_in(&self.dir);
+        let _ = writeln!(out, "live workers: {live:?}");
+        out
     }
 
     /// What the coordinators logged of the orphans they stopped.

@@ -29,10 +29,23 @@ pub fn export(run: &str, format: &str, out: &Path, step: Option<u64>, location: 
     if !dir.is_dir() {
         return Err(input(anyhow!("checkpoint {} of run {} is not on disk", dir.display(), row.name)));
     }
-    let done = isoflop_train::export::export_hf(dir, &config, out).map_err(|e| match e {
+    write_hf(dir, &config, out, &row.name, ckpt.step)
+}
+
+#[cfg(feature = "trainer")]
+fn write_hf(dir: &Path, config: &isoflop_core::RunConfig, out: &Path, name: &str, step: u64) -> CliResult {
+    let done = isoflop_train::export::export_hf(dir, config, out).map_err(|e| match e {
         isoflop_train::export::ExportError::Unsupported(_) => input(e),
         e => e.into(),
     })?;
-    println!("exported {} step {} ({}, {} tensors) to {}", row.name, ckpt.step, done.architecture, done.tensors, out.display());
+    println!("exported {name} step {step} ({}, {} tensors) to {}", done.architecture, done.tensors, out.display());
     Ok(())
+}
+
+#[cfg(not(feature = "trainer"))]
+fn write_hf(_: &Path, _: &isoflop_core::RunConfig, _: &Path, _: &str, _: u64) -> CliResult {
+    Err(input(anyhow!(
+        "this isoflop was built without the trainer (the coordinator's build): export --format hf needs libtorch; \
+         run it with the full isoflop (the worker image)"
+    )))
 }

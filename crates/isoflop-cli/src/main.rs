@@ -3,6 +3,7 @@
 //! control path, `isoflop_worker` for `worker`, the planner, the fitter) and renders.
 
 mod args;
+#[cfg(feature = "trainer")]
 mod cmd_bench;
 mod cmd_control;
 mod cmd_data;
@@ -12,6 +13,7 @@ mod cmd_plan;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_store;
+#[cfg(feature = "trainer")]
 mod cmd_worker;
 mod control;
 mod exit;
@@ -214,6 +216,7 @@ enum Command {
         remote: RemoteArgs,
     },
     /// Benchmarks' timed cores (see bench/).
+    #[cfg(feature = "trainer")]
     Bench {
         #[command(subcommand)]
         command: cmd_bench::BenchCommand,
@@ -229,6 +232,7 @@ enum Command {
         command: cmd_data::DataCommand,
     },
     /// Train one attempt for a coordinator (started by executors, not by hand).
+    #[cfg(feature = "trainer")]
     Worker(cmd_worker::WorkerArgs),
 }
 
@@ -273,7 +277,11 @@ fn main() {
         default_sigpipe();
     }
     // The long-lived roles say what they do at info; commands only warn.
-    let level = if matches!(cli.command, Command::Serve { .. } | Command::Worker(_)) { "info" } else { "warn" };
+    #[cfg(feature = "trainer")]
+    let role = matches!(cli.command, Command::Serve { .. } | Command::Worker(_));
+    #[cfg(not(feature = "trainer"))]
+    let role = matches!(cli.command, Command::Serve { .. });
+    let level = if role { "info" } else { "warn" };
     init_logging(cli.log_format, level);
     let result = match cli.command {
         Command::Plan { spec, format, diff: false } => cmd_plan::plan(&spec, format),
@@ -308,9 +316,11 @@ fn main() {
                 }
             }
         }
+        #[cfg(feature = "trainer")]
         Command::Bench { command } => cmd_bench::bench(command),
         Command::Data { command } => cmd_data::data(command),
         Command::Store { command } => cmd_store::store(command),
+        #[cfg(feature = "trainer")]
         Command::Worker(args) => cmd_worker::main(args),
     };
     if let Err(e) = result {

@@ -37,6 +37,8 @@ pub fn lookup(key: &str) -> Option<Throughput> {
 }
 
 /// Records a measurement (best effort: a cache that cannot be written is only a warning).
+/// `isoflop bench` records; a build without the trainer only reads.
+#[cfg_attr(not(feature = "trainer"), allow(dead_code))]
 pub fn record(key: &str, t: Throughput) {
     let Some(p) = path() else { return };
     let mut all = load();

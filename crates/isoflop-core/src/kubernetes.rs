@@ -71,6 +71,16 @@ pub struct KubernetesSpec {
     /// evaluation reads one checkpoint and scores it, and may want less than a training pod.
     #[serde(default)]
     pub eval_resources: Option<PodResources>,
+    /// Size of a memory-backed `/dev/shm` in every worker (a quantity such as `8Gi`; absent:
+    /// the container runtime's default, often 64Mi).
+    #[serde(default)]
+    pub shm_size: Option<String>,
+    /// A ConfigMap of the namespace that owns every Job (and so their pods and Secrets):
+    /// deleting it deletes them. The Helm chart names its serve config, so `helm uninstall`
+    /// leaves no Job behind. The coordinator reads its UID once at start (`get` on that one
+    /// ConfigMap).
+    #[serde(default)]
+    pub owner_config_map: Option<String>,
     /// Kueue LocalQueue: Jobs are created suspended with the queue-name label.
     #[serde(default)]
     pub kueue_queue: Option<String>,
@@ -170,6 +180,15 @@ pub fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// Where [`KubernetesSpec::shm_size`] mounts its memory-backed volume.
+pub const SHM_PATH: &str = "/dev/shm";
+
+/// Whether `s` is a DNS-1123 subdomain (the name of most objects): dot-separated labels, at
+/// most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 /// Whether `s` looks like a Kubernetes quantity (`8`, `500m`, `64Gi`, `1.5`, `2e3`).
 pub fn is_quantity(s: &str) -> bool {
     let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -212,6 +231,7 @@ impl KubernetesSpec {
             ("memory", &self.memory),
             ("eval_resources.cpu", &eval.cpu),
             ("eval_resources.memory", &eval.memory),
+            ("shm_size", &self.shm_size),
         ] {
             if let Some(q) = q
                 && !is_quantity(q)
@@ -237,6 +257,14 @@ impl KubernetesSpec {
             && !is_dns_label(q)
         {
             return err("kueue_queue", format!("`{q}` is not a DNS-1123 label"));
+        }
+        if let Some(o) = &self.owner_config_map
+            && !is_dns_subdomain(o)
+        {
+            return err("owner_config_map", format!("`{o}` is not a ConfigMap name (a DNS-1123 subdomain)"));
+        }
+        if self.volumes.iter().any(|v| v.mount_path == SHM_PATH) && self.shm_size.is_some() {
+            return err("shm_size", format!("a volume is mounted at {SHM_PATH} already"));
         }
         if self.ttl_seconds_after_finished < 0 {
             return err("ttl_seconds_after_finished", "expected seconds >= 0".into());
@@ -275,6 +303,7 @@ volumes:
   - {name: data, claim: isoflop-data, mount_path: /data, read_only: true}
   - {name: ckpt, claim: isoflop-ckpt, mount_path: /ckpt}
 kueue_queue: gpu-queue
+shm_size: 8Gi
 active_deadline_seconds: 86400
 ";
 
@@ -308,6 +337,9 @@ mod tests {
         assert!(bad(|s| s.volumes[0].mount_path = "data".into()).contains("volumes[0].mount_path"));
         assert!(bad(|s| s.coordinator_url = "isoflop:7700".into()).starts_with("executor.coordinator_url"));
         assert!(bad(|s| s.qps = 0.0).starts_with("executor.qps"));
+        assert!(bad(|s| s.shm_size = Some("big".into())).starts_with("executor.shm_size: `big`"));
+        assert!(bad(|s| s.owner_config_map = Some("My_Config".into())).starts_with("executor.owner_config_map"));
+        assert!(bad(|s| s.volumes[0].mount_path = SHM_PATH.into()).starts_with("executor.shm_size"));
         assert!(is_quantity("7500m") && is_quantity("64Gi") && is_quantity("1.5") && is_quantity("2e3") && !is_quantity("Gi"));
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod executor;
 pub mod manifest;
+pub mod rbac;
 pub mod status;
 
 pub use executor::{KubeExecutorError, KubernetesExecutor};

@@ -1,14 +1,14 @@
 //! Pure functions from an attempt and the executor settings to Kubernetes objects.
 
-use isoflop_core::kubernetes::KubernetesSpec;
+use isoflop_core::kubernetes::{KubernetesSpec, SHM_PATH};
 use isoflop_proto::env::{ATTEMPT as ENV_ATTEMPT, COORDINATOR as ENV_COORDINATOR, RUN_ID as ENV_RUN_ID, TOKEN as ENV_TOKEN};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyOnPodConditionsPattern,
     PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
-    SecretKeySelector, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Secret, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -34,6 +34,8 @@ pub const LABEL_KUEUE_QUEUE: &str = "kueue.x-k8s.io/queue-name";
 pub const TOKEN_KEY: &str = "token";
 /// Name of the worker container.
 pub const CONTAINER: &str = "worker";
+/// Name of the memory-backed volume at `/dev/shm` (`shm_size`).
+pub const SHM_VOLUME: &str = "dshm";
 
 /// The attempt a Job is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +147,9 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
             },
         ]),
         resources,
-        volume_mounts: (!cfg.volumes.is_empty()).then(|| {
-            cfg.volumes
+        volume_mounts: (!cfg.volumes.is_empty() || cfg.shm_size.is_some()).then(|| {
+            let mut mounts: Vec<VolumeMount> = cfg
+                .volumes
                 .iter()
                 .map(|v| VolumeMount {
                     name: v.name.clone(),
@@ -155,8 +158,13 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
                     sub_path: v.sub_path.clone(),
                     ..VolumeMount::default()
                 })
-                .collect()
+                .collect();
+            if cfg.shm_size.is_some() {
+                mounts.push(VolumeMount { name: SHM_VOLUME.into(), mount_path: SHM_PATH.into(), ..VolumeMount::default() });
+            }
+            mounts
         }),
+        security_context: Some(SecurityContext { allow_privilege_escalation: Some(false), ..SecurityContext::default() }),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -169,8 +177,9 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
         affinity: cfg.affinity.clone(),
         priority_class_name: cfg.priority_class.clone(),
         service_account_name: cfg.service_account.clone(),
-        volumes: (!cfg.volumes.is_empty()).then(|| {
-            cfg.volumes
+        volumes: (!cfg.volumes.is_empty() || cfg.shm_size.is_some()).then(|| {
+            let mut volumes: Vec<Volume> = cfg
+                .volumes
                 .iter()
                 .map(|v| Volume {
                     name: v.name.clone(),
@@ -180,7 +189,19 @@ pub fn job_for(a: &AttemptRef<'_>, cfg: &KubernetesSpec) -> Job {
                     }),
                     ..Volume::default()
                 })
-                .collect()
+                .collect();
+            if let Some(size) = &cfg.shm_size {
+                volumes.push(Volume {
+                    name: SHM_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        medium: Some("Memory".into()),
+                        size_limit: Some(Quantity(size.clone())),
+                        ..EmptyDirVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                });
+            }
+            volumes
         }),
         ..PodSpec::default()
     };
@@ -309,6 +330,11 @@ mod tests {
         assert_eq!((mounts[0].mount_path.as_str(), mounts[0].read_only), ("/data", Some(true)));
         let vols = pod.volumes.unwrap();
         assert_eq!(vols[1].persistent_volume_claim.as_ref().unwrap().claim_name, "isoflop-ckpt");
+        // shm_size: a memory-backed /dev/shm of that size.
+        let shm = mounts.iter().find(|m| m.mount_path == SHM_PATH).unwrap();
+        let v = vols.iter().find(|v| v.name == shm.name).unwrap().empty_dir.clone().unwrap();
+        assert_eq!((v.medium.as_deref(), v.size_limit), (Some("Memory"), Some(Quantity("8Gi".into()))));
+        assert_eq!(c.security_context.as_ref().unwrap().allow_privilege_escalation, Some(false));
     }
 
     #[test]

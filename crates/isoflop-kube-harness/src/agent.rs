@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -54,8 +54,8 @@ impl NodeSpec {
 /// How the agent maps what a pod asks for onto this machine.
 #[derive(Clone, Debug, Default)]
 pub struct AgentOptions {
-    /// PVC claim name -> local directory. The agent cannot remap paths, so a container's mount path for that
-    /// claim must equal the local directory (else the pod fails with a clear message in its status).
+    /// PVC claim name -> local directory. A container whose mount path for that claim is the local directory runs
+    /// as an ordinary process; any other path is bind-mounted in the pod's own mount namespace (see `volumes`).
     pub volume_dirs: HashMap<String, PathBuf>,
     /// `command[0]` -> local executable (e.g. "isoflop" -> the built test binary); other names resolve via PATH.
     pub commands: HashMap<String, PathBuf>,
@@ -67,6 +67,11 @@ pub struct AgentOptions {
     /// on a free loopback port (written into every Node's `status.daemonEndpoints.kubeletEndpoint.Port`); without,
     /// Nodes name port 10250 and nothing listens there.
     pub kubelet_tls: Option<KubeletTls>,
+    /// The API server's URL (`https://127.0.0.1:PORT`, [`crate::ControlPlane::server`]): every process gets the in-cluster
+    /// environment (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`), as a kubelet gives it, so that a pod's client
+    /// reaches the API server with the service-account token mounted at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`.
+    pub api_server: Option<String>,
 }
 
 /// What the pod's task hears from the watcher.
@@ -399,7 +404,8 @@ impl Inner {
 }
 
 /// Why a pod's container could not be started.
-enum Prep {
+#[derive(Debug)]
+pub(crate) enum Prep {
     /// Retry soon, the pod stays Pending with its container waiting (`CreateContainerConfigError`).
     Retry(String),
     /// The pod fails (`StartError`).
@@ -412,6 +418,8 @@ struct Prepared {
     args: Vec<String>,
     env: Vec<(String, String)>,
     working_dir: Option<PathBuf>,
+    /// The pod's start script, when its volumes need a mount namespace of its own.
+    script: Option<PathBuf>,
 }
 
 /// The kubelet's final delete of a pod whose containers are stopped.
@@ -583,9 +591,20 @@ async fn run_pod_inner(inner: &Arc<Inner>, pod: Pod, mut rx: watch::Receiver<Pod
     let log_path = inner.opts.log_dir.join(format!("{ns}_{name}_{}.log", c.name));
     let out = File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
     let err = out.try_clone().map_err(io_err("cloning a log file handle"))?;
-    let mut cmd = tokio::process::Command::new(&prepared.program);
-    cmd.args(&prepared.args)
-        .env_clear()
+    let mut cmd = match &prepared.script {
+        None => {
+            let mut cmd = tokio::process::Command::new(&prepared.program);
+            cmd.args(&prepared.args);
+            cmd
+        }
+        Some(script) => {
+            // unshare and sh exec into chroot and then the program: one pid, the process group's leader.
+            let mut cmd = tokio::process::Command::new("unshare");
+            cmd.args(["--mount", "--propagation", "private", "/bin/sh"]).arg(script).arg(&prepared.program).args(&prepared.args);
+            cmd
+        }
+    };
+    cmd.env_clear()
         .envs(prepared.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(out)
@@ -712,37 +731,28 @@ impl Inner {
         if c.env_from.as_ref().is_some_and(|v| !v.is_empty()) {
             return Err(Prep::Fatal("envFrom is not supported by the isoflop node agent".into()));
         }
-        // Volumes: PVCs map to local directories whose path must equal the mount path.
-        for m in c.volume_mounts.iter().flatten() {
-            let Some(v) = spec.volumes.iter().flatten().find(|v| v.name == m.name) else {
-                return Err(Prep::Fatal(format!("volume mount {} names no volume of the pod", m.name)));
-            };
-            let Some(pvc) = &v.persistent_volume_claim else { continue };
-            let Some(dir) = self.opts.volume_dirs.get(&pvc.claim_name) else {
-                return Err(Prep::Fatal(format!(
-                    "PersistentVolumeClaim {:?} (volume {}) has no local directory in the node agent's volume_dirs",
-                    pvc.claim_name, v.name
-                )));
-            };
-            let local = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                Some(sub) => dir.join(sub),
-                None => dir.clone(),
-            };
-            if Path::new(&m.mount_path) != local {
-                return Err(Prep::Fatal(format!(
-                    "volume {} (claim {:?}) is mounted at {} but its local directory is {}; the isoflop node agent cannot \
-                     remap paths, so the mount path must equal the local directory",
-                    v.name,
-                    pvc.claim_name,
-                    m.mount_path,
-                    local.display()
-                )));
-            }
-        }
+        // Volumes: claims at their local directories need nothing; anything else is mounted in a namespace of the pod's own.
+        let pod_dir = self.opts.log_dir.join(".pods").join(pod.metadata.uid.as_deref().unwrap_or("unknown"));
+        let mounts = crate::volumes::mounts(&self.client, pod, c, &pod_dir, &self.opts.volume_dirs).await?;
+        let script = if mounts.is_empty() {
+            None
+        } else {
+            let text = crate::volumes::start_script(&pod_dir, &mounts)?;
+            let path = pod_dir.join("start.sh");
+            std::fs::write(&path, text).map_err(|e| Prep::Fatal(format!("writing {}: {e}", path.display())))?;
+            Some(path)
+        };
         // Environment: the agent's, the options', then the container's.
         let mut env = self.base_env.clone();
         env.extend(self.opts.env.iter().cloned());
         env.push(("HOSTNAME".into(), pod.name_any()));
+        if let Some((host, port)) =
+            self.opts.api_server.as_deref().and_then(|u| u.strip_prefix("https://")).and_then(|h| h.rsplit_once(':'))
+        {
+            env.push(("KUBERNETES_SERVICE_HOST".into(), host.to_string()));
+            env.push(("KUBERNETES_SERVICE_PORT".into(), port.to_string()));
+            env.push(("KUBERNETES_SERVICE_PORT_HTTPS".into(), port.to_string()));
+        }
         for e in c.env.iter().flatten() {
             let value = match (&e.value, &e.value_from) {
                 (Some(v), _) => Some(v.clone()),
@@ -811,6 +821,6 @@ impl Inner {
         }
         let first = argv.remove(0);
         let program = self.opts.commands.get(&first).cloned().unwrap_or_else(|| PathBuf::from(&first));
-        Ok(Prepared { program, args: argv, env, working_dir: c.working_dir.as_ref().map(PathBuf::from) })
+        Ok(Prepared { program, args: argv, env, working_dir: c.working_dir.as_ref().map(PathBuf::from), script })
     }
 }

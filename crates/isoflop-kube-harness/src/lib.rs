@@ -21,10 +21,17 @@
 //! graceful deletion (SIGTERM to the process group, SIGKILL after `deletionGracePeriodSeconds`, then the final
 //! delete with `gracePeriodSeconds=0`), resolves `env` values (`value`, `valueFrom.secretKeyRef`,
 //! `valueFrom.fieldRef` for the pod's name/namespace/node/IPs), and maps PersistentVolumeClaims to local
-//! directories ([`AgentOptions::volume_dirs`]); it cannot remap paths, so a claim's mount path must equal its
-//! local directory. Other volumes (projected service-account tokens, emptyDir, ...) are ignored, `envFrom` and
-//! `$(VAR)` expansion are not supported, resource limits are not enforced (use [`NodeAgent::oom_kill`] to play
-//! the kernel's OOM killer), the working directory is the agent's own, and `HOSTNAME` is set to the pod name.
+//! directories ([`AgentOptions::volume_dirs`]). A pod whose claims are mounted at their local directories (the
+//! workers of the executor's tests) runs as a plain process. A pod with any other volume mount gets a mount
+//! namespace and a root of its own, as from a container runtime: ConfigMap, Secret, downward API and projected
+//! volumes are written out (a projected service-account token is a real token of the pod's ServiceAccount, bound
+//! to the pod, from the TokenRequest API; `kube-root-ca.crt` is the cluster CA), emptyDir is a fresh directory,
+//! claims and hostPath are bind mounts, each at its mount path (read-only where asked), and nothing of it is seen
+//! outside the pod (`volumes.rs`). With [`AgentOptions::api_server`] every process gets the in-cluster
+//! environment, so a client in the pod talks to the API server as the pod's ServiceAccount. `envFrom` and
+//! `$(VAR)` expansion are not supported, resource limits and security contexts are not enforced (use
+//! [`NodeAgent::oom_kill`] to play the kernel's OOM killer), the working directory is the agent's own, and
+//! `HOSTNAME` is set to the pod name.
 //!
 //! # `pods/log`: the kubelet endpoint
 //!
@@ -94,6 +101,7 @@ mod agent;
 mod certs;
 mod controlplane;
 mod kubelet;
+mod volumes;
 
 pub use agent::{AgentOptions, NodeAgent, NodeSpec};
 pub use controlplane::ControlPlane;

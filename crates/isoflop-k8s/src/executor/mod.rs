@@ -29,7 +29,8 @@ use crate::status::{JobVerdict, job_verdict};
 use isoflop_coordinator::executor::{Executor, ExecutorError, ExecutorEvent, LaunchSpec, Orphan};
 use isoflop_core::kubernetes::KubernetesSpec;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams};
 use kube::{Client, Config, ResourceExt};
 use std::collections::HashMap;
@@ -83,6 +84,7 @@ struct Shared {
     jobs: Api<Job>,
     pods: Api<Pod>,
     secrets: Api<Secret>,
+    config_maps: Api<ConfigMap>,
     limiter: Limiter,
     tracked: Mutex<HashMap<Key, Tracked>>,
     events: UnboundedSender<ExecutorEvent>,
@@ -90,6 +92,8 @@ struct Shared {
     tasks: TaskTracker,
     /// Stops the watchers and the stuck-pod check.
     stop: CancellationToken,
+    /// What every Job names as its owner (`owner_config_map`), once its UID is known.
+    owner: std::sync::OnceLock<OwnerReference>,
 }
 
 /// The `kubernetes` executor.
@@ -142,6 +146,7 @@ impl KubernetesExecutor {
         events: UnboundedSender<ExecutorEvent>,
     ) -> Result<Self, KubeExecutorError> {
         let exec = Self::build(config, cfg, artifacts, events)?;
+        exec.resolve_owner().await?;
         exec.adopt().await?;
         exec.shared.start_watching();
         Ok(exec)
@@ -181,17 +186,42 @@ impl KubernetesExecutor {
             limiter: Limiter::new(cfg.qps, cfg.burst),
             jobs: Api::namespaced(client.clone(), &ns),
             pods: Api::namespaced(client.clone(), &ns),
-            secrets: Api::namespaced(client, &ns),
+            secrets: Api::namespaced(client.clone(), &ns),
+            config_maps: Api::namespaced(client, &ns),
             cfg,
             artifacts,
             tracked: Mutex::default(),
             events,
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            owner: std::sync::OnceLock::new(),
         });
         // Set once, just after construction: it cannot have been set already.
         let _ = shared.this.set(Arc::downgrade(&shared));
         KubernetesExecutor { shared, calls }
+    }
+
+    /// Reads the UID of `owner_config_map`, which every Job then names as its owner (so that
+    /// deleting the ConfigMap, as `helm uninstall` does, deletes the Jobs, their pods and
+    /// Secrets). A missing ConfigMap is a configuration error: the coordinator does not start.
+    async fn resolve_owner(&self) -> Result<(), KubeExecutorError> {
+        let Some(name) = self.shared.cfg.owner_config_map.clone() else { return Ok(()) };
+        self.shared.limiter.acquire().await;
+        let map = self.shared.config_maps.get_opt(&name).await?.ok_or_else(|| {
+            KubeExecutorError::Config(format!(
+                "executor.owner_config_map: ConfigMap {name} not found in namespace {}",
+                self.shared.cfg.namespace
+            ))
+        })?;
+        let owner = OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name,
+            uid: map.uid().unwrap_or_default(),
+            ..OwnerReference::default()
+        };
+        let _ = self.shared.owner.set(owner);
+        Ok(())
     }
 
     /// Adopts what an earlier coordinator started: every Job of ours (finished ones as done).

@@ -82,7 +82,10 @@ impl Shared {
             eval: spec.eval,
         };
         let secret = secret_for(&a, &self.cfg, &spec.token);
-        let job = job_for(&a, &self.cfg);
+        let mut job = job_for(&a, &self.cfg);
+        if let Some(owner) = self.owner.get() {
+            job.metadata.owner_references = Some(vec![owner.clone()]);
+        }
         let mut delay = Duration::from_millis(500);
         for attempt in 0.. {
             match self.try_create(&secret, &job).await {
