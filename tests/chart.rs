@@ -194,9 +194,15 @@ fn chart_lints_renders_and_refuses_bad_values() {
         c.eq(&format!("{name}: allowPrivilegeEscalation"), sc["allowPrivilegeEscalation"].as_bool(), Some(false));
         c.eq(&format!("{name}: privileged"), sc["privileged"].as_bool(), Some(false));
         c.check(format!("{name}: capabilities drop ALL"), strings(&sc["capabilities"]["drop"]).contains("ALL"));
-        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-            c.check(format!("{name}: {probe}"), ctr[probe].is_mapping());
+        for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")] {
+            c.eq(&format!("{name}: {probe}"), ctr[probe]["httpGet"]["path"].as_str(), Some(path));
+            c.eq(&format!("{name}: {probe} port"), ctr[probe]["httpGet"]["port"].as_str(), Some("http"));
         }
+        let service = one(&docs, "Service");
+        let ports: BTreeSet<String> =
+            service["spec"]["ports"].as_sequence().unwrap().iter().filter_map(|p| p["name"].as_str().map(String::from)).collect();
+        c.eq(&format!("{name}: Service ports"), ports, BTreeSet::from(["grpc".to_string(), "http".to_string()]));
+        c.check(format!("{name}: no ServiceMonitor unless asked"), !docs.iter().any(|d| kind_of(d) == "ServiceMonitor"));
         c.check(format!("{name}: resources"), ctr["resources"]["requests"].is_mapping());
         let claim = values["persistence"]["existingClaim"].as_str().unwrap_or("rel-isoflop-store").to_string();
         let claims: BTreeSet<String> = pod["volumes"]
@@ -228,6 +234,7 @@ fn chart_lints_renders_and_refuses_bad_values() {
                     continue;
                 };
                 c.eq(&format!("{name}: executor namespace"), k.namespace.as_str(), "isoflop");
+                c.eq(&format!("{name}: http_listen"), cfg.config.http_listen.as_deref(), Some("0.0.0.0:7701"));
                 c.eq(&format!("{name}: owner"), k.owner_config_map.as_deref(), Some("rel-isoflop"));
                 c.eq(&format!("{name}: worker service account"), k.service_account.as_deref(), Some("rel-isoflop-worker"));
                 c.eq(&format!("{name}: coordinator_url"), k.coordinator_url.as_str(), "http://rel-isoflop.isoflop.svc:7700");
@@ -239,6 +246,20 @@ fn chart_lints_renders_and_refuses_bad_values() {
                 c.eq(&format!("{name}: database URL from a Secret"), env.contains("ISOFLOP_DATABASE_URL"), pg);
             }
         }
+    }
+
+    // A ServiceMonitor when asked, scraping the Service's http port.
+    let docs = template(&helm, &["--set", "metrics.serviceMonitor.enabled=true"]).unwrap();
+    let sm = one(&docs, "ServiceMonitor");
+    c.eq("ServiceMonitor port", sm["spec"]["endpoints"][0]["port"].as_str(), Some("http"));
+    c.eq("ServiceMonitor path", sm["spec"]["endpoints"][0]["path"].as_str(), Some("/metrics"));
+
+    // The claim outlives `helm uninstall` unless asked.
+    for (args, keep) in [(vec![], true), (vec!["--set", "persistence.keepOnUninstall=false"], false)] {
+        let docs = template(&helm, &args).unwrap();
+        let pvc = one(&docs, "PersistentVolumeClaim");
+        let policy = pvc["metadata"]["annotations"]["helm.sh/resource-policy"].as_str();
+        c.eq(&format!("claim kept ({args:?})"), policy, keep.then_some("keep"));
     }
 
     // The schema refuses wrong values at install, naming the key.

@@ -221,6 +221,7 @@ fn the_chart_installs_runs_a_sweep_as_its_service_account_upgrades_and_uninstall
 
     // The values of a cluster whose pods share this machine's network and paths.
     let port = free_port();
+    let http_port = free_port();
     let values = dir_path.join("values.yaml");
     std::fs::write(
         &values,
@@ -228,6 +229,7 @@ fn the_chart_installs_runs_a_sweep_as_its_service_account_upgrades_and_uninstall
             "image: {{repository: isoflop/coordinator, tag: test}}
 coordinator:
   port: {port}
+  httpPort: {http_port}
   workerUrl: http://127.0.0.1:{port}
   resources: {{requests: {{cpu: 100m, memory: 256Mi}}}}
 persistence:
@@ -290,7 +292,7 @@ workers:
     env.rt.block_on(env.cp.create_local_pvc("other", "isoflop-data", &corpus)).unwrap_or_else(|e| panic!("{e}"));
     let other_port = free_port().to_string();
     let mount = format!("persistence.mountPath={}", other_store.display());
-    let port_value = format!("coordinator.port={other_port}");
+    let port_value = format!("coordinator.port={other_port},coordinator.httpPort={}", free_port());
     let out = env.helm_in(
         "other",
         &[
@@ -342,6 +344,24 @@ workers:
     assert!(out.status.success(), "watch: {}\n{}", show(&out), env.coordinator_log());
     assert!(String::from_utf8_lossy(&out.stdout).contains("8/8 done"), "{}", show(&out));
     eprintln!("tiny sweep (4 runs, 4 evaluations) through the chart's coordinator in {:.1} s", t.elapsed().as_secs_f64());
+    // Health and metrics on the HTTP port (what the probes and a ServiceMonitor read).
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"), "{}", get("/readyz"));
+    let scrape = get("/metrics");
+    for series in [
+        r#"isoflop_jobs{sweep="tiny",state="succeeded",kind="train"} 4"#,
+        r#"isoflop_jobs{sweep="tiny",state="succeeded",kind="eval"} 4"#,
+        r#"isoflop_kubernetes_api_requests_total{request="POST jobs"}"#,
+    ] {
+        assert!(scrape.contains(series), "{series} in the scrape:\n{scrape}");
+    }
     let cms: Api<ConfigMap> = env.api();
     let owner_uid = env.rt.block_on(cms.get(FULLNAME)).unwrap().uid().unwrap();
     let jobs: Api<Job> = env.api();
@@ -356,6 +376,16 @@ workers:
             j.name_any()
         );
     }
+
+    // Each token Secret is the ConfigMap's until its Job exists, then the Job's alone (the
+    // rate-limited patch may land after a fast attempt ended).
+    let secrets: Api<Secret> = env.api();
+    let selector = ListParams::default().labels("app.kubernetes.io/managed-by=isoflop-coordinator");
+    env.until(30, "every worker token owned by its Job", |e| {
+        let tokens = e.rt.block_on(secrets.list(&selector)).ok()?.items;
+        let by_job = |t: &Secret| t.metadata.owner_references.as_ref().is_some_and(|o| o.len() == 1 && o[0].kind == "Job");
+        (!tokens.is_empty() && tokens.iter().all(by_job)).then_some(())
+    });
 
     // Least privilege: the ServiceAccount's own token reads no Secret and touches no other
     // namespace; what the coordinator does is allowed.
@@ -408,13 +438,27 @@ workers:
     let t = Instant::now();
     let out = env.helm(&["uninstall", RELEASE, "--wait"]);
     assert!(out.status.success(), "helm uninstall: {}", show(&out));
-    let secrets: Api<Secret> = env.api();
-    let left = env.until(120, "no Job, pod or Secret of the release left", |e| {
-        let jobs = e.rt.block_on(jobs.list(&ListParams::default())).ok()?.items.len();
-        let pods = e.rt.block_on(pods.list(&ListParams::default())).ok()?.items.len();
-        let secrets = e.rt.block_on(secrets.list(&ListParams::default())).ok()?.items.len();
-        (jobs + pods + secrets == 0 && e.agent.running().is_empty()).then_some((jobs, pods, secrets))
-    });
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let left = loop {
+        let names = |l: Vec<String>| l.join(" ");
+        let j = env.rt.block_on(jobs.list(&ListParams::default())).unwrap().items;
+        let p = env.rt.block_on(pods.list(&ListParams::default())).unwrap().items;
+        let s = env.rt.block_on(secrets.list(&ListParams::default())).unwrap().items;
+        let running = env.agent.running();
+        if j.len() + p.len() + s.len() == 0 && running.is_empty() {
+            break (j.len(), p.len(), s.len());
+        }
+        seen = format!(
+            "Jobs: {}; pods: {}; Secrets: {}; processes: {running:?}",
+            names(j.iter().map(|x| x.name_any()).collect()),
+            names(p.iter().map(|x| x.name_any()).collect()),
+            names(s.iter().map(|x| x.name_any()).collect())
+        );
+        assert!(Instant::now() < deadline, "left 120 s after helm uninstall: {seen}\n{}", env.coordinator_log());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = seen;
     eprintln!("uninstalled: {left:?} Jobs, pods, Secrets left after {:.1} s", t.elapsed().as_secs_f64());
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     assert!(env.rt.block_on(pvcs.get_opt(&format!("{FULLNAME}-store"))).unwrap().is_some(), "the store's claim is kept");

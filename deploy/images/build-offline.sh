@@ -54,7 +54,10 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.l
     [ -s "$f" ] && grep -qE '^(deb |Types:)' "$f" && sources+=("$f")
 done
 [ "${#sources[@]}" -gt 0 ] || { echo "build-offline: no apt sources on this machine" >&2; exit 1; }
-mmdebstrap --quiet --mode=root --variant=essential --include=ca-certificates,libgcc-s1 --format=tar \
+include=ca-certificates,libgcc-s1
+# libtorch is C++ (and OpenMP).
+[ "$kind" = worker ] && include="$include,libstdc++6,libgomp1"
+mmdebstrap --quiet --mode=root --variant=essential --include="$include" --format=tar \
     --customize-hook='echo "isoflop:x:10001:10001:isoflop:/home/isoflop:/usr/sbin/nologin" >>"$1/etc/passwd"' \
     --customize-hook='echo "isoflop:x:10001:" >>"$1/etc/group"' \
     --customize-hook='install -d -o 10001 -g 10001 -m 0750 "$1/home/isoflop"' \

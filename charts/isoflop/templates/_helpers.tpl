@@ -64,6 +64,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default .Values.coordinator.port .Values.service.port -}}
 {{- end -}}
 
+{{- define "isoflop.serviceHttpPort" -}}
+{{- default .Values.coordinator.httpPort .Values.service.httpPort -}}
+{{- end -}}
+
 {{- define "isoflop.image" -}}
 {{- printf "%s:%s" .repository (default .appVersion .tag) -}}
 {{- end -}}

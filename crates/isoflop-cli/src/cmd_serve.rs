@@ -17,8 +17,14 @@ pub fn serve(config_path: &Path) -> CliResult {
     rt.block_on(async {
         let executor = &loaded.config.executor;
         let endpoint = Endpoint { listen: Some(loaded.config.listen.clone()), worker_url: loaded.config.worker_url.clone() };
-        // The port first: a taken one creates no store and no lock file.
+        // The ports first: a taken one creates no store and no lock file.
         let listener = Host::bind(executor, &endpoint).await.map_err(server)?;
+        let http = match &loaded.config.http_listen {
+            None => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| {
+                server(isoflop_server::ServerError::Bind { addr: addr.clone(), source })
+            })?),
+        };
         // The lock and the store block (a PostgreSQL round trip): off the async runtime.
         let location = loaded.store.clone();
         let (_lock, store) = tokio::task::spawn_blocking(move || {
@@ -59,6 +65,14 @@ pub fn serve(config_path: &Path) -> CliResult {
             println!("{unfinished} unfinished run(s) in the store; scheduling them");
         }
         let serving = host.start(loaded.admin_token.clone());
+        let http_stop = tokio_util::sync::CancellationToken::new();
+        let http_server = match http {
+            None => None,
+            Some(l) => {
+                println!("http on {}: /healthz, /readyz, /metrics", l.local_addr()?);
+                Some(tokio::spawn(isoflop_server::http::serve_http(l, serving.http_state(), http_stop.clone())))
+            }
+        };
         let reporter = tokio::spawn(report_settled_sweeps(coord.clone(), loaded.store.clone(), loaded.artifacts.clone()));
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("SIGTERM handler")?;
         tokio::select! {
@@ -72,6 +86,14 @@ pub fn serve(config_path: &Path) -> CliResult {
         );
         reporter.abort();
         serving.stop().await;
+        http_stop.cancel();
+        if let Some(h) = http_server {
+            match h.await {
+                Ok(Err(e)) => tracing::error!("http server: {e}"),
+                Err(e) => tracing::error!("http server task: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
         if let Some(calls) = calls {
             let runs: usize = coord.blocking(|c| c.sweeps()).await?.iter().map(|(_, r)| r.len()).sum();
             println!("{}", kube_calls_line(&calls, runs));

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 pub struct ServeConfig {
     /// `ADDRESS:PORT` of the gRPC server (worker and control APIs).
     pub listen: String,
+    /// `ADDRESS:PORT` of the HTTP server: `/healthz`, `/readyz`, `/metrics` (none without it).
+    #[serde(default)]
+    pub http_listen: Option<String>,
     /// How workers reach the coordinator (default: kubernetes `executor.coordinator_url`;
     /// local `http://<listen address>`).
     #[serde(default)]
@@ -68,6 +71,11 @@ impl ServeConfig {
         let err = |key: &str, msg: String| Err(SpecError::at(file, key, msg));
         if config.listen.parse::<std::net::SocketAddr>().is_err() {
             return err("listen", format!("`{}`: expected ADDRESS:PORT, e.g. 0.0.0.0:7700", config.listen));
+        }
+        if let Some(h) = &config.http_listen
+            && h.parse::<std::net::SocketAddr>().is_err()
+        {
+            return err("http_listen", format!("`{h}`: expected ADDRESS:PORT, e.g. 0.0.0.0:7701"));
         }
         if let Some(u) = &config.worker_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
@@ -132,6 +140,7 @@ mod tests {
         assert_eq!(c.config.executor.max_parallel(), 2);
         assert!(err(&format!("{ok}bogus: 1\n")).contains("unknown field `bogus`"));
         assert!(err(&ok.replace("0.0.0.0:7700", "nowhere")).starts_with("/etc/isoflop/serve.yaml: listen: `nowhere`"));
+        assert!(err(&format!("{ok}http_listen: port-80\n")).starts_with("/etc/isoflop/serve.yaml: http_listen: `port-80`"));
         assert!(err(&ok.replace("max_parallel: 2", "max_parallel: 0")).contains("executor.max_parallel: expected at least 1"));
         assert!(err(&format!("{ok}admin_token_file: /nonexistent/token\n")).contains("admin_token_file: cannot read"));
         let pg = "listen: 0.0.0.0:7700\nstore: {postgres: {url: 'postgres://isoflop@db/isoflop'}}\nexecutor: {kind: local}\n";

@@ -140,6 +140,11 @@ impl Serving {
         self.kube.as_deref()
     }
 
+    /// What the HTTP side (`/readyz`, `/metrics`) reads.
+    pub fn http_state(&self) -> crate::http::HttpState {
+        crate::http::HttpState { coord: self.coord.clone(), kube: self.kube.clone() }
+    }
+
     /// Stops scheduling (live local workers checkpoint and stop; Kubernetes Jobs are left
     /// running for the next coordinator to adopt), waits for the executor's background work,
     /// then stops serving.

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod config;
 pub mod host;
+pub mod http;
 pub mod local;
 pub mod lock;
 

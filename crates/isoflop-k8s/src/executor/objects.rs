@@ -81,10 +81,14 @@ impl Shared {
             artifacts_key: &spec.artifacts_key,
             eval: spec.eval,
         };
-        let secret = secret_for(&a, &self.cfg, &spec.token);
+        let mut secret = secret_for(&a, &self.cfg, &spec.token);
         let mut job = job_for(&a, &self.cfg);
         if let Some(owner) = self.owner.get() {
             job.metadata.owner_references = Some(vec![owner.clone()]);
+            // Until the Job exists and becomes its owner (the patch below replaces the list),
+            // the Secret is the ConfigMap's too: one left by a create that failed between the
+            // two (the Role gone mid-uninstall, the coordinator killed) is collected with it.
+            secret.metadata.owner_references = Some(vec![owner.clone()]);
         }
         let mut delay = Duration::from_millis(500);
         for attempt in 0.. {
