@@ -9,24 +9,20 @@
 //! is counted; the test prints `chart: N passed, N failed` and fails when any failed.
 //! `scripts/test.sh` runs it in a phase of its own, so that the line shows in CI.
 
+mod common;
+
+use serde::Deserialize;
 use serde_yaml::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    common::repo_root()
 }
 
 fn chart() -> PathBuf {
     root().join("charts/isoflop")
-}
-
-/// The helm binary (built on first use).
-fn helm() -> PathBuf {
-    let out = Command::new("bash").arg(root().join("scripts/helm.sh")).output().expect("bash runs scripts/helm.sh");
-    assert!(out.status.success(), "scripts/helm.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 fn variants() -> Vec<PathBuf> {
@@ -64,8 +60,6 @@ fn template(helm: &Path, args: &[&str]) -> Result<Vec<Value>, String> {
     }
     Ok(docs)
 }
-
-use serde::Deserialize;
 
 fn kind_of(d: &Value) -> &str {
     d["kind"].as_str().unwrap_or_default()
@@ -148,7 +142,7 @@ fn serve_config_accepted(docs: &[Value]) -> Result<isoflop_server::LoadedConfig,
 
 #[test]
 fn chart_lints_renders_and_refuses_bad_values() {
-    let helm = helm();
+    let helm = common::helm_bin();
     let mut c = Checks::default();
 
     for v in variants() {

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{TINY_SWEEP, bin, isoflop, show, write_spec};
+use common::{TINY_SWEEP, bin, helm_bin, isoflop, repo_root, show, write_spec};
 use isoflop_kube_harness::{AgentOptions, ControlPlane, NodeAgent, NodeSpec, controlplane_bin_dir};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
@@ -22,23 +22,13 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, ResourceExt};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const NS: &str = "isoflop";
 const RELEASE: &str = "rel";
 const FULLNAME: &str = "rel-isoflop";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn helm_bin() -> PathBuf {
-    let out = Command::new("bash").arg(root().join("scripts/helm.sh")).output().expect("bash runs scripts/helm.sh");
-    assert!(out.status.success(), "scripts/helm.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 struct Env {
     agent: NodeAgent,
@@ -179,7 +169,7 @@ fn is_forbidden<T: std::fmt::Debug>(r: &Result<T, kube::Error>) -> bool {
 #[test]
 fn the_chart_installs_runs_a_sweep_as_its_service_account_upgrades_and_uninstalls() {
     let t0 = Instant::now();
-    let repo = root();
+    let repo = repo_root();
     let helm = helm_bin();
     let bins = controlplane_bin_dir(&repo).unwrap_or_else(|e| panic!("the test control plane is not available: {e}"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -438,7 +428,6 @@ workers:
     let t = Instant::now();
     let out = env.helm(&["uninstall", RELEASE, "--wait"]);
     assert!(out.status.success(), "helm uninstall: {}", show(&out));
-    let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let left = loop {
         let names = |l: Vec<String>| l.join(" ");
@@ -449,7 +438,7 @@ workers:
         if j.len() + p.len() + s.len() == 0 && running.is_empty() {
             break (j.len(), p.len(), s.len());
         }
-        seen = format!(
+        let seen = format!(
             "Jobs: {}; pods: {}; Secrets: {}; processes: {running:?}",
             names(j.iter().map(|x| x.name_any()).collect()),
             names(p.iter().map(|x| x.name_any()).collect()),
@@ -458,7 +447,6 @@ workers:
         assert!(Instant::now() < deadline, "left 120 s after helm uninstall: {seen}\n{}", env.coordinator_log());
         std::thread::sleep(Duration::from_millis(250));
     };
-    let _ = seen;
     eprintln!("uninstalled: {left:?} Jobs, pods, Secrets left after {:.1} s", t.elapsed().as_secs_f64());
     let pvcs: Api<PersistentVolumeClaim> = env.api();
     assert!(env.rt.block_on(pvcs.get_opt(&format!("{FULLNAME}-store"))).unwrap().is_some(), "the store's claim is kept");

@@ -167,3 +167,15 @@ pub fn spawn_serve_in(config: &Path, log: &Path, env: &[(&str, &str)], dir: Opti
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// The helm binary `scripts/helm.sh` builds (once per version) and names.
+pub fn helm_bin() -> PathBuf {
+    let out = Command::new("bash").arg(repo_root().join("scripts/helm.sh")).output().expect("bash runs scripts/helm.sh");
+    assert!(out.status.success(), "scripts/helm.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
