@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -758,34 +758,22 @@ impl Inner {
                 (Some(v), _) => Some(v.clone()),
                 (None, None) => Some(String::new()),
                 (None, Some(src)) => {
+                    // A missing optional object or key is no variable; a missing required one waits.
                     if let Some(r) = &src.secret_key_ref {
-                        let secret = Api::<Secret>::namespaced(self.client.clone(), &ns)
-                            .get_opt(&r.name)
-                            .await
-                            .map_err(|e| Prep::Retry(format!("reading secret {:?}: {e}", r.name)))?;
                         let optional = r.optional.unwrap_or(false);
-                        match secret {
+                        let data = crate::volumes::secret_data(&self.client, &ns, &r.name, optional).await?;
+                        match data.get(&r.key) {
+                            Some(b) => Some(String::from_utf8_lossy(b).into_owned()),
                             None if optional => None,
-                            None => return Err(Prep::Retry(format!("secret {:?} not found", r.name))),
-                            Some(s) => match s.data.as_ref().and_then(|d| d.get(&r.key)) {
-                                Some(b) => Some(String::from_utf8_lossy(&b.0).into_owned()),
-                                None if optional => None,
-                                None => {
-                                    return Err(Prep::Retry(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name)));
-                                }
-                            },
+                            None => return Err(Prep::Retry(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name))),
                         }
                     } else if let Some(r) = &src.config_map_key_ref {
-                        let cm = Api::<ConfigMap>::namespaced(self.client.clone(), &ns)
-                            .get_opt(&r.name)
-                            .await
-                            .map_err(|e| Prep::Retry(format!("reading configmap {:?}: {e}", r.name)))?;
                         let optional = r.optional.unwrap_or(false);
-                        match cm.as_ref().map(|cm| cm.data.as_ref().and_then(|d| d.get(&r.key))) {
-                            Some(Some(v)) => Some(v.clone()),
-                            _ if optional => None,
-                            None => return Err(Prep::Retry(format!("configmap {:?} not found", r.name))),
-                            Some(None) => {
+                        let data = crate::volumes::config_map_data(&self.client, &ns, &r.name, optional).await?;
+                        match data.get(&r.key) {
+                            Some(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                            None if optional => None,
+                            None => {
                                 return Err(Prep::Retry(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name)));
                             }
                         }

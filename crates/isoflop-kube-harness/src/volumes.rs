@@ -57,7 +57,12 @@ fn write_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<K
     }
 }
 
-async fn config_map_data(client: &Client, ns: &str, name: &str, optional: bool) -> Result<BTreeMap<String, Vec<u8>>, Prep> {
+pub(crate) async fn config_map_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, Prep> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
@@ -74,7 +79,12 @@ async fn config_map_data(client: &Client, ns: &str, name: &str, optional: bool) 
     }
 }
 
-async fn secret_data(client: &Client, ns: &str, name: &str, optional: bool) -> Result<BTreeMap<String, Vec<u8>>, Prep> {
+pub(crate) async fn secret_data(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>, Prep> {
     let s = Api::<Secret>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await
