@@ -727,6 +727,29 @@ impl Drill {
             for e in &events[events.len().saturating_sub(6)..] {
                 let _ = writeln!(out, "  event {} {:?} -> {:?} at {} ({})", e.id, e.from, e.to, e.at_ms, e.message);
             }
+            // An evaluation job waits for its checkpoint: what the store and the disk hold.
+            if let Some(e) = &r.eval
+                && let Ok(Some(parent)) = store.run(&e.parent)
+            {
+                let ckpts = store.checkpoints(&e.parent).unwrap_or_default();
+                let rows: Vec<String> = ckpts.iter().map(|c| format!("{}@attempt{}", c.step, c.attempt)).collect();
+                let _ = writeln!(
+                    out,
+                    "  waits for step {} of {} ({:?}, {} attempts); checkpoint rows {rows:?}",
+                    e.step, parent.name, parent.state, parent.attempts
+                );
+                if let Some(dir) = ckpts.last().and_then(|c| Path::new(&c.path).parent().map(Path::to_path_buf)) {
+                    let mut names: Vec<String> = std::fs::read_dir(&dir)
+                        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                        .unwrap_or_default();
+                    names.sort();
+                    let _ = writeln!(out, "  on disk: {names:?}");
+                }
+                let events = store.events(&e.parent).unwrap_or_default();
+                for ev in events.iter().filter(|ev| ev.from == ev.to || ev.to.is_terminal()) {
+                    let _ = writeln!(out, "  parent event {} attempt {:?}: {:?} ({})", ev.id, ev.attempt, ev.to, ev.message);
+                }
+            }
         }
         let live = workers_in(&self.dir);
         let _ = writeln!(out, "live workers: {live:?}");

@@ -72,6 +72,7 @@ pub fn run_all(store: &dyn Store, clock: &ManualClock) {
     deleting_a_sweep_keeps_what_another_shares(store);
     a_stale_attempt_writes_nothing(store, clock);
     a_large_submission_is_stored_whole(store);
+    a_rejected_checkpoint_removes_an_earlier_attempts_row_only(store);
 }
 
 /// The same run in two sweeps is stored once; resubmitting a sweep changes nothing; a run
@@ -199,13 +200,16 @@ pub fn reports_are_all_or_nothing(store: &dyn Store) {
         .report("r2", 1, &Report { lease_expires_ms: T0 + 6_000, progress: vec![point(1, 20, 3.0)], ..Report::default() })
         .unwrap();
     assert_eq!(store.progress("r2").unwrap().len(), 3, "idempotent per step");
+    let at_once = store.sweep_progress("a").unwrap();
+    assert_eq!(at_once.get("r2"), Some(&store.progress("r2").unwrap()), "a sweep's progress at once is each run's own");
+    assert!(!at_once.contains_key("r1") && store.sweep_progress("nope").unwrap().is_empty());
     let a = store.attempt("r2", 1).unwrap().unwrap();
     assert_eq!((a.resume_step, a.lease_expires_ms), (10, T0 + 6_000));
     let latest = store.run("r2").unwrap().unwrap().progress.unwrap();
     assert_eq!((latest.step, latest.micro_batch), (20, Some(4)));
     assert_eq!(store.progress("r2").unwrap()[0].micro_batch, None);
-    // A damaged checkpoint the worker set aside: its row goes, a note event (no state change)
-    // says so.
+    // A damaged checkpoint the worker set aside: a note event (no state change) says so; the
+    // row stays, as the attempt itself recorded it (see below for an earlier attempt's).
     let damaged = RejectedCheckpoint { step: 30, path: "/ckpt/30".into(), reason: "12 bytes, the manifest says 900".into() };
     let before = store.events("r2").unwrap().len();
     let notes = store
@@ -218,7 +222,7 @@ pub fn reports_are_all_or_nothing(store: &dyn Store) {
     let events = store.events("r2").unwrap();
     assert_eq!((events.len(), events.last()), (before + 1, Some(n)));
     assert_eq!(store.run("r2").unwrap().unwrap().state, RunState::Running);
-    assert_eq!(store.checkpoints("r2").unwrap().iter().map(|c| c.step).collect::<Vec<_>>(), [10, 20]);
+    assert_eq!(store.checkpoints("r2").unwrap().iter().map(|c| c.step).collect::<Vec<_>>(), [10, 20, 30]);
     // A report for an ended attempt writes nothing.
     let stale = Report {
         progress: vec![point(4, 50, 1.0)],
@@ -680,4 +684,49 @@ pub fn a_large_submission_is_stored_whole(store: &dyn Store) {
     let again = store.submit_sweep(&sweep("big", "spec-big"), &runs).unwrap();
     assert_eq!((again.existed, again.reused, again.evals_reused), (true, trained, 150));
     assert_eq!(store.sweep_runs("big").unwrap().len(), listed.len());
+}
+
+/// A checkpoint a worker rejects was made by an earlier attempt: that row goes, and its
+/// evaluation job waits; a save of the rejecting attempt at the same step, in the same report
+/// or later, stays, and the job is ready again (the chaos drill: an attempt that retrained past
+/// a truncated checkpoint while its coordinator was down reported both at once).
+pub fn a_rejected_checkpoint_removes_an_earlier_attempts_row_only(store: &dyn Store) {
+    store.submit_sweep(&sweep("rej", "spec-rej"), &[new_run("rj", "rj"), new_eval("rj-e", "rj", 20)]).unwrap();
+    let ready = |s: &dyn Store| s.launchable(i64::MAX, usize::MAX).unwrap().iter().any(|r| r.run_id == "rj-e");
+    let steps = |s: &dyn Store| s.checkpoints("rj").unwrap().iter().map(|c| (c.step, c.attempt)).collect::<Vec<_>>();
+    let (a1, _) = store.start_attempt("rj", "h", T0 + 60_000).unwrap();
+    store.attach("rj", a1.attempt, 0, T0 + 60_000).unwrap();
+    let saved = Report { lease_expires_ms: T0 + 60_000, checkpoints: vec![ckpt(10, 1, 1), ckpt(20, 1, 2)], ..Report::default() };
+    store.report("rj", 1, &saved).unwrap();
+    assert!(ready(store), "its checkpoint is recorded");
+    let stopped = Ending::Interrupted { checkpoint: None, class: FailureClass::Interrupted, message: "killed".into() };
+    store.end_attempt("rj", 1, &stopped).unwrap();
+    store.start_attempt("rj", "h", T0 + 60_000).unwrap();
+    store.attach("rj", 2, 10, T0 + 60_000).unwrap();
+    // The truncated step-20 checkpoint of attempt 1, rejected with a new save at 20 by attempt 2.
+    let damaged = RejectedCheckpoint { step: 20, path: "/c/20".into(), reason: "truncated".into() };
+    let both = Report {
+        lease_expires_ms: T0 + 60_000,
+        resumed_from: Some(10),
+        checkpoints: vec![ckpt(20, 2, 3)],
+        rejected: vec![damaged.clone()],
+        ..Report::default()
+    };
+    assert_eq!(store.report("rj", 2, &both).unwrap().len(), 1, "the rejection is noted");
+    assert_eq!(steps(store), [(10, 1), (20, 2)], "the new save stays");
+    assert!(ready(store));
+    // The same rejection again (a report retried, a marker lost) removes nothing of attempt 2.
+    store.report("rj", 2, &Report { lease_expires_ms: T0 + 60_000, rejected: vec![damaged], ..Report::default() }).unwrap();
+    assert_eq!(steps(store), [(10, 1), (20, 2)]);
+    assert!(ready(store));
+    // Attempt 3 rejects attempt 2's step 20: that row goes, and the evaluation job waits.
+    store.end_attempt("rj", 2, &stopped).unwrap();
+    store.start_attempt("rj", "h", T0 + 60_000).unwrap();
+    store.attach("rj", 3, 10, T0 + 60_000).unwrap();
+    let rejected = vec![RejectedCheckpoint { step: 20, path: "/c/20".into(), reason: "truncated again".into() }];
+    store
+        .report("rj", 3, &Report { lease_expires_ms: T0 + 60_000, resumed_from: Some(10), rejected, ..Report::default() })
+        .unwrap();
+    assert_eq!(steps(store), [(10, 1)]);
+    assert!(!ready(store), "no checkpoint at its step");
 }

@@ -159,8 +159,10 @@ pub trait Store: Send + Sync {
     fn attach(&self, run_id: &str, attempt: u64, resume_step: u64, lease_expires_ms: i64) -> Result<EventRow>;
     /// A worker's report, all or nothing: the lease renewed, the step it resumed from, its
     /// progress points (idempotent per step), its checkpoints, and the checkpoints it found
-    /// damaged (their rows deleted, each recorded as a note event: `from == to`, the run's
-    /// state unchanged). Returns those events. [`StoreError::StaleAttempt`] if the attempt has
+    /// damaged (each recorded as a note event: `from == to`, the run's state unchanged; the
+    /// row of that step goes when an earlier attempt recorded it, before this report's own
+    /// checkpoints are recorded, so a save of this attempt at that step stays). Returns those
+    /// events. [`StoreError::StaleAttempt`] if the attempt has
     /// ended (nothing is written).
     fn report(&self, run_id: &str, attempt: u64, report: &Report) -> Result<Vec<EventRow>>;
     /// Extends the lease of an active attempt (an adopted worker's grace to reconnect).
@@ -192,6 +194,9 @@ pub trait Store: Send + Sync {
 
     /// All progress points of a run, oldest first.
     fn progress(&self, run_id: &str) -> Result<Vec<ProgressPoint>>;
+    /// [`Store::progress`] of every job of a sweep, read at once (the web page's curves and
+    /// best losses: one query, not one per run). Jobs without points are absent.
+    fn sweep_progress(&self, sweep: &str) -> Result<std::collections::HashMap<String, Vec<ProgressPoint>>>;
     /// All recorded checkpoints of a run, oldest step first.
     fn checkpoints(&self, run_id: &str) -> Result<Vec<CheckpointRow>>;
     /// The newest checkpoint of a run.

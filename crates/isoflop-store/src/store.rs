@@ -891,12 +891,18 @@ impl<B: Backend> Store for SqlStore<B> {
                     ],
                 )?;
             }
-            for c in &report.checkpoints {
-                Self::put_checkpoint(tx, run_id, c)?;
-            }
+            // Rejections first: a worker rejects what it found on disk before it trained, so
+            // a checkpoint it saved since (this report's, or an earlier one of this attempt) is
+            // a newer save at that step and stays. Found by the chaos drill: the first report
+            // of an attempt that retrained past a truncated checkpoint while its coordinator
+            // was down carried the rejection and the new save together, the save went first,
+            // and the evaluation job of that step waited for a checkpoint forever.
             let mut notes = Vec::with_capacity(report.rejected.len());
             for r in &report.rejected {
-                tx.execute("DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2", args![run_id, r.step])?;
+                tx.execute(
+                    "DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2 AND attempt < ?3",
+                    args![run_id, r.step, attempt],
+                )?;
                 let resumed = match report.resumed_from {
                     Some(s) if s > 0 => format!("resuming from step {s}"),
                     Some(_) => "starting from scratch".to_string(),
@@ -904,6 +910,9 @@ impl<B: Backend> Store for SqlStore<B> {
                 };
                 let message = format!("checkpoint at step {} set aside as damaged ({}); {resumed}", r.step, r.reason);
                 notes.push(self.note(tx, run_id, Some(attempt), &message)?);
+            }
+            for c in &report.checkpoints {
+                Self::put_checkpoint(tx, run_id, c)?;
             }
             Ok(notes)
         })
@@ -1022,6 +1031,24 @@ impl<B: Backend> Store for SqlStore<B> {
                 args![run_id],
             )?;
             rows(found, |r| progress_row(r, 0))
+        })
+    }
+
+    fn sweep_progress(&self, sweep: &str) -> Result<std::collections::HashMap<String, Vec<ProgressPoint>>> {
+        self.read(|tx| {
+            let cols = PROGRESS_COLS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
+            let found = tx.query(
+                &format!(
+                    "SELECT p.run_id, {cols} FROM progress p JOIN sweep_runs sr ON sr.run_id = p.run_id
+                     WHERE sr.sweep = ?1 ORDER BY p.run_id, p.attempt, p.step"
+                ),
+                args![sweep],
+            )?;
+            let mut out: std::collections::HashMap<String, Vec<ProgressPoint>> = std::collections::HashMap::new();
+            for (id, p) in rows(found, |r| Ok((r.get::<String>(0)?, progress_row(r, 1)?)))? {
+                out.entry(id).or_default().push(p);
+            }
+            Ok(out)
         })
     }
 

@@ -12,7 +12,7 @@ fn conformance_on_postgres() {
     conformance::run_all(&PgStore::connect(&url).unwrap().with_clock(clock.clone()), &clock);
     // A second connection migrates nothing and sees everything.
     let again = PgStore::connect(&url).unwrap();
-    assert_eq!(again.sweeps().unwrap().len(), 8, "a, b, first, second, grow, keep, fence and big (del was deleted)");
+    assert_eq!(again.sweeps().unwrap().len(), 9, "a, b, first, second, grow, keep, fence, big and rej (del was deleted)");
     assert_eq!(again.evals("r2").unwrap().len(), 2);
 }
 

@@ -21,7 +21,7 @@ fn conformance_on_file_survives_reopen() {
     let clock = clock();
     conformance::run_all(&SqliteStore::open(&path).unwrap().with_clock(clock.clone()), &clock);
     let again = SqliteStore::open(&path).unwrap();
-    assert_eq!(again.sweeps().unwrap().len(), 8, "a, b, first, second, grow, keep, fence and big (del was deleted)");
+    assert_eq!(again.sweeps().unwrap().len(), 9, "a, b, first, second, grow, keep, fence, big and rej (del was deleted)");
     assert_eq!(again.evals("r2").unwrap().len(), 2);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();

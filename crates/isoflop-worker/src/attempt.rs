@@ -319,15 +319,15 @@ async fn attempt(
             let named = (!assignment.resume_checkpoint.is_empty())
                 .then(|| (assignment.resume_step, PathBuf::from(&assignment.resume_checkpoint)))
                 .filter(|(_, p)| p.is_dir());
-            let (resume, rejected) = choose_resume(&checkpoint_dir, named.as_ref(), &assignment.store_id);
+            let Resume { from: resume, rejected, replaced } =
+                choose_resume(&checkpoint_dir, named.as_ref(), &assignment.store_id);
             first_rejected = rejected;
-            if let Some((step, path)) = &resume
-                && named.as_ref().is_none_or(|(_, p)| p != path)
-            {
-                // The store may not know it (saved while the coordinator was not listening, or
-                // an older one it forgot): report it, or a run whose final checkpoint was
-                // written just before its coordinator died would succeed without the
-                // checkpoint row its evaluation jobs wait for.
+            // The store may not know the resume checkpoint (saved while the coordinator was not
+            // listening, or an older one it forgot), or may drop its row with a rejection of an
+            // earlier save at that step in this same first report (the store takes rejections
+            // first): report it, or the evaluation jobs of its step would wait for a row that
+            // never comes (found by the chaos drill, both ways).
+            for (step, path) in resume.iter().chain(&replaced) {
                 let _ = tx.send(Msg::Checkpoint(pb::CheckpointSaved {
                     step: *step,
                     path: path.display().to_string(),
@@ -721,20 +721,37 @@ fn failed(class: FailureClass, message: String) -> (pb::finish_request::Outcome,
 /// its stop checkpoint no longer deletes them); once the first report is taken,
 /// [`mark_reported`] keeps a later attempt from reporting them again and lets the next save
 /// delete them.
-fn choose_resume(
-    dir: &Path,
-    named: Option<&(u64, PathBuf)>,
-    store_id: &str,
-) -> (Option<(u64, PathBuf)>, Vec<pb::RejectedCheckpoint>) {
+fn choose_resume(dir: &Path, named: Option<&(u64, PathBuf)>, store_id: &str) -> Resume {
     let (resume, mut rejected) = verify_candidates(dir, named, store_id);
+    let saved = checkpoint::list(dir);
+    let mut replaced = Vec::new();
     for earlier in checkpoint::set_aside_in(dir) {
         if earlier.reported || rejected.iter().any(|r| r.step == earlier.step) {
             continue;
         }
         let reason = if earlier.reason.is_empty() { "set aside by an earlier attempt".into() } else { earlier.reason };
         rejected.push(pb::RejectedCheckpoint { step: earlier.step, path: earlier.original.display().to_string(), reason });
+        // An attempt since saved that step again: the rejection drops the step's row, and the
+        // sound save is recorded in its place (the resume checkpoint is recorded anyway).
+        if let Some((step, path)) = saved.iter().find(|(s, _)| *s == earlier.step)
+            && resume.as_ref().is_none_or(|(r, _)| r != step)
+            && checkpoint::verify(path).is_ok()
+        {
+            replaced.push((*step, path.clone()));
+        }
     }
-    (resume, rejected)
+    Resume { from: resume, rejected, replaced }
+}
+
+/// Where a training attempt starts ([`choose_resume`]).
+#[derive(Debug, PartialEq)]
+struct Resume {
+    /// The checkpoint it resumes from; `None` from scratch.
+    from: Option<(u64, PathBuf)>,
+    /// The damaged checkpoints it (or an earlier attempt that could not say so) set aside.
+    rejected: Vec<pb::RejectedCheckpoint>,
+    /// Sound checkpoints saved since at a rejected one's step, other than `from`.
+    replaced: Vec<(u64, PathBuf)>,
 }
 
 /// Marks the set-aside checkpoints of `rejected` as recorded by the store, so that the next
@@ -807,16 +824,53 @@ mod tests {
         let aside = dir.path().join(format!("{}{}", checkpoint::dir_name(20), checkpoint::SET_ASIDE_SUFFIX));
         std::fs::create_dir_all(&aside).unwrap();
         std::fs::write(aside.join(checkpoint::SET_ASIDE_FILE), "12 bytes, the manifest says 900\n").unwrap();
-        let (resume, rejected) = choose_resume(dir.path(), None, "store-a");
-        assert_eq!(resume, None);
+        let Resume { from: resume, rejected, replaced } = choose_resume(dir.path(), None, "store-a");
+        assert_eq!((resume, replaced), (None, vec![]));
         let original = dir.path().join(checkpoint::dir_name(20)).display().to_string();
         assert_eq!(
             rejected,
             [pb::RejectedCheckpoint { step: 20, path: original, reason: "12 bytes, the manifest says 900".into() }]
         );
         // Not taken yet: a next attempt reports it too.
-        assert_eq!(choose_resume(dir.path(), None, "store-a").1, rejected);
+        assert_eq!(choose_resume(dir.path(), None, "store-a").rejected, rejected);
         mark_reported(&rejected);
-        assert_eq!(choose_resume(dir.path(), None, "store-a").1, []);
+        assert_eq!(choose_resume(dir.path(), None, "store-a").rejected, []);
+    }
+
+    /// An earlier attempt set step 20 aside and could not say so; a later one saved 20 and 25
+    /// again. The next reports the rejection and, beside the resume checkpoint (25), the new
+    /// save at 20, so that the store, which drops the old row, records the new one.
+    #[test]
+    fn a_set_aside_checkpoint_saved_again_is_rejected_and_its_new_save_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let aside = dir.path().join(format!("{}{}", checkpoint::dir_name(20), checkpoint::SET_ASIDE_SUFFIX));
+        std::fs::create_dir_all(&aside).unwrap();
+        std::fs::write(aside.join(checkpoint::SET_ASIDE_FILE), "truncated\n").unwrap();
+        let save = |step: u64| {
+            let path = dir.path().join(checkpoint::dir_name(step));
+            std::fs::create_dir_all(&path).unwrap();
+            let manifest = checkpoint::Manifest {
+                format_version: checkpoint::FORMAT_VERSION,
+                run_id: "r".into(),
+                step,
+                tokens_seen: step * 10,
+                optimizer_step: step,
+                last_progress: None,
+                store_id: Some("store-a".into()),
+                state_sha256: None,
+                state_bytes: Some(7),
+            };
+            std::fs::write(path.join(checkpoint::MANIFEST_FILE), serde_json::to_vec(&manifest).unwrap()).unwrap();
+            std::fs::write(path.join(checkpoint::STATE_FILE), b"tensors").unwrap();
+            path
+        };
+        let (twenty, twenty_five) = (save(20), save(25));
+        let r = choose_resume(dir.path(), None, "store-a");
+        assert_eq!(r.from, Some((25, twenty_five)));
+        assert_eq!(r.rejected.iter().map(|r| (r.step, r.reason.as_str())).collect::<Vec<_>>(), [(20, "truncated")]);
+        assert_eq!(r.replaced, [(20, twenty.clone())]);
+        // A new save that is itself damaged is not reported as sound.
+        std::fs::write(twenty.join(checkpoint::STATE_FILE), b"tens").unwrap();
+        assert_eq!(choose_resume(dir.path(), None, "store-a").replaced, []);
     }
 }

@@ -452,6 +452,11 @@ async fn a_checkpoint_set_aside_by_an_attempt_that_never_reported_is_reported_by
     assert!(r0.rejected_checkpoints[0].reason.contains("bytes"), "the first attempt's reason: {:?}", r0.rejected_checkpoints);
     assert!(next.reports[1..].iter().all(|r| r.rejected_checkpoints.is_empty()), "sent once");
     assert!(checkpoint::set_aside_in(&ckpt_dir).iter().all(|k| k.reported), "marked once taken");
+    // The store drops the step's row for the rejection; the sound save attempt 3 resumed from
+    // is recorded in the same report or a later one, so its evaluation jobs find it.
+    let again =
+        next.reports.iter().position(|r| r.checkpoints.iter().any(|c| c.step == 20 && c.path == newest.to_str().unwrap()));
+    assert!(again.is_some(), "the resume checkpoint is reported");
 }
 
 /// Issue 13 (defect: two workers on one run): while an older worker of the run (here the test,
