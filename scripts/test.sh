@@ -42,5 +42,21 @@ coordinator_image() {
     bash deploy/images/check-offline.sh "$archive"
 }
 phase "coordinator image" coordinator_image
+# The web page's vendored chart library equals its locked npm package.
+web=0
+phase "web assets" bash scripts/web-assets.sh check || web=1
+# The page and its API against a real daemon, then in Debian's chromium (tests/web.rs); prints
+# the browser's figures and where the screenshots are (ci-output/browser/).
+web_checks() {
+    local log rc=0
+    log=$(mktemp)
+    cargo test --release --locked -p isoflop-cli --test web -- --nocapture --test-threads 1 >"$log" 2>&1 || rc=$?
+    grep -E '^(browser test|screenshot|test result)' "$log" || true
+    [ "$rc" -eq 0 ] || tail -n 60 "$log"
+    rm -f "$log"
+    return "$rc"
+}
+phase "web page" web_checks || web=1
 phase "cargo test" cargo test --release --locked --workspace --no-fail-fast
+[ "$web" -eq 0 ] || exit 1
 exit "$chart"

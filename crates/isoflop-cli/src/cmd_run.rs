@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `isoflop run SPEC`.
-pub fn run(spec_path: &Path, plain: bool) -> CliResult {
+pub fn run(spec_path: &Path, plain: bool, http: &str) -> CliResult {
     let loaded = SweepSpec::load(spec_path).map_err(input)?;
     // Validate data and plan before anything touches the store.
     let planned = PlannedSweep::from_spec(&loaded).map_err(input)?;
     let location = loaded.store_location().map_err(input)?;
-    run_loaded(&loaded, &planned, &location, plain)
+    run_loaded(&loaded, &planned, &location, plain, http)
 }
 
 /// `isoflop resume SWEEP`: requeue failed (and cancelled) runs through the control API, then
@@ -36,6 +36,7 @@ pub fn resume(
     include_diverged: bool,
     no_run: bool,
     plain: bool,
+    http: &str,
     store: &StoreArgs,
     remote: &RemoteArgs,
 ) -> CliResult {
@@ -48,15 +49,15 @@ pub fn resume(
         .ok_or_else(|| input(anyhow!("sweep `{sweep}` not found in {}", store.store)))?;
     let loaded = stored_spec(&row).map_err(input)?;
     let planned = PlannedSweep::from_spec(&loaded).map_err(input)?;
-    run_loaded(&loaded, &planned, &store.store, plain)
+    run_loaded(&loaded, &planned, &store.store, plain, http)
 }
 
-fn run_loaded(loaded: &LoadedSpec, planned: &PlannedSweep, location: &StoreLocation, plain: bool) -> CliResult {
+fn run_loaded(loaded: &LoadedSpec, planned: &PlannedSweep, location: &StoreLocation, plain: bool, http: &str) -> CliResult {
     let _lock = StoreLock::acquire(location).map_err(server)?;
     // Opened here, not on the async runtime: the store's calls block.
     let store = isoflop_store::open(location)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;
-    rt.block_on(run_async(loaded, planned, store, location, plain))
+    rt.block_on(run_async(loaded, planned, store, location, plain, http))
 }
 
 async fn run_async(
@@ -65,8 +66,18 @@ async fn run_async(
     store: Arc<dyn Store>,
     location: &StoreLocation,
     plain: bool,
+    http: &str,
 ) -> CliResult {
     let sweep = loaded.spec.name.clone();
+    // The page's port first: a taken one stops the run before anything is submitted.
+    let http = match http {
+        "off" => None,
+        addr => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| server(isoflop_server::ServerError::Bind { addr: addr.to_string(), source }))?,
+        ),
+    };
     let max_parallel = loaded.spec.executor.max_parallel();
     let host = Host::new(store.clone(), &loaded.spec.executor, &Endpoint::default(), loaded.artifacts_dir(), None)
         .await
@@ -111,6 +122,14 @@ async fn run_async(
     }
 
     let serving = host.start(None);
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let http_server = match http {
+        None => None,
+        Some(l) => {
+            println!("web page: http://{}/sweeps/{sweep}", l.local_addr()?);
+            Some(tokio::spawn(isoflop_server::http::serve_http(l, serving.http_state(), http_stop.clone())))
+        }
+    };
     let live = !plain && std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut drawn = 0usize;
@@ -161,6 +180,14 @@ async fn run_async(
     }
     let kube_line = serving.kubernetes().map(|k| k.api_calls().clone());
     serving.stop().await;
+    http_stop.cancel();
+    if let Some(h) = http_server {
+        match h.await {
+            Ok(Err(e)) => tracing::error!("http server: {e}"),
+            Err(e) => tracing::error!("http server task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
 
     let name = sweep.clone();
     let (runs, with_evals) = coord

@@ -54,6 +54,10 @@ enum Command {
         /// Print a status block every N seconds instead of a live display.
         #[arg(long)]
         plain: bool,
+        /// Where the web page listens (its URL is printed); `off` for none. Loopback only by
+        /// default: the page asks for no token.
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        http: String,
     },
     /// Run the coordinator as a long-lived service (until SIGTERM or Ctrl-C): clients submit
     /// and watch sweeps with `--coordinator URL`; its executor, store and artifacts run them.
@@ -157,6 +161,9 @@ enum Command {
         no_run: bool,
         #[arg(long)]
         plain: bool,
+        /// Where the web page listens while it runs; `off` for none.
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        http: String,
         #[command(flatten)]
         store: StoreArgs,
         /// With --coordinator: requeue there; the coordinator runs them.
@@ -286,7 +293,7 @@ fn main() {
     let result = match cli.command {
         Command::Plan { spec, format, diff: false } => cmd_plan::plan(&spec, format),
         Command::Plan { spec, diff: true, .. } => cmd_plan::diff(&spec),
-        Command::Run { spec, plain } => cmd_run::run(&spec, plain),
+        Command::Run { spec, plain, http } => cmd_run::run(&spec, plain, &http),
         Command::Serve { config } => cmd_serve::serve(&config),
         Command::Submit { spec, remote } => cmd_control::submit(&spec, &remote),
         Command::Watch { sweep, remote } => cmd_control::watch(&sweep, &remote),
@@ -294,8 +301,8 @@ fn main() {
         Command::Sweeps { format, store, remote } => cmd_control::sweeps(format, &store, &remote),
         Command::Curves { run, format, store, remote } => cmd_control::curves(&run, format, &store, &remote),
         Command::Logs { run, attempt, store, remote } => cmd_control::logs(&run, attempt, &store, &remote),
-        Command::Resume { sweep, include_diverged, no_run, plain, store, remote } => {
-            cmd_run::resume(&sweep, include_diverged, no_run, plain, &store, &remote)
+        Command::Resume { sweep, include_diverged, no_run, plain, http, store, remote } => {
+            cmd_run::resume(&sweep, include_diverged, no_run, plain, &http, &store, &remote)
         }
         Command::Delete { sweep, yes, store, remote } => cmd_control::delete(&sweep, yes, &store, &remote),
         Command::Cancel { target, run, store, remote } => cmd_control::cancel(&target, run, &store, &remote),

@@ -112,10 +112,10 @@ impl Host {
     /// Serves the worker and control APIs and runs the scheduler until [`Serving::stop`].
     pub fn start(self, admin_token: Option<String>) -> Serving {
         let server_stop = CancellationToken::new();
-        let server = tokio::spawn(serve(self.coord.clone(), self.listener, admin_token, server_stop.clone()));
+        let server = tokio::spawn(serve(self.coord.clone(), self.listener, admin_token.clone(), server_stop.clone()));
         let sched_stop = CancellationToken::new();
         let scheduler = tokio::spawn(self.coord.clone().run_scheduler(self.events, sched_stop.clone()));
-        Serving { coord: self.coord, kube: self.kube, server_stop, server, sched_stop, scheduler }
+        Serving { coord: self.coord, kube: self.kube, admin_token, server_stop, server, sched_stop, scheduler }
     }
 }
 
@@ -123,6 +123,7 @@ impl Host {
 pub struct Serving {
     coord: Coordinator,
     kube: Option<Arc<KubernetesExecutor>>,
+    admin_token: Option<String>,
     server_stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     sched_stop: CancellationToken,
@@ -140,9 +141,15 @@ impl Serving {
         self.kube.as_deref()
     }
 
-    /// What the HTTP side (`/readyz`, `/metrics`) reads.
+    /// What the HTTP side (health, metrics, the web page) reads; the page asks for the
+    /// admin token the coordinator serves with.
     pub fn http_state(&self) -> crate::http::HttpState {
-        crate::http::HttpState { coord: self.coord.clone(), kube: self.kube.clone() }
+        crate::http::HttpState {
+            coord: self.coord.clone(),
+            kube: self.kube.clone(),
+            admin_token: self.admin_token.clone(),
+            shutdown: CancellationToken::new(),
+        }
     }
 
     /// Stops scheduling (live local workers checkpoint and stop; Kubernetes Jobs are left

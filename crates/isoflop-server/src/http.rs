@@ -1,8 +1,9 @@
 //! The coordinator's HTTP side (`http_listen` in the serve config): `/healthz` (the process
 //! serves), `/readyz` (the store answers) and `/metrics` in Prometheus's text format, computed
-//! from the store at each scrape. None of them asks for the admin token: they say nothing a
-//! run's name does not (DESIGN: nothing unauthenticated but health and metrics). Labels have
-//! bounded values: a sweep, a state, a kind of job, an API request kind; no series per run.
+//! from the store at each scrape, and the web page with its JSON API ([`crate::web`]). Health
+//! and metrics do not ask for the admin token: they say nothing a run's name does not (DESIGN:
+//! nothing unauthenticated but health and metrics). Labels have bounded values: a sweep, a
+//! state, a kind of job, an API request kind; no series per run.
 
 use axum::Router;
 use axum::extract::State;
@@ -26,6 +27,11 @@ use tokio_util::sync::CancellationToken;
 pub struct HttpState {
     pub coord: Coordinator,
     pub kube: Option<Arc<KubernetesExecutor>>,
+    /// The admin token the page and the JSON API ask for; `None`: open (loopback).
+    pub admin_token: Option<String>,
+    /// Cancelled when the server stops: live streams end, so that the graceful shutdown does
+    /// not wait for a browser tab to close.
+    pub shutdown: CancellationToken,
 }
 
 /// The routes.
@@ -34,11 +40,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::web::router(state.clone()))
         .with_state(state)
 }
 
 /// Serves the routes on `listener` until `stop`.
 pub async fn serve_http(listener: TcpListener, state: HttpState, stop: CancellationToken) -> std::io::Result<()> {
+    let state = HttpState { shutdown: stop.clone(), ..state };
     axum::serve(listener, router(state)).with_graceful_shutdown(async move { stop.cancelled().await }).await
 }
 
@@ -150,7 +158,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let state = HttpState { coord: host.coord.clone(), kube: None };
+        let state = HttpState { coord: host.coord.clone(), kube: None, admin_token: None, shutdown: CancellationToken::new() };
         let server = tokio::spawn(serve_http(listener, state, stop.clone()));
 
         assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));

@@ -9,7 +9,8 @@
 //!   `--coordinator` take this path, so there is one control path.
 //! * [`lock`]: one `isoflop run` or `serve` per store.
 //!
-//! The web page and metrics of the coordinator will live here too.
+//! * [`http`] and [`web`]: the HTTP listener: health, Prometheus metrics, the web page and
+//!   its JSON API.
 
 pub mod client;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod host;
 pub mod http;
 pub mod local;
 pub mod lock;
+pub mod web;
 
 pub use client::{ClientError, ControlClient};
 pub use config::{LoadedConfig, ServeConfig};

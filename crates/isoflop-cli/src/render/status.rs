@@ -11,15 +11,14 @@ fn config(r: &RunRow) -> Option<RunConfig> {
     serde_json::from_str(&r.config_json).ok()
 }
 
-/// Seconds left for a running run, from its newest progress point.
+/// Seconds left for a running run, from its newest progress point (the web page's too).
 fn eta(r: &RunRow) -> Option<f64> {
-    let p = r.progress.as_ref()?;
-    let c = config(r)?;
-    if p.tokens_per_second <= 0.0 {
-        return None;
-    }
-    let left = p.total_steps.saturating_sub(p.step) as f64 * c.tokens_per_step() as f64;
-    Some(left / p.tokens_per_second)
+    isoflop_server::web::view::run_eta(r)
+}
+
+/// `  ETA 1h 05m` for a sweep that trains: the web page's sweep ETA.
+fn sweep_eta(runs: &[RunRow]) -> String {
+    isoflop_server::web::view::sweep_eta(runs).map(|s| format!("  ETA {}", duration(s))).unwrap_or_default()
 }
 
 /// When `isoflop status` looks, and whether a coordinator runs the store.
@@ -67,7 +66,7 @@ fn counts_line(sweep: &str, runs: &[RunRow]) -> String {
 
 /// The live display: the summary line with the elapsed time, and one line per active run.
 pub fn live_block(sweep: &str, runs: &[RunRow], elapsed: f64) -> String {
-    let mut out = format!("{}  elapsed {}\n", summary_line(sweep, runs), duration(elapsed));
+    let mut out = format!("{}  elapsed {}{}\n", summary_line(sweep, runs), duration(elapsed), sweep_eta(runs));
     let width = runs.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for r in runs.iter().filter(|r| r.state.is_active()) {
         match (&r.progress, r.state) {
@@ -272,7 +271,12 @@ pub fn status_json(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
             }),
         ));
     }
-    format!("{:#}", json!({"sweep": sweep, "coordinator_running": !seen.coordinator_gone, "runs": arr, "eval_jobs": jobs}))
+    let rows: Vec<RunRow> = runs.iter().map(|x| x.run.clone()).collect();
+    let eta = if seen.coordinator_gone { None } else { isoflop_server::web::view::sweep_eta(&rows) };
+    format!(
+        "{:#}",
+        json!({"sweep": sweep, "coordinator_running": !seen.coordinator_gone, "eta_seconds": eta, "runs": arr, "eval_jobs": jobs})
+    )
 }
 
 /// `isoflop status`: the summary, a row per run, a row per evaluation job, and the final
@@ -320,7 +324,8 @@ pub fn status_table(sweep: &str, runs: &[RunResults], seen: &Seen) -> String {
         ]);
     }
     let rows: Vec<RunRow> = runs.iter().map(|x| x.run.clone()).collect();
-    let mut out = format!("{}\n{}", summary_line(sweep, &rows), t.render());
+    let eta = if rows.iter().any(|r| seen.stale(r)) { String::new() } else { sweep_eta(&rows) };
+    let mut out = format!("{}{eta}\n{}", summary_line(sweep, &rows), t.render());
     let stale = rows.iter().filter(|r| seen.stale(r)).count();
     if stale > 0 {
         out.push_str(&format!(
