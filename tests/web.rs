@@ -33,7 +33,8 @@ impl Served {
             &config,
             format!(
                 "listen: 127.0.0.1:{port}\nhttp_listen: 127.0.0.1:{http}\nstore: {{sqlite: daemon/isoflop.db}}\n\
-                 artifacts: daemon/runs\nadmin_token_file: admin-token\nexecutor: {{kind: local, max_parallel: 2}}\n"
+                 artifacts: daemon/runs\nadmin_token_file: admin-token\nper_run_metrics: true\n\
+                 executor: {{kind: local, max_parallel: 2}}\n"
             ),
         )
         .unwrap();
@@ -224,6 +225,27 @@ fn the_pages_api_stream_and_metrics_answer_with_the_admin_token_only() {
     s.submit_quickstart();
     let live = s.stream("sweep=quickstart&cursor=0", 8);
     assert!(live.iter().any(|m| m.0 == "points" && m.2.as_object().is_some_and(|o| !o.is_empty())), "{live:?}");
+
+    // A scrape while it trains: the store's gauges, the live counters and histograms, the
+    // series of the running runs (asked for in the config).
+    let (code, _, ready) = s.get("/readyz", false);
+    assert!(code == 200 && ready.contains("the executor is ready"), "{ready}");
+    let (_, _, m) = s.get("/metrics", false);
+    for want in [
+        r#"isoflop_jobs_finished_total{result="succeeded"} 8"#,
+        r#"isoflop_rpc_duration_seconds_bucket{le="+Inf",method="/isoflop.v1.WorkerService/Report"}"#,
+        r#"isoflop_rpc_duration_seconds_count{method="/isoflop.v1.ControlService/SubmitSweep"} 2"#,
+        "isoflop_queue_wait_seconds_count ",
+        r#"isoflop_run_duration_seconds_count 8"#,
+        r#"isoflop_sweep_tokens_per_second{sweep="quickstart"}"#,
+        r#"isoflop_run_loss{sweep="quickstart",run="isoflop-5e+11-d24-L1-B32-mix"}"#,
+        r#"isoflop_jobs{sweep="quickstart",state="running",kind="train"} 2"#,
+    ] {
+        assert!(m.contains(want), "no `{want}` in:\n{m}");
+    }
+    assert!(!m.contains(r#"run="isoflop-1.5e+09"#), "no series of a finished run");
+    let families: Vec<&str> = m.lines().filter_map(|l| l.strip_prefix("# TYPE ")).collect();
+    println!("\nmetrics of a running sweep: {}", families.join("; "));
     let out = s.client(&["cancel", "quickstart"]);
     assert!(out.status.success(), "{}", show(&out));
 }

@@ -69,8 +69,12 @@ pub fn serve(config_path: &Path) -> CliResult {
         let http_server = match http {
             None => None,
             Some(l) => {
-                println!("http on {}: /healthz, /readyz, /metrics", l.local_addr()?);
-                Some(tokio::spawn(isoflop_server::http::serve_http(l, serving.http_state(), http_stop.clone())))
+                println!("http on {}: the web page at /, /api/v1, /healthz, /readyz, /metrics", l.local_addr()?);
+                let state = isoflop_server::http::HttpState {
+                    per_run_metrics: loaded.config.per_run_metrics,
+                    ..serving.http_state()
+                };
+                Some(tokio::spawn(isoflop_server::http::serve_http(l, state, http_stop.clone())))
             }
         };
         let reporter = tokio::spawn(report_settled_sweeps(coord.clone(), loaded.store.clone(), loaded.artifacts.clone()));

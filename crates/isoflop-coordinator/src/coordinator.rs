@@ -107,6 +107,8 @@ pub(crate) struct Inner {
     pub(crate) draining: AtomicBool,
     events: broadcast::Sender<pb::RunEvent>,
     pub(crate) wake: Notify,
+    /// Told of every gRPC call's method and answer time (the HTTP side's metrics).
+    pub(crate) rpc_observer: std::sync::RwLock<Option<crate::RpcObserver>>,
 }
 
 /// What [`Coordinator::recover`] found of an earlier coordinator's attempts.
@@ -146,8 +148,14 @@ impl Coordinator {
             draining: AtomicBool::new(false),
             events,
             wake: Notify::new(),
+            rpc_observer: std::sync::RwLock::new(None),
         };
         Coordinator { inner: Arc::new(inner) }
+    }
+
+    /// Sets what is told of each gRPC call's method path and time to answer.
+    pub fn observe_rpcs(&self, observer: crate::RpcObserver) {
+        *self.inner.rpc_observer.write().unwrap_or_else(|p| p.into_inner()) = Some(observer);
     }
 
     /// Runs `f` on the runtime's blocking threads (in the current tracing span): how async

@@ -52,6 +52,10 @@ where
 {
     tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .layer(tower::layer::layer_fn({
+            let coord = coord.clone();
+            move |inner| Timed { inner, coord: coord.clone() }
+        }))
         .add_service(
             WorkerServiceServer::new(service::worker::WorkerApi::new(coord.clone()))
                 .max_decoding_message_size(MAX_WORKER_MESSAGE),
@@ -59,4 +63,43 @@ where
         .add_service(ControlServiceServer::new(service::control::ControlApi::new(coord, admin_token.as_deref())))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
+}
+
+/// Told of each gRPC call's method path (`/isoflop.v1.WorkerService/Report`) and the time it
+/// took to answer (for a stream, to its first response).
+pub type RpcObserver = std::sync::Arc<dyn Fn(&str, std::time::Duration) + Send + Sync>;
+
+/// A service that times each call for the coordinator's [`RpcObserver`].
+#[derive(Clone)]
+struct Timed<S> {
+    inner: S,
+    coord: Coordinator,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+where
+    S: tower::Service<http::Request<B>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let observer = self.coord.inner.rpc_observer.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let path = observer.as_ref().map(|_| req.uri().path().to_string());
+        let started = std::time::Instant::now();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let out = call.await;
+            if let (Some(observe), Some(path)) = (observer, path) {
+                observe(&path, started.elapsed());
+            }
+            out
+        })
+    }
 }

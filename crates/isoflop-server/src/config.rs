@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 pub struct ServeConfig {
     /// `ADDRESS:PORT` of the gRPC server (worker and control APIs).
     pub listen: String,
-    /// `ADDRESS:PORT` of the HTTP server: `/healthz`, `/readyz`, `/metrics` (none without it).
+    /// `ADDRESS:PORT` of the HTTP server: `/healthz`, `/readyz`, `/metrics`, the web page and
+    /// its JSON API (none without it).
     #[serde(default)]
     pub http_listen: Option<String>,
+    /// `/metrics` also has series per running run (its loss, step and tokens/s), removed when
+    /// it ends. Off by default: a sweep of hundreds of runs makes hundreds of series.
+    #[serde(default)]
+    pub per_run_metrics: bool,
     /// How workers reach the coordinator (default: kubernetes `executor.coordinator_url`;
     /// local `http://<listen address>`).
     #[serde(default)]

@@ -115,7 +115,8 @@ impl Host {
         let server = tokio::spawn(serve(self.coord.clone(), self.listener, admin_token.clone(), server_stop.clone()));
         let sched_stop = CancellationToken::new();
         let scheduler = tokio::spawn(self.coord.clone().run_scheduler(self.events, sched_stop.clone()));
-        Serving { coord: self.coord, kube: self.kube, admin_token, server_stop, server, sched_stop, scheduler }
+        let live = crate::http::LiveMetrics::start(&self.coord);
+        Serving { coord: self.coord, kube: self.kube, admin_token, live, server_stop, server, sched_stop, scheduler }
     }
 }
 
@@ -124,6 +125,7 @@ pub struct Serving {
     coord: Coordinator,
     kube: Option<Arc<KubernetesExecutor>>,
     admin_token: Option<String>,
+    live: Arc<crate::http::LiveMetrics>,
     server_stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     sched_stop: CancellationToken,
@@ -149,6 +151,8 @@ impl Serving {
             kube: self.kube.clone(),
             admin_token: self.admin_token.clone(),
             shutdown: CancellationToken::new(),
+            live: Some(self.live.clone()),
+            per_run_metrics: false,
         }
     }
 

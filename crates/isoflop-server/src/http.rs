@@ -16,8 +16,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,10 @@ pub struct HttpState {
     /// Cancelled when the server stops: live streams end, so that the graceful shutdown does
     /// not wait for a browser tab to close.
     pub shutdown: CancellationToken,
+    /// Counters and histograms since the coordinator started (none in a bare test state).
+    pub live: Option<Arc<LiveMetrics>>,
+    /// Series per live run on `/metrics` (`per_run_metrics` in the serve config).
+    pub per_run_metrics: bool,
 }
 
 /// The routes.
@@ -51,9 +56,11 @@ pub async fn serve_http(listener: TcpListener, state: HttpState, stop: Cancellat
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
-    match s.coord.blocking(|c| c.store().sweeps().map(|v| v.len())).await {
-        Ok(n) => (StatusCode::OK, format!("ready: the store answers ({n} sweeps)\n")),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the store: {e}\n")),
+    let store = s.coord.blocking(|c| c.store().sweeps().map(|v| v.len())).await;
+    match (store, s.coord.executor().readiness()) {
+        (Ok(n), Ok(())) => (StatusCode::OK, format!("ready: the store answers ({n} sweeps), the executor is ready\n")),
+        (Err(e), _) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the store: {e}\n")),
+        (_, Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the executor: {e}\n")),
     }
 }
 
@@ -74,21 +81,145 @@ struct RequestLabels {
     request: String,
 }
 
-/// Jobs by (sweep, state, train or eval), read from the store.
-fn job_counts(coord: &Coordinator) -> Result<BTreeMap<(String, String, &'static str), i64>, isoflop_store::StoreError> {
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SweepLabels {
+    sweep: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    sweep: String,
+    run: String,
+}
+
+/// Buckets of queue waits and run durations, in seconds: 1 s to about 2 days.
+fn long_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 3.0, 12))
+}
+
+/// What the coordinator did since this process started, from its event broadcast and its
+/// gRPC calls: counters and histograms (a restart starts them again, as Prometheus expects).
+pub struct LiveMetrics {
+    finished: Family<ResultLabels, Counter>,
+    retries: Family<ClassLabels, Counter>,
+    queue_wait: Histogram,
+    duration: Histogram,
+    rpc: Family<MethodLabels, Histogram>,
+}
+
+impl LiveMetrics {
+    /// Starts following `coord`'s events and calls (until the coordinator is dropped).
+    pub fn start(coord: &Coordinator) -> Arc<LiveMetrics> {
+        let live = Arc::new(LiveMetrics {
+            finished: Family::default(),
+            retries: Family::default(),
+            queue_wait: long_buckets(),
+            duration: long_buckets(),
+            rpc: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 4.0, 10))),
+        });
+        let rpc = live.rpc.clone();
+        coord.observe_rpcs(Arc::new(move |method: &str, took: std::time::Duration| {
+            rpc.get_or_create(&MethodLabels { method: method.to_string() }).observe(took.as_secs_f64());
+        }));
+        let mut events = coord.subscribe();
+        let weak = Arc::downgrade(&live);
+        tokio::spawn(async move {
+            use isoflop_core::RunState;
+            use isoflop_proto::v1 as pb;
+            // When each run was queued, and when it first launched.
+            let mut queued: HashMap<String, i64> = HashMap::new();
+            let mut started: HashMap<String, i64> = HashMap::new();
+            loop {
+                let ev = match events.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(live) = weak.upgrade() else { return };
+                let Some(pb::run_event::Event::State(st)) = &ev.event else { continue };
+                let (Ok(from), Ok(to)) = (isoflop_proto::convert::run_state(st.from), isoflop_proto::convert::run_state(st.to))
+                else {
+                    continue;
+                };
+                let at = ev.unix_millis;
+                let secs = |t0: i64| (at - t0).max(0) as f64 / 1000.0;
+                match to {
+                    RunState::Queued => {
+                        queued.insert(ev.run_id.clone(), at);
+                        if from.is_active()
+                            && let Some(class) = isoflop_proto::convert::failure_class(st.failure_class)
+                        {
+                            live.retries.get_or_create(&ClassLabels { class: class.as_str().into() }).inc();
+                        }
+                    }
+                    RunState::Launching => {
+                        if let Some(t0) = queued.remove(&ev.run_id) {
+                            live.queue_wait.observe(secs(t0));
+                        }
+                        started.entry(ev.run_id.clone()).or_insert(at);
+                    }
+                    s if s.is_terminal() => {
+                        queued.remove(&ev.run_id);
+                        if let Some(t0) = started.remove(&ev.run_id) {
+                            live.duration.observe(secs(t0));
+                        }
+                        live.finished.get_or_create(&ResultLabels { result: s.as_str().into() }).inc();
+                    }
+                    _ => {}
+                }
+            }
+        });
+        live
+    }
+}
+
+/// What a scrape reads from the store: jobs by (sweep, state, train or eval), tokens/s per
+/// sweep, and (when asked for) the live runs' newest progress.
+struct Scraped {
+    jobs: BTreeMap<(String, String, &'static str), i64>,
+    tokens_per_second: BTreeMap<String, f64>,
+    runs: Vec<(String, String, isoflop_store::ProgressPoint)>,
+}
+
+fn scrape(coord: &Coordinator, per_run: bool) -> Result<Scraped, isoflop_store::StoreError> {
     let store = coord.store();
-    let mut out = BTreeMap::new();
+    let mut out = Scraped { jobs: BTreeMap::new(), tokens_per_second: BTreeMap::new(), runs: Vec::new() };
     for sweep in store.sweeps()? {
-        for m in store.sweep_members(&sweep.name)? {
-            let kind = if m.training { "train" } else { "eval" };
-            *out.entry((sweep.name.clone(), m.state.as_str().to_string(), kind)).or_default() += 1;
+        let runs = store.sweep_runs(&sweep.name)?;
+        for r in &runs {
+            let kind = if r.is_training() { "train" } else { "eval" };
+            *out.jobs.entry((sweep.name.clone(), r.state.as_str().to_string(), kind)).or_default() += 1;
+            if per_run
+                && r.is_training()
+                && r.state == isoflop_core::RunState::Running
+                && let Some(p) = &r.progress
+            {
+                out.runs.push((sweep.name.clone(), r.name.clone(), p.clone()));
+            }
         }
+        out.tokens_per_second.insert(sweep.name.clone(), crate::web::view::summarize(&sweep.name, 0, &runs).tokens_per_second);
     }
     Ok(out)
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    let counts = match s.coord.blocking(job_counts).await {
+    let per_run = s.per_run_metrics;
+    let scraped = match s.coord.blocking(move |c| scrape(c, per_run)).await {
         Ok(c) => c,
         Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("the store: {e}\n")).into_response(),
     };
@@ -97,10 +228,57 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     info.get_or_create(&VersionLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
     registry.register("build_info", "The coordinator's version", info);
     let jobs = Family::<JobLabels, Gauge>::default();
-    for ((sweep, state, kind), n) in counts {
+    for ((sweep, state, kind), n) in scraped.jobs {
         jobs.get_or_create(&JobLabels { sweep, state, kind: kind.into() }).set(n);
     }
     registry.register("jobs", "Training runs and evaluation jobs by sweep, state and kind", jobs);
+    let rate = Family::<SweepLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (sweep, v) in scraped.tokens_per_second {
+        rate.get_or_create(&SweepLabels { sweep }).set(v);
+    }
+    registry.register("sweep_tokens_per_second", "Training tokens per second of a sweep's running runs together", rate);
+    if per_run {
+        let (loss, step, tps) = (
+            Family::<RunLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default(),
+            Family::<RunLabels, Gauge>::default(),
+            Family::<RunLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default(),
+        );
+        for (sweep, run, p) in scraped.runs {
+            let l = RunLabels { sweep, run };
+            loss.get_or_create(&l).set(p.loss);
+            step.get_or_create(&l).set(p.step as i64);
+            tps.get_or_create(&l).set(p.tokens_per_second);
+        }
+        registry.register("run_loss", "A running run's newest training loss (per_run_metrics; live runs only)", loss);
+        registry.register("run_step", "A running run's newest step (per_run_metrics; live runs only)", step);
+        registry.register("run_tokens_per_second", "A running run's training throughput (per_run_metrics; live runs only)", tps);
+    }
+    if let Some(live) = &s.live {
+        registry.register("jobs_finished", "Jobs that ended, by result, since the coordinator started", live.finished.clone());
+        registry.register(
+            "retries",
+            "Failed attempts whose run was queued again, by failure class, since the coordinator started",
+            live.retries.clone(),
+        );
+        registry.register_with_unit(
+            "queue_wait",
+            "Time from queued to launched, per launch",
+            prometheus_client::registry::Unit::Seconds,
+            live.queue_wait.clone(),
+        );
+        registry.register_with_unit(
+            "run_duration",
+            "Time from a job's first launch to its end",
+            prometheus_client::registry::Unit::Seconds,
+            live.duration.clone(),
+        );
+        registry.register_with_unit(
+            "rpc_duration",
+            "gRPC calls (worker and control APIs) by method: time to answer",
+            prometheus_client::registry::Unit::Seconds,
+            live.rpc.clone(),
+        );
+    }
     if let Some(k) = &s.kube {
         let calls = Family::<RequestLabels, Counter>::default();
         for (request, n) in k.api_calls().by_kind() {
@@ -158,12 +336,19 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
-        let state = HttpState { coord: host.coord.clone(), kube: None, admin_token: None, shutdown: CancellationToken::new() };
+        let state = HttpState {
+            coord: host.coord.clone(),
+            kube: None,
+            admin_token: None,
+            shutdown: CancellationToken::new(),
+            live: None,
+            per_run_metrics: false,
+        };
         let server = tokio::spawn(serve_http(listener, state, stop.clone()));
 
         assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));
         let (code, body) = get(addr, "/readyz").await;
-        assert_eq!((code, body.as_str()), (200, "ready: the store answers (1 sweeps)\n"));
+        assert_eq!((code, body.as_str()), (200, "ready: the store answers (1 sweeps), the executor is ready\n"));
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200, "{body}");
         assert!(body.contains(r#"isoflop_jobs{sweep="s",state="queued",kind="train"} 2"#), "{body}");

@@ -189,4 +189,10 @@ pub trait Executor: Send + Sync {
     /// Waits for the executor's background work (creates, deletes, log copies) to finish and
     /// stops its watchers. Called once, after the scheduler has stopped.
     async fn shutdown(&self) {}
+    /// Whether the executor can launch and follow workers now (`/readyz`); why not, if not.
+    /// Local processes always can; Kubernetes once its watchers have listed and while they
+    /// watch without errors.
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -25,8 +25,28 @@ impl Shared {
     /// Starts the two watchers and the stuck-pod check (tracked tasks, stopped by `stop`).
     pub(super) fn start_watching(self: &Arc<Self>) {
         let (s1, s2) = (self.clone(), self.clone());
-        self.spawn(watch(self.jobs.clone(), self.stop.clone(), "Job", move |j: &Job, deleted| s1.on_job(j, deleted)));
-        self.spawn(watch(self.pods.clone(), self.stop.clone(), "Pod", move |p: &Pod, deleted| s2.on_pod(p, deleted)));
+        let status = |kind: &'static str| {
+            let shared = Arc::downgrade(self);
+            move |state: Result<(), String>| {
+                if let Some(s) = shared.upgrade() {
+                    s.watching.lock().unwrap_or_else(|p| p.into_inner()).insert(kind, Some(state));
+                }
+            }
+        };
+        self.spawn(watch(
+            self.jobs.clone(),
+            self.stop.clone(),
+            "Job",
+            move |j: &Job, deleted| s1.on_job(j, deleted),
+            status("Job"),
+        ));
+        self.spawn(watch(
+            self.pods.clone(),
+            self.stop.clone(),
+            "Pod",
+            move |p: &Pod, deleted| s2.on_pod(p, deleted),
+            status("Pod"),
+        ));
         self.spawn(check_stuck(self.clone(), self.stop.clone()));
     }
 
@@ -173,8 +193,13 @@ impl Shared {
 /// Follows the objects of ours of one kind (a kube-runtime watcher: an initial list, then a
 /// watch with bookmarks, re-listing with back-off after errors) and hands each to `on`, with
 /// `true` when it was deleted.
-async fn watch<K>(api: Api<K>, stop: CancellationToken, what: &'static str, on: impl Fn(&K, bool))
-where
+async fn watch<K>(
+    api: Api<K>,
+    stop: CancellationToken,
+    what: &'static str,
+    on: impl Fn(&K, bool),
+    status: impl Fn(Result<(), String>),
+) where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     let cfg = watcher::Config::default().labels(MANAGED_SELECTOR);
@@ -185,10 +210,21 @@ where
             ev = stream.next() => ev,
         };
         match ev {
-            Some(Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))) => on(&o, false),
-            Some(Ok(watcher::Event::Delete(o))) => on(&o, true),
+            Some(Ok(watcher::Event::Apply(o))) => {
+                on(&o, false);
+                status(Ok(()));
+            }
+            Some(Ok(watcher::Event::InitApply(o))) => on(&o, false),
+            Some(Ok(watcher::Event::Delete(o))) => {
+                on(&o, true);
+                status(Ok(()));
+            }
+            Some(Ok(watcher::Event::InitDone)) => status(Ok(())),
             Some(Ok(_)) => {}
-            Some(Err(e)) => warn!("{what} watch: {e}"),
+            Some(Err(e)) => {
+                warn!("{what} watch: {e}");
+                status(Err(e.to_string()));
+            }
             None => return,
         }
     }

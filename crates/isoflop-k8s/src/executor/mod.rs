@@ -94,6 +94,9 @@ struct Shared {
     stop: CancellationToken,
     /// What every Job names as its owner (`owner_config_map`), once its UID is known.
     owner: std::sync::OnceLock<OwnerReference>,
+    /// Each watcher's state, by kind: `None` until its first list is done, then the error of
+    /// its last attempt, if it failed ([`Executor::readiness`]).
+    watching: Mutex<HashMap<&'static str, Option<Result<(), String>>>>,
 }
 
 /// The `kubernetes` executor.
@@ -195,6 +198,7 @@ impl KubernetesExecutor {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             owner: std::sync::OnceLock::new(),
+            watching: Mutex::new(HashMap::from([("Job", None), ("Pod", None)])),
         });
         // Set once, just after construction: it cannot have been set already.
         let _ = shared.this.set(Arc::downgrade(&shared));
@@ -334,6 +338,18 @@ impl Executor for KubernetesExecutor {
 
     fn survives_restart(&self) -> bool {
         true
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        let watching = self.shared.watching.lock().unwrap_or_else(|p| p.into_inner());
+        for (kind, state) in watching.iter() {
+            match state {
+                None => return Err(format!("the {kind} watcher has not listed yet")),
+                Some(Err(e)) => return Err(format!("the {kind} watcher: {e}")),
+                Some(Ok(())) => {}
+            }
+        }
+        Ok(())
     }
 
     async fn live_log(&self, run_id: &str, attempt: u64) -> Result<Option<String>, ExecutorError> {
