@@ -39,6 +39,9 @@ struct Args {
     /// Backends to measure.
     #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
     backends: Vec<String>,
+    /// Also serve the web page on this loopback port (bench/web measures it under the load).
+    #[arg(long)]
+    http_port: Option<u16>,
 }
 
 fn main() -> Result<()> {
@@ -196,9 +199,10 @@ fn measure(args: &Args, dir: &Path, backend: &Backend) -> Result<Row> {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\nstore: {store_yaml}\nartifacts: {}\n\
+            "listen: 127.0.0.1:{port}\nstore: {store_yaml}\nartifacts: {}\n{}\
              executor: {{kind: external, spool: {}, max_parallel: {}, lease_seconds: 60}}\n",
             dir.join("runs").display(),
+            args.http_port.map(|p| format!("http_listen: 127.0.0.1:{p}\n")).unwrap_or_default(),
             spool.display(),
             args.workers
         ),

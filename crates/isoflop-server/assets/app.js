@@ -7,7 +7,11 @@ const $$ = (sel, el = document) => Array.from(el.querySelectorAll(sel));
 const body = document.body;
 const page = body.dataset.page;
 // What the browser test reads: messages applied, charts drawn.
-const state = (window.__isoflop = { messages: 0, jobsApplied: 0, pointsApplied: 0, charts: {}, ready: false });
+// handlerMs and drawMs: main-thread time spent applying stream messages and redrawing charts
+// (bench/web divides them by the messages).
+const state = (window.__isoflop = {
+  messages: 0, jobsApplied: 0, pointsApplied: 0, charts: {}, ready: false, handlerMs: 0, drawMs: 0, draws: 0,
+});
 
 // Formatting, as the server does (pages.rs).
 const si = (x) => {
@@ -56,7 +60,9 @@ function connect(params, handlers) {
       source.addEventListener(name, (ev) => {
         if (ev.lastEventId) cursor = Number(ev.lastEventId);
         state.messages++;
+        const t = performance.now();
         fn(JSON.parse(ev.data));
+        state.handlerMs += performance.now() - t;
       });
     }
   };
@@ -252,6 +258,12 @@ function sweepCharts(sweep, selected, emaOf, jobs) {
     return [Math.min(...bs), Math.max(...bs)];
   };
   const draw = () => {
+    const t = performance.now();
+    drawLoss();
+    state.drawMs += performance.now() - t;
+    state.draws++;
+  };
+  const drawLoss = () => {
     pending = false;
     // A log axis has no place for the step-0 point (no tokens seen yet).
     const seen = (id) => curves[id].filter((p) => p[0] > 0);
