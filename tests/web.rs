@@ -15,7 +15,30 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "web-s3cret";
 
-/// A daemon with its page on `http`, and the tiny sweep trained through it.
+/// 3 budgets x 4 widths small enough to train in seconds, whose IsoFLOP curves have their
+/// minima inside (the fit charts get parabolas, minima, power laws and relative laws).
+const GRID_SWEEP: &str = "\
+name: grid
+budgets: [3.0e9, 6.0e9, 1.2e10]
+model: {family: llama, seq_len: 32, qk_norm: true}
+grid:
+  hidden: [8, 16, 24, 32]
+  layers: {fixed: 1}
+  heads: {head_size: 8}
+  fixed_batch: 8
+  lr_constant: 0.1
+  lr_max: 0.01
+  flop_tolerance: 0.05
+recipe: {warmup_frac: 0.1, decay_frac: 0.2, weight_decay: 0.1, beta1: 0.9, beta2: 0.95, eps: 1.0e-8, grad_clip: 1.0}
+data:
+  tokenizer: byte
+  manifest: @MANIFEST@
+  corpora: [{name: mix}]
+  eval_tokens: 2048
+runtime: {checkpoint_every: 50, progress_every: 5}
+";
+
+/// A daemon with its page on `http`, and the tiny and grid sweeps trained through it.
 struct Served {
     dir: tempfile::TempDir,
     grpc: String,
@@ -53,6 +76,12 @@ impl Served {
         let out = s.client(&["submit", spec.to_str().unwrap()]);
         assert!(out.status.success(), "{}", show(&out));
         let out = s.client(&["watch", "tiny"]);
+        assert!(out.status.success(), "{}", show(&out));
+        let grid = s.dir.path().join("grid.yaml");
+        std::fs::write(&grid, GRID_SWEEP.replace("@MANIFEST@", &corpus().join("manifest.json").display().to_string())).unwrap();
+        let out = s.client(&["submit", grid.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", show(&out));
+        let out = s.client(&["watch", "grid"]);
         assert!(out.status.success(), "{}", show(&out));
         s
     }
@@ -155,7 +184,9 @@ fn the_pages_api_stream_and_metrics_answer_with_the_admin_token_only() {
 
     // The API: the sweep's summary and jobs are the store's.
     let sweeps = s.json("/api/v1/sweeps");
-    let tiny = &sweeps.as_array().unwrap()[0];
+    let names: Vec<&str> = sweeps.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["grid", "tiny"], "newest first");
+    let tiny = &sweeps.as_array().unwrap()[1];
     assert_eq!(
         (tiny["name"].as_str(), tiny["jobs"].as_u64(), tiny["succeeded"].as_u64()),
         (Some("tiny"), Some(8), Some(8)),
@@ -194,6 +225,20 @@ fn the_pages_api_stream_and_metrics_answer_with_the_admin_token_only() {
     assert!(size > 0 && text.len() as u64 == size && log["offset"].as_u64() == Some(size) && text.ends_with('\n'), "{log}");
     let tail = s.json(&format!("/api/v1/runs/{id}/log?attempt=1&offset={}", size - 10));
     assert_eq!(tail["text"].as_str().unwrap().len(), 10, "from the offset: {tail}");
+    // The fit: none for tiny (2 sizes per budget), the fitter's report for grid.
+    let fit = s.json("/api/v1/sweeps/tiny/fit");
+    assert!(fit["report"]["isoflop"]["budgets"].as_array().unwrap().is_empty(), "{fit}");
+    let fit = s.json("/api/v1/sweeps/grid/fit");
+    let iso = &fit["report"]["isoflop"];
+    assert_eq!((fit["task"].as_str(), iso["distribution"].as_str()), (Some("heldout"), Some("all")), "{fit}");
+    assert_eq!(fit["points"].as_array().unwrap().len(), 12, "the points its parabolas were fitted to");
+    let budgets = iso["budgets"].as_array().unwrap();
+    assert_eq!(budgets.len(), 3, "{iso}");
+    // Each budget's report carries its optimum's fields.
+    assert!(budgets.iter().all(|b| b["parabola_ln_n"]["c"][2].as_f64().is_some() && b["n_opt"].as_f64().is_some()), "{iso}");
+    assert!(budgets.iter().any(|b| b["bracketed"] == true), "a minimum inside the sizes: {iso}");
+    assert!(iso["n_opt_exponent"].as_f64().is_some() && !fit["report"]["relative"].as_array().unwrap().is_empty(), "{fit}");
+    assert_eq!(s.json("/api/v1/sweeps/grid/fit"), fit, "cached until a job ends");
     let (code, _, body) = s.get("/api/v1/sweeps/nope", true);
     assert!(code == 404 && body.contains("no sweep named nope"), "{body}");
     let (code, _, body) = s.get(&format!("/api/v1/runs/{id}/log?attempt=7"), true);
@@ -232,11 +277,11 @@ fn the_pages_api_stream_and_metrics_answer_with_the_admin_token_only() {
     assert!(code == 200 && ready.contains("the executor is ready"), "{ready}");
     let (_, _, m) = s.get("/metrics", false);
     for want in [
-        r#"isoflop_jobs_finished_total{result="succeeded"} 8"#,
+        r#"isoflop_jobs_finished_total{result="succeeded"} 32"#,
         r#"isoflop_rpc_duration_seconds_bucket{le="+Inf",method="/isoflop.v1.WorkerService/Report"}"#,
-        r#"isoflop_rpc_duration_seconds_count{method="/isoflop.v1.ControlService/SubmitSweep"} 2"#,
+        r#"isoflop_rpc_duration_seconds_count{method="/isoflop.v1.ControlService/SubmitSweep"} 3"#,
         "isoflop_queue_wait_seconds_count ",
-        r#"isoflop_run_duration_seconds_count 8"#,
+        r#"isoflop_run_duration_seconds_count 32"#,
         r#"isoflop_sweep_tokens_per_second{sweep="quickstart"}"#,
         r#"isoflop_run_loss{sweep="quickstart",run="isoflop-5e+11-d24-L1-B32-mix"}"#,
         r#"isoflop_jobs{sweep="quickstart",state="running",kind="train"} 2"#,
@@ -272,7 +317,7 @@ fn the_page_in_a_real_browser_logs_in_updates_live_and_keeps_its_filters() {
         .current_dir(&browser_dir)
         .arg("check.mjs")
         .arg(format!("http://127.0.0.1:{}", s.http))
-        .args([TOKEN, "tiny", "quickstart"])
+        .args([TOKEN, "grid", "quickstart"])
         .arg(&out_dir)
         .output()
         .unwrap();

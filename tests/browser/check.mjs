@@ -20,12 +20,13 @@ page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
 const results = {};
 const fail = async (what) => {
   await page.screenshot({ path: `${out}/failure.png`, fullPage: true }).catch(() => {});
-  console.error(`browser test: ${what}`);
+  console.error(`browser test: ${what}${problems.length ? `\npage problems: ${problems.join("; ")}` : ""}`);
   await browser.close();
   process.exit(1);
 };
 const check = async (cond, what) => { if (!cond) await fail(what); };
-const ready = () => page.waitForFunction(() => window.__isoflop && window.__isoflop.ready, null, { timeout: 20000 });
+const ready = () => page.waitForFunction(() => window.__isoflop && window.__isoflop.ready, null, { timeout: 20000 })
+  .catch((e) => fail(`the page did not get ready: ${e.message.split("\n")[0]}`));
 const api = (path) => page.evaluate(async (p) => (await fetch(p)).json(), path);
 
 // 1. The login form: a wrong token is refused, the right one lands where the user was going.
@@ -63,7 +64,15 @@ const doneApi = await api(`/api/v1/sweeps/${doneSweep}`);
 await check(await page.locator("#jobs tbody tr").count() === doneApi.jobs.length, "a row per job");
 await page.waitForFunction(() => window.__isoflop.charts.isoflop && window.__isoflop.charts.isoflop.budgets > 0, null, { timeout: 10000 });
 await check(await page.locator("#chart-loss canvas").count() === 1 && await page.locator("#chart-isoflop canvas").count() === 1, "both charts drawn");
-results.done_sweep_chart = await page.evaluate(() => window.__isoflop.charts);
+// The fitter's charts: parabolas and minima on the IsoFLOP chart, N* and D*, E(F), G(F).
+await page.waitForFunction(() => window.__isoflop.charts.fit, null, { timeout: 20000 });
+const charts = await page.evaluate(() => window.__isoflop.charts);
+await check(charts.fit.fitted && charts.isoflop.parabolas > 0 && charts.isoflop.minima > 0 && charts.fit.optima > 0 && charts.fit.relative > 0,
+  `the fit charts: ${JSON.stringify(charts)}`);
+for (const id of ["chart-optima", "chart-laws", "chart-relative"]) {
+  await check(await page.locator(`#${id} canvas`).count() === 1, `${id} drawn`);
+}
+results.done_sweep_chart = charts;
 await page.selectOption("#filter-kind", "eval");
 await page.click('#jobs th[data-key="loss"]');
 await page.reload();

@@ -199,8 +199,10 @@ function sweepPage() {
   ema.addEventListener("input", () => { saveUrl(); charts.redraw(); });
 
   const charts = sweepCharts(sweep, selected, () => Number(ema.value), jobs);
+  const terminal = new Set(["succeeded", "failed", "cancelled"]);
   const applyJobs = (list) => {
     for (const j of list) {
+      if (terminal.has(j.state) && !terminal.has(jobs.get(j.run_id)?.state)) charts.ended();
       jobs.set(j.run_id, j);
       let tr = tbody.querySelector(`tr[data-id="${CSS.escape(j.run_id)}"]`);
       if (!tr) { tr = document.createElement("tr"); tr.dataset.id = j.run_id; tbody.appendChild(tr); }
@@ -248,6 +250,36 @@ function chartSize(el) {
   return { width: Math.max(320, el.clientWidth || 600), height: 300 };
 }
 
+// A chart of series with their own x values (uPlot's mode 2): lines, points or both.
+function facetChart(el, opts, list) {
+  el.innerHTML = "";
+  const data = [null], series = [{}];
+  const facets = [{ scale: "x", auto: true }, { scale: "y", auto: true }];
+  for (const s of list) {
+    // Markers are a series of their own, drawn by uPlot's points path (mode 2 draws no
+    // per-point markers on a line series); a line unless `line: false`.
+    if (s.points) {
+      data.push([s.xs, s.ys]);
+      series.push({ label: s.label, stroke: s.stroke, fill: s.stroke, width: 1, paths: uPlot.paths.points(),
+        points: { show: false, size: s.size ?? 7, width: 1 }, facets });
+    }
+    if (s.line ?? !s.points) {
+      data.push([s.xs, s.ys]);
+      series.push({ label: s.points ? "" : s.label, stroke: s.stroke, width: s.width ?? 1.5, dash: s.dash,
+        paths: uPlot.paths.linear(), points: { show: false }, facets });
+    }
+  }
+  const fmt = (v) => v.map((x) => (x == null ? "" : Math.abs(x) >= 1000 ? si(x) : x.toPrecision(3)));
+  return new uPlot({
+    ...chartSize(el), mode: 2, legend: { show: opts.legend ?? true }, cursor: { drag: { x: true, y: true } },
+    scales: { x: { time: false, distr: opts.xlog ? 3 : 1 }, y: { distr: opts.ylog ? 3 : 1 } },
+    axes: [{ label: opts.xlabel, values: (u, v) => fmt(v) }, { label: opts.ylabel, values: (u, v) => fmt(v) }],
+    series,
+  }, data, el);
+}
+
+const PALETTE = ["#1f5fbf", "#b0421a", "#1c8a4a", "#8a3fb0", "#c9820f", "#2a8c9a", "#a33b6b", "#5c6b1f", "#444"];
+
 function sweepCharts(sweep, selected, emaOf, jobs) {
   let curves = {};
   let lossPlot = null, isoPlot = null;
@@ -291,35 +323,104 @@ function sweepCharts(sweep, selected, emaOf, jobs) {
     state.charts.loss = { series: ids.length, points: ids.reduce((n, id) => n + curves[id].length, 0) };
     drawIso();
   };
+  let fit = null;
+  let fitPlots = [];
   const drawIso = () => {
-    // Final loss against parameters: the newest loss of each succeeded training run.
-    const done = [...jobs.values()].filter((j) => j.kind === "train" && j.state === "succeeded" && j.loss != null && j.params);
+    // The fitter's points (held-out loss of its frontier distribution) when it has fitted;
+    // until then the final training loss of each succeeded run.
     const byBudget = new Map();
-    for (const j of done) {
-      if (!byBudget.has(j.budget)) byBudget.set(j.budget, []);
-      byBudget.get(j.budget).push([j.params, j.loss]);
+    const add = (b, n, l) => { if (!byBudget.has(b)) byBudget.set(b, []); byBudget.get(b).push([n, l]); };
+    const report = fit?.report;
+    if (report && fit.points?.length) {
+      for (const [b, n, l] of fit.points) add(b, n, l);
+      $("#isoflop-caption").textContent = `${fit.task}: ${report.isoflop.distribution} ${fit.metric} against parameters, per budget, with the fitted parabolas and their minima (IsoFLOP)`;
+    } else {
+      for (const j of jobs.values()) if (j.kind === "train" && j.state === "succeeded" && j.loss != null && j.params) add(j.budget, j.params, j.loss);
     }
     if (isoPlot) isoPlot.destroy();
     isoEl.innerHTML = "";
     if (!byBudget.size) { isoEl.textContent = "No finished run yet."; state.charts.isoflop = { budgets: 0 }; return; }
     const [lo, hi] = budgets();
-    const data = [null], series = [{}];
+    const list = [];
     for (const [b, pts] of [...byBudget.entries()].sort((x, y) => x[0] - y[0])) {
       pts.sort((x, y) => x[0] - y[0]);
-      data.push([pts.map((p) => p[0]), pts.map((p) => p[1])]);
-      series.push({ label: exp(b), stroke: budgetColour(b, lo, hi), width: 1.5, paths: uPlot.paths.linear(),
-        points: { show: true, size: 7, fill: budgetColour(b, lo, hi) }, facets: [{ scale: "x", auto: true }, { scale: "y", auto: true }] });
+      const c = budgetColour(b, lo, hi);
+      list.push({ label: exp(b), xs: pts.map((p) => p[0]), ys: pts.map((p) => p[1]), stroke: c, points: true, line: !report });
+        // A budget's report carries its optimum's fields (bracketed, n_opt, l_opt, the parabola).
+      const opt = report?.isoflop.budgets.find((r) => Math.abs(r.budget - b) <= 1e-9 * b);
+      if (opt?.parabola_ln_n) {
+        const p = opt.parabola_ln_n, a = Math.log(pts[0][0]), z = Math.log(pts[pts.length - 1][0]);
+        const ts = Array.from({ length: 41 }, (_, i) => a + ((z - a) * i) / 40);
+        list.push({ label: `fit ${exp(b)}`, xs: ts.map(Math.exp), ys: ts.map((t) => p.c[0] + (t - p.x0) * (p.c[1] + (t - p.x0) * p.c[2])), stroke: c, dash: [6, 4], width: 1 });
+      }
     }
-    isoPlot = new uPlot({
-      ...chartSize(isoEl), mode: 2, legend: { show: true },
-      scales: { x: { time: false, distr: 3 }, y: { distr: 1 } },
-      axes: [{ label: "parameters", values: (u, v) => v.map((x) => (x == null ? "" : si(x))) }, { label: "final loss" }],
-      series,
-    }, data, isoEl);
-    state.charts.isoflop = { budgets: byBudget.size };
+    const minima = report?.isoflop.budgets.filter((o) => o.bracketed) ?? [];
+    if (minima.length) list.push({ label: "minima", xs: minima.map((o) => o.n_opt), ys: minima.map((o) => o.l_opt), stroke: "#111", points: true, line: false, size: 10 });
+    isoPlot = facetChart(isoEl, { xlabel: "parameters", ylabel: report ? fit.metric : "final loss", xlog: true }, list);
+    state.charts.isoflop = { budgets: byBudget.size, parabolas: list.filter((s) => s.dash).length, minima: minima.length };
+  };
+  const drawFit = () => {
+    for (const p of fitPlots) p.destroy();
+    fitPlots = [];
+    const report = fit?.report;
+    const optEl = $("#chart-optima"), lawsEl = $("#chart-laws"), relEl = $("#chart-relative");
+    if (!report) {
+      for (const el of [optEl, lawsEl, relEl]) el.textContent = fit?.why ? `No fit yet: ${fit.why}` : "No fit yet.";
+      state.charts.fit = { fitted: false };
+      return;
+    }
+    const iso = report.isoflop;
+    const opts = iso.budgets.filter((o) => o.bracketed);
+    const cs = opts.map((o) => o.budget);
+    const span = cs.length ? [Math.min(...cs), Math.max(...cs)] : [1, 1];
+    const law = (coef, e) => (coef != null && e != null ? { xs: span, ys: span.map((c) => coef * c ** e) } : null);
+    const optList = [
+      { label: "N*", xs: cs, ys: opts.map((o) => o.n_opt), stroke: PALETTE[0], points: true, line: false },
+      { label: "D*", xs: cs, ys: opts.map((o) => o.d_opt), stroke: PALETTE[1], points: true, line: false },
+    ];
+    const nl = law(iso.n_opt_coef, iso.n_opt_exponent), dl = law(iso.d_opt_coef, iso.d_opt_exponent);
+    if (nl) optList.push({ label: `N* ∝ C^${iso.n_opt_exponent.toFixed(3)}`, ...nl, stroke: PALETTE[0], dash: [6, 4] });
+    if (dl) optList.push({ label: `D* ∝ C^${iso.d_opt_exponent.toFixed(3)}`, ...dl, stroke: PALETTE[1], dash: [6, 4] });
+    fitPlots.push(facetChart(optEl, { xlabel: "compute (FLOPs)", ylabel: "parameters / tokens", xlog: true, ylog: true }, optList));
+    $("#optima-caption").textContent = `Compute-optimal N* and D* against compute (${iso.distribution}), with the fitted power laws`;
+    // E(F) per distribution: the minima of its own IsoFLOP curves and its fitted law.
+    const lawList = [];
+    report.distributions.forEach((d, i) => {
+      const pts = d.isoflop.budgets.filter((o) => o.bracketed);
+      const c = PALETTE[i % PALETTE.length];
+      lawList.push({ label: d.name, xs: pts.map((o) => o.budget), ys: pts.map((o) => o.l_opt), stroke: c, points: true, line: false });
+      if (d.alpha != null && d.beta != null && pts.length) {
+        const xs = [Math.min(...pts.map((o) => o.budget)), Math.max(...pts.map((o) => o.budget))];
+        lawList.push({ label: `${d.name} fit`, xs, ys: xs.map((f) => d.alpha * f ** -d.beta), stroke: c, dash: [6, 4], width: 1 });
+      }
+    });
+    if (lawList.length) fitPlots.push(facetChart(lawsEl, { xlabel: "compute (FLOPs)", ylabel: fit.metric, xlog: true, ylog: true }, lawList));
+    else lawsEl.textContent = "No distribution has a fitted law yet.";
+    // G(F) per target against the baseline, with its pointwise band.
+    const relList = [];
+    report.relative.forEach((r, i) => {
+      const c = PALETTE[i % PALETTE.length];
+      const xs = r.band.map((b) => b[0]);
+      relList.push({ label: `${r.target} (${r.verdict})`, xs, ys: xs.map((f) => r.gamma * f ** r.delta_beta), stroke: c });
+      relList.push({ label: `${r.target} band`, xs, ys: r.band.map((b) => b[1]), stroke: c, dash: [2, 3], width: 1 });
+      relList.push({ label: `${r.target} band`, xs, ys: r.band.map((b) => b[2]), stroke: c, dash: [2, 3], width: 1 });
+    });
+    if (relList.length) {
+      fitPlots.push(facetChart(relEl, { xlabel: "compute (FLOPs)", ylabel: `G = E / E_${report.relative[0].baseline}`, xlog: true, ylog: true }, relList));
+      $("#relative-caption").textContent = `Relative to ${report.relative[0].baseline}: G(F) = E/E_baseline with ${Math.round(report.ci_level * 100)}% bands (bootstrap over runs)`;
+    } else relEl.textContent = "No relative law: one distribution, or too few budgets.";
+    state.charts.fit = { fitted: true, distributions: report.distributions.length, relative: report.relative.length, optima: opts.length };
+  };
+  let fitTimer = null;
+  const loadFit = async () => {
+    fit = await api(`/api/v1/sweeps/${encodeURIComponent(sweep)}/fit`);
+    drawIso();
+    drawFit();
   };
   return {
-    load: async () => { curves = await api(`/api/v1/sweeps/${encodeURIComponent(sweep)}/curves`); draw(); },
+    load: async () => { curves = await api(`/api/v1/sweeps/${encodeURIComponent(sweep)}/curves`); draw(); await loadFit(); },
+    // A job ended: the fit may change (the server recomputes it then).
+    ended: () => { clearTimeout(fitTimer); fitTimer = setTimeout(loadFit, 1500); },
     redraw: draw,
     restyle: draw,
     jobsChanged: () => { if (!pending) { pending = true; requestAnimationFrame(draw); } },

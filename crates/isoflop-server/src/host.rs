@@ -116,7 +116,17 @@ impl Host {
         let sched_stop = CancellationToken::new();
         let scheduler = tokio::spawn(self.coord.clone().run_scheduler(self.events, sched_stop.clone()));
         let live = crate::http::LiveMetrics::start(&self.coord);
-        Serving { coord: self.coord, kube: self.kube, admin_token, live, server_stop, server, sched_stop, scheduler }
+        Serving {
+            coord: self.coord,
+            kube: self.kube,
+            admin_token,
+            live,
+            fits: Default::default(),
+            server_stop,
+            server,
+            sched_stop,
+            scheduler,
+        }
     }
 }
 
@@ -126,6 +136,7 @@ pub struct Serving {
     kube: Option<Arc<KubernetesExecutor>>,
     admin_token: Option<String>,
     live: Arc<crate::http::LiveMetrics>,
+    fits: Arc<crate::web::api::FitCache>,
     server_stop: CancellationToken,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     sched_stop: CancellationToken,
@@ -153,6 +164,7 @@ impl Serving {
             shutdown: CancellationToken::new(),
             live: Some(self.live.clone()),
             per_run_metrics: false,
+            fits: self.fits.clone(),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct HttpState {
     pub live: Option<Arc<LiveMetrics>>,
     /// Series per live run on `/metrics` (`per_run_metrics` in the serve config).
     pub per_run_metrics: bool,
+    /// The sweeps' fits the page asked for, until a job ends.
+    pub fits: Arc<crate::web::api::FitCache>,
 }
 
 /// The routes.
@@ -343,6 +345,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             live: None,
             per_run_metrics: false,
+            fits: Default::default(),
         };
         let server = tokio::spawn(serve_http(listener, state, stop.clone()));
 

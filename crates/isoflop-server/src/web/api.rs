@@ -6,6 +6,7 @@
 //! | `GET /api/v1/sweeps` | every sweep's [`SweepSummary`] |
 //! | `GET /api/v1/sweeps/{name}` | `{summary, jobs}`: the summary and a [`JobView`] per job |
 //! | `GET /api/v1/sweeps/{name}/curves?points=N` | `{run_id: [[tokens, loss, lr, step], ...]}` per training run, downsampled |
+//! | `GET /api/v1/sweeps/{name}/fit` | `{task, metric, baseline, report}`: the fitter's report of the sweep's first task (`isoflop fit SWEEP`, without the parametric law), or `{why}` when there is none yet; computed again when a job ends |
 //! | `GET /api/v1/runs/{id}` | a job (id, unique prefix or name): its row, config, events, attempts, checkpoints, results |
 //! | `GET /api/v1/runs/{id}/progress?points=N` | its curve |
 //! | `GET /api/v1/runs/{id}/log?attempt=A&offset=B` | its attempt's log from byte `B`: `{text, offset, size, ...}` |
@@ -43,6 +44,7 @@ pub fn router() -> Router<HttpState> {
         .route("/api/v1/sweeps", get(sweeps))
         .route("/api/v1/sweeps/{name}", get(sweep))
         .route("/api/v1/sweeps/{name}/curves", get(curves))
+        .route("/api/v1/sweeps/{name}/fit", get(fit))
         .route("/api/v1/runs/{id}", get(run))
         .route("/api/v1/runs/{id}/progress", get(progress))
         .route("/api/v1/runs/{id}/log", get(log))
@@ -485,4 +487,65 @@ async fn stream(State(s): State<HttpState>, headers: HeaderMap, Query(q): Query<
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(out);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// When a sweep's fit was computed: its jobs that ended, and the newest change among them.
+type FitMark = (usize, i64);
+
+/// The fits the page has asked for, by sweep, with what they were computed from.
+#[derive(Default)]
+pub struct FitCache(std::sync::Mutex<HashMap<String, (FitMark, Value)>>);
+
+/// The fitter's report of a sweep's first task (the held-out text losses when it has them),
+/// as `isoflop fit SWEEP --no-parametric` computes it; cached until a job of the sweep ends.
+pub fn sweep_fit(c: &Coordinator, cache: &FitCache, name: &str) -> Result<Value, ApiError> {
+    let store = c.store();
+    if store.sweep(name)?.is_none() {
+        return Err(ApiError::NotFound(format!("no sweep named {name}")));
+    }
+    let rows = store.sweep_runs(name)?;
+    let ended: Vec<&RunRow> = rows.iter().filter(|r| r.state.is_terminal()).collect();
+    let mark = (ended.len(), ended.iter().map(|r| r.updated_ms).max().unwrap_or(0));
+    if let Some((m, v)) = cache.0.lock().unwrap_or_else(|p| p.into_inner()).get(name)
+        && *m == mark
+    {
+        return Ok(v.clone());
+    }
+    let options = isoflop_fit::FitOptions { run_parametric: false, ..isoflop_fit::FitOptions::default() };
+    let so = isoflop_fit::sweep::SectionOptions::default();
+    let value = match isoflop_fit::sweep::sections(store.as_ref(), name, None, &options, &so, false) {
+        Err(e) => json!({"why": e.to_string()}),
+        Ok(sections) => match sections.into_iter().next() {
+            None => json!({"why": "no task to fit"}),
+            Some((task, Err(why))) => json!({"task": task.name, "why": why}),
+            Some((task, Ok(section))) => match section.fit() {
+                Ok(report) => {
+                    // The points its IsoFLOP parabolas were fitted to: `[budget, params, loss]`.
+                    let frontier = &report.isoflop.distribution;
+                    let points: Vec<[f64; 3]> = section
+                        .table
+                        .points
+                        .iter()
+                        .filter(|p| &p.distribution == frontier)
+                        .map(|p| [p.budget, p.params, p.loss])
+                        .collect();
+                    json!({
+                        "task": task.name,
+                        "metric": section.metric,
+                        "baseline": section.baseline,
+                        "points": points,
+                        "report": report,
+                    })
+                }
+                Err(e) => json!({"task": task.name, "why": e.to_string()}),
+            },
+        },
+    };
+    cache.0.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), (mark, value.clone()));
+    Ok(value)
+}
+
+async fn fit(State(s): State<HttpState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let cache = s.fits.clone();
+    Ok(Json(s.coord.blocking(move |c| sweep_fit(c, &cache, &name)).await?))
 }

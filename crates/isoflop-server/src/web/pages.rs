@@ -239,7 +239,10 @@ pub async fn sweep(State(s): State<HttpState>, Path(name): Path<String>) -> Resp
             (summary_block(&d.summary))
             div.charts {
                 figure { figcaption { "Training loss against tokens (log-log), coloured by budget" } div #chart-loss {} }
-                figure { figcaption { "Final loss against parameters, per budget (IsoFLOP)" } div #chart-isoflop {} }
+                figure { figcaption #isoflop-caption { "Final loss against parameters, per budget (IsoFLOP)" } div #chart-isoflop {} }
+                figure { figcaption #optima-caption { "Compute-optimal parameters N* and tokens D* against compute" } div #chart-optima {} }
+                figure { figcaption #laws-caption { "Loss at the compute-optimal size per distribution, E(F)" } div #chart-laws {} }
+                figure { figcaption #relative-caption { "Relative to the baseline, G(F) = E/E_baseline, with bands" } div #chart-relative {} }
             }
             div.controls {
                 label { "filter " input #filter-q type="search" placeholder="name, state, reason"; }
