@@ -215,6 +215,15 @@ fn the_pages_api_stream_and_metrics_answer_with_the_admin_token_only() {
     assert_eq!(tos.last(), Some(&"succeeded"), "{tos:?}");
     assert_eq!(run["evals"].as_array().unwrap().len(), 5, "the held-out distributions: {}", run["evals"]);
     assert_eq!(run["sweeps"], serde_json::json!(["tiny"]));
+    // The same history over the control API: `isoflop events`.
+    let out = s.client(&["events", id, "--format", "json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let events: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let over_grpc: Vec<&str> = events["events"].as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap()).collect();
+    assert_eq!(over_grpc, tos, "the page's history and the control API's agree");
+    let out = s.client(&["events", id]);
+    let table = stdout(&out);
+    assert!(out.status.success() && table.contains("launching") && table.lines().count() == tos.len() + 3, "{table}");
     let full = s.json(&format!("/api/v1/runs/{id}/progress"));
     assert_eq!(
         full.as_array().unwrap().len(),

@@ -76,6 +76,17 @@ pub fn curves(run: &str, format: crate::args::CurveFormat, store: &StoreArgs, re
     })
 }
 
+/// `isoflop events RUN`: a run's state changes, oldest first.
+pub fn events(run: &str, format: Format, store: &StoreArgs, remote: &RemoteArgs) -> CliResult {
+    runtime()?.block_on(async {
+        let mut control = Control::open(store, remote, Scope::Run(run), false).await?;
+        let r = control.client().events(run).await.map_err(client);
+        control.close().await;
+        print!("{}", crate::render::status::events(&r?, format));
+        Ok(())
+    })
+}
+
 /// `isoflop delete SWEEP [--yes]`: the jobs only it holds, with their history and artifacts,
 /// after a confirmation (a terminal's y, or --yes).
 pub fn delete(sweep: &str, yes: bool, store: &StoreArgs, remote: &RemoteArgs) -> CliResult {

@@ -112,6 +112,17 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Print a run's state changes: time, attempt, from, to, failure class and reason.
+    Events {
+        /// Run id (or a unique prefix) or run name.
+        run: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// Print the worker logs of a run (every attempt, or one).
     Logs {
         /// Run id (or a unique prefix) or run name.
@@ -277,6 +288,7 @@ fn main() {
             | Command::Status { .. }
             | Command::Sweeps { .. }
             | Command::Curves { .. }
+            | Command::Events { .. }
             | Command::Logs { .. }
             | Command::Fit { .. }
             | Command::Watch { .. }
@@ -300,6 +312,7 @@ fn main() {
         Command::Status { sweep, format, store, remote } => cmd_control::status(sweep.as_deref(), format, &store, &remote),
         Command::Sweeps { format, store, remote } => cmd_control::sweeps(format, &store, &remote),
         Command::Curves { run, format, store, remote } => cmd_control::curves(&run, format, &store, &remote),
+        Command::Events { run, format, store, remote } => cmd_control::events(&run, format, &store, &remote),
         Command::Logs { run, attempt, store, remote } => cmd_control::logs(&run, attempt, &store, &remote),
         Command::Resume { sweep, include_diverged, no_run, plain, http, store, remote } => {
             cmd_run::resume(&sweep, include_diverged, no_run, plain, &http, &store, &remote)

@@ -209,6 +209,12 @@ impl ControlClient {
         self.inner.delete_sweep(r).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
     }
 
+    /// A run's state changes, oldest first.
+    pub async fn events(&mut self, run: &str) -> Result<pb::GetRunEventsResponse, ClientError> {
+        let r = self.req(pb::GetRunEventsRequest { run: run.into() });
+        self.inner.get_run_events(r).await.map(|r| r.into_inner()).map_err(|s| self.error(s))
+    }
+
     /// A run's progress history, every attempt, oldest first.
     pub async fn progress(&mut self, run: &str) -> Result<pb::GetRunProgressResponse, ClientError> {
         let r = self.req(pb::GetRunProgressRequest { run: run.into() });

@@ -476,3 +476,39 @@ pub fn curves(r: &isoflop_proto::v1::GetRunProgressResponse, format: crate::args
         }
     }
 }
+
+/// `isoflop events RUN`: a table (time, attempt, from, to, class, reason) or JSON.
+pub fn events(r: &isoflop_proto::v1::GetRunEventsResponse, format: crate::args::Format) -> String {
+    use isoflop_proto::convert::{failure_class, run_state};
+    let state = |v: i32| run_state(v).map(|s| s.as_str()).unwrap_or("unknown");
+    let class = |v: i32| failure_class(v).map(|c| c.as_str());
+    match format {
+        crate::args::Format::Json => {
+            let events: Vec<serde_json::Value> = r
+                .events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id, "attempt": (e.attempt > 0).then_some(e.attempt), "at_ms": e.at_unix_millis,
+                        "from": state(e.from), "to": state(e.to), "failure_class": class(e.failure_class), "message": e.message,
+                    })
+                })
+                .collect();
+            format!("{:#}\n", json!({"run_id": r.run_id, "name": r.name, "events": events}))
+        }
+        crate::args::Format::Table => {
+            let mut t = Table::new(["time", "attempt", "from", "to", "class", "reason"]);
+            for e in &r.events {
+                t.row([
+                    crate::render::table::utc(e.at_unix_millis),
+                    if e.attempt > 0 { e.attempt.to_string() } else { "-".into() },
+                    state(e.from).to_string(),
+                    state(e.to).to_string(),
+                    class(e.failure_class).unwrap_or("-").to_string(),
+                    e.message.clone(),
+                ]);
+            }
+            format!("{} ({})\n{}", r.name, r.run_id, t.render())
+        }
+    }
+}

@@ -262,6 +262,30 @@ impl ControlService for ControlApi {
         }))
     }
 
+    #[tracing::instrument(name = "rpc.get_run_events", skip_all)]
+    async fn get_run_events(&self, req: Request<pb::GetRunEventsRequest>) -> Result<Response<pb::GetRunEventsResponse>, Status> {
+        self.check(&req)?;
+        let run = req.into_inner().run;
+        self.blocking(move |api| {
+            let run = api.coord.find_run(&run).map_err(status)?;
+            let events = api.coord.store().events(&run.run_id).map_err(|e| status(e.into()))?;
+            let events = events
+                .into_iter()
+                .map(|e| pb::RunStateEvent {
+                    id: e.id,
+                    attempt: e.attempt.unwrap_or(0),
+                    at_unix_millis: e.at_ms,
+                    from: isoflop_proto::convert::run_state_value(e.from),
+                    to: isoflop_proto::convert::run_state_value(e.to),
+                    failure_class: isoflop_proto::convert::failure_class_value(e.failure_class),
+                    message: e.message,
+                })
+                .collect();
+            Ok(Response::new(pb::GetRunEventsResponse { run_id: run.run_id, name: run.name, events }))
+        })
+        .await
+    }
+
     #[tracing::instrument(name = "rpc.get_run_progress", skip_all)]
     async fn get_run_progress(
         &self,
