@@ -479,7 +479,7 @@ async fn attempt(
                 }
                 break;
             }
-            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+            Err(s) if unanswered(&s) && Instant::now() < deadline => {
                 warn!(target: "worker", "the last report was not taken ({}); retrying", s.message());
                 retry_pause(&interrupt, &mut deadline).await;
             }
@@ -536,13 +536,25 @@ async fn attempt(
     loop {
         match bounded(left(deadline), client.finish(req.clone())).await {
             Ok(_) => return Ok(ended),
-            Err(s) if s.code() == Code::Unavailable && Instant::now() < deadline => {
+            Err(s) if unanswered(&s) && Instant::now() < deadline => {
                 warn!(target: "worker", "coordinator unreachable ({}); retrying the outcome", s.message());
                 retry_pause(&interrupt, &mut deadline).await;
             }
             Err(s) => return Err(WorkerError::FinishRefused(s.message().into())),
         }
     }
+}
+
+/// A call the coordinator did not answer: it was unreachable or restarting (UNAVAILABLE), or
+/// the connection broke mid-call, which tonic reports with the transport's error as the
+/// status's source (UNKNOWN, or a code from the HTTP/2 reset); a status the coordinator sent
+/// has no source. Worth trying again: reports
+/// are idempotent, and a finish already taken is refused as stale. Found by the chaos drill:
+/// a coordinator killed while the last report of a run was in flight lost that report's final
+/// checkpoint (the worker gave up on it and sent the outcome), and the run's evaluation job
+/// waited for that checkpoint's row forever.
+fn unanswered(s: &tonic::Status) -> bool {
+    s.code() == Code::Unavailable || std::error::Error::source(s).is_some()
 }
 
 /// The longest a worker API call may take outside the shutdown path (which has its own
@@ -817,6 +829,18 @@ fn verify_candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_calls_the_coordinator_did_not_answer_are_tried_again() {
+        // A broken connection: UNKNOWN, with the transport's error as its source.
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection reset")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(unanswered(&broken));
+        assert!(unanswered(&tonic::Status::unavailable("tcp connect error")));
+        // Answers: an UNKNOWN the coordinator sent, a refusal.
+        assert!(!unanswered(&tonic::Status::unknown("the store failed")));
+        assert!(!unanswered(&tonic::Status::failed_precondition("stale attempt")));
+    }
 
     #[test]
     fn a_checkpoint_set_aside_earlier_is_reported_until_the_store_took_it() {
