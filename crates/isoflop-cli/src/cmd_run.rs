@@ -122,12 +122,11 @@ async fn run_async(
     }
 
     let serving = host.start(None);
-    let http_stop = tokio_util::sync::CancellationToken::new();
     let http_server = match http {
         None => None,
         Some(l) => {
             println!("web page: http://{}/sweeps/{sweep}", l.local_addr()?);
-            Some(tokio::spawn(isoflop_server::http::serve_http(l, serving.http_state(), http_stop.clone())))
+            Some(isoflop_server::http::HttpServer::start(l, serving.http_state()))
         }
     };
     let live = !plain && std::io::stdout().is_terminal();
@@ -180,13 +179,8 @@ async fn run_async(
     }
     let kube_line = serving.kubernetes().map(|k| k.api_calls().clone());
     serving.stop().await;
-    http_stop.cancel();
     if let Some(h) = http_server {
-        match h.await {
-            Ok(Err(e)) => tracing::error!("http server: {e}"),
-            Err(e) => tracing::error!("http server task: {e}"),
-            Ok(Ok(())) => {}
-        }
+        h.stop().await;
     }
 
     let name = sweep.clone();

@@ -65,7 +65,6 @@ pub fn serve(config_path: &Path) -> CliResult {
             println!("{unfinished} unfinished run(s) in the store; scheduling them");
         }
         let serving = host.start(loaded.admin_token.clone());
-        let http_stop = tokio_util::sync::CancellationToken::new();
         let http_server = match http {
             None => None,
             Some(l) => {
@@ -74,7 +73,7 @@ pub fn serve(config_path: &Path) -> CliResult {
                     per_run_metrics: loaded.config.per_run_metrics,
                     ..serving.http_state()
                 };
-                Some(tokio::spawn(isoflop_server::http::serve_http(l, state, http_stop.clone())))
+                Some(isoflop_server::http::HttpServer::start(l, state))
             }
         };
         let reporter = tokio::spawn(report_settled_sweeps(coord.clone(), loaded.store.clone(), loaded.artifacts.clone()));
@@ -90,13 +89,8 @@ pub fn serve(config_path: &Path) -> CliResult {
         );
         reporter.abort();
         serving.stop().await;
-        http_stop.cancel();
         if let Some(h) = http_server {
-            match h.await {
-                Ok(Err(e)) => tracing::error!("http server: {e}"),
-                Err(e) => tracing::error!("http server task: {e}"),
-                Ok(Ok(())) => {}
-            }
+            h.stop().await;
         }
         if let Some(calls) = calls {
             let runs: usize = coord.blocking(|c| c.sweeps()).await?.iter().map(|(_, r)| r.len()).sum();

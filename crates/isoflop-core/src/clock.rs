@@ -43,6 +43,24 @@ impl Clock for ManualClock {
     }
 }
 
+/// A time in milliseconds since the Unix epoch as a UTC civil date and time: `(year, month,
+/// day, hour, minute, second)`, on the proleptic Gregorian calendar.
+pub fn utc_civil(ms: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem / 3600, (rem % 3600) / 60, rem % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,30 @@ pub async fn serve_http(listener: TcpListener, state: HttpState, stop: Cancellat
     axum::serve(listener, router(state)).with_graceful_shutdown(async move { stop.cancelled().await }).await
 }
 
+/// The HTTP side running in the background ([`serve_http`]), until [`HttpServer::stop`].
+pub struct HttpServer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    /// Serves the routes on `listener` in a task of its own.
+    pub fn start(listener: TcpListener, state: HttpState) -> HttpServer {
+        let stop = CancellationToken::new();
+        HttpServer { task: tokio::spawn(serve_http(listener, state, stop.clone())), stop }
+    }
+
+    /// Stops serving (live streams end) and waits for the server; its errors are logged.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Err(e)) => tracing::error!("http server: {e}"),
+            Err(e) => tracing::error!("http server task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     let store = s.coord.blocking(|c| c.store().sweeps().map(|v| v.len())).await;
     match (store, s.coord.executor().readiness()) {
